@@ -1,0 +1,285 @@
+//! [`CacheBuilder`]: every setting of a cache, read as configuration.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::breaker::BreakerConfig;
+use crate::cache::{Cache, Inner};
+use crate::coalesce::Flights;
+use crate::codec::Codec;
+use crate::error::{Error, Result};
+use crate::key::{KeySpace, DEFAULT_MAX_KEY_LEN};
+use crate::l1::{L1Config, L1};
+use crate::l2::{redact, RedisTopology, L2};
+use crate::metrics::Metrics;
+use crate::options::EntryOptions;
+use crate::policy::{Policies, Policy, Strategy};
+
+/// Configures and builds a [`Cache`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), stratacache::Error> {
+/// use std::time::Duration;
+/// use stratacache::{Cache, Codec, EntryOptions, Strategy};
+///
+/// let cache = Cache::builder()
+///     .namespace("market")                        // keys become "market:{…}"
+///     .l1_max_bytes(256 * 1024 * 1024)
+///     .l1_max_entries(500_000)
+///     .redis_url("redis+cluster://10.0.0.1:7000,10.0.0.2:7000")
+///     .redis_timeout(Duration::from_millis(100))
+///     .codec(Codec::Postcard)
+///     .compress_above(Some(2048))
+///     .max_value_bytes(4 * 1024 * 1024)
+///     .policy("stock_price", Strategy::WriteThrough, EntryOptions::new().ttl(Duration::from_secs(2)))
+///     .policies_from_toml_file("cache-policies.toml")
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[must_use = "a builder does nothing until .build().await"]
+pub struct CacheBuilder {
+    namespace: String,
+    l1: Option<L1Config>,
+    l2: Option<std::result::Result<RedisTopology, Error>>,
+    redis_timeout: Duration,
+    redis_connect_timeout: Duration,
+    breaker: BreakerConfig,
+    defaults: EntryOptions,
+    codec: Codec,
+    compress_above: Option<usize>,
+    max_value_bytes: usize,
+    max_key_len: usize,
+    policies: Vec<Policy>,
+    policy_files: Vec<PathBuf>,
+    policy_env_prefix: Option<String>,
+    metrics: bool,
+}
+
+impl Default for CacheBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CacheBuilder {
+    /// Defaults: namespace `"stratacache"`, L1 of 64 MiB / 100,000 entries, no
+    /// L2, Redis timeout 200 ms, JSON, lz4 above 1 KiB, values up to 1 MiB,
+    /// keys over 256 bytes hashed, metrics on.
+    pub fn new() -> Self {
+        Self {
+            namespace: "stratacache".into(),
+            l1: Some(L1Config::default()),
+            l2: None,
+            redis_timeout: Duration::from_millis(200),
+            redis_connect_timeout: Duration::from_millis(500),
+            breaker: BreakerConfig::default(),
+            defaults: EntryOptions::default(),
+            codec: Codec::default(),
+            compress_above: Some(1024),
+            max_value_bytes: 1024 * 1024,
+            max_key_len: DEFAULT_MAX_KEY_LEN,
+            policies: Vec::new(),
+            policy_files: Vec::new(),
+            policy_env_prefix: None,
+            metrics: true,
+        }
+    }
+
+    /// Prefix of every key, so several applications can share one Redis.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// L1 bounds.
+    pub fn l1(mut self, config: L1Config) -> Self {
+        self.l1 = Some(config);
+        self
+    }
+
+    /// Bound L1 in bytes (enables L1 if it was disabled).
+    pub fn l1_max_bytes(mut self, bytes: u64) -> Self {
+        self.l1.get_or_insert_with(L1Config::default).max_bytes = bytes;
+        self
+    }
+
+    /// Bound L1 in entries (enables L1 if it was disabled).
+    pub fn l1_max_entries(mut self, entries: u64) -> Self {
+        self.l1.get_or_insert_with(L1Config::default).max_entries = entries;
+        self
+    }
+
+    /// No L1: every read goes to Redis.
+    pub fn without_l1(mut self) -> Self {
+        self.l1 = None;
+        self
+    }
+
+    /// Use Redis as L2; see [`RedisTopology::parse`] for the URL forms.
+    /// A malformed URL is reported by [`build`](Self::build).
+    pub fn redis_url(mut self, url: &str) -> Self {
+        self.l2 = Some(RedisTopology::parse(url));
+        self
+    }
+
+    /// Use Redis as L2.
+    pub fn redis(mut self, topology: RedisTopology) -> Self {
+        self.l2 = Some(Ok(topology));
+        self
+    }
+
+    /// No L2 (the default): an in-process cache only.
+    pub fn without_l2(mut self) -> Self {
+        self.l2 = None;
+        self
+    }
+
+    /// Upper bound of every Redis call, retries included. No request waits on
+    /// Redis longer than this.
+    pub fn redis_timeout(mut self, timeout: Duration) -> Self {
+        self.redis_timeout = timeout;
+        self
+    }
+
+    /// Upper bound of establishing a connection.
+    pub fn redis_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.redis_connect_timeout = timeout;
+        self
+    }
+
+    /// Circuit breaker settings.
+    pub fn breaker(mut self, config: BreakerConfig) -> Self {
+        self.breaker = config;
+        self
+    }
+
+    /// Options used by calls that pass none (`get`, `get_many`).
+    pub fn default_options(mut self, options: EntryOptions) -> Self {
+        self.defaults = options;
+        self
+    }
+
+    /// How values are serialized (JSON by default).
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// Compress values (lz4) whose encoded size is above this many bytes; `None` never.
+    pub fn compress_above(mut self, bytes: Option<usize>) -> Self {
+        self.compress_above = bytes;
+        self
+    }
+
+    /// Refuse values whose stored form is larger than this.
+    pub fn max_value_bytes(mut self, bytes: usize) -> Self {
+        self.max_value_bytes = bytes;
+        self
+    }
+
+    /// Keys longer than this are replaced by a digest.
+    pub fn max_key_len(mut self, bytes: usize) -> Self {
+        self.max_key_len = bytes;
+        self
+    }
+
+    /// Register a named policy.
+    pub fn policy(mut self, name: &str, strategy: Strategy, options: EntryOptions) -> Self {
+        self.policies.push(Policy::new(name, strategy, options));
+        self
+    }
+
+    /// Load policies from a TOML file at build time (see [`Policies::from_toml_str`]).
+    pub fn policies_from_toml_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.policy_files.push(path.into());
+        self
+    }
+
+    /// At build time, overlay policies from `{PREFIX}__POLICIES__{NAME}__{FIELD}`
+    /// environment variables (see [`Policies::overlay_env`]).
+    pub fn policies_from_env(mut self, prefix: &str) -> Self {
+        self.policy_env_prefix = Some(prefix.to_string());
+        self
+    }
+
+    /// Report metrics through the `metrics` facade (on by default).
+    pub fn metrics(mut self, enabled: bool) -> Self {
+        self.metrics = enabled;
+        self
+    }
+
+    /// Validate the configuration and build the cache.
+    ///
+    /// Redis is connected lazily: a cache built while Redis is down works from
+    /// L1 and loaders and starts using Redis when it answers. (Sentinel is the
+    /// exception: the master must be resolvable at build time.)
+    pub async fn build(self) -> Result<Cache> {
+        let keys = KeySpace::new(&self.namespace, self.max_key_len)?;
+        self.defaults.validate()?;
+        if self.max_value_bytes == 0 {
+            return Err(Error::config("max_value_bytes must be greater than zero"));
+        }
+        if self.redis_timeout.is_zero() || self.redis_connect_timeout.is_zero() {
+            return Err(Error::config("redis timeouts must be greater than zero"));
+        }
+        if self.breaker.failure_threshold == 0 || self.breaker.probe_interval.is_zero() {
+            return Err(Error::config(
+                "breaker threshold and probe interval must be greater than zero",
+            ));
+        }
+        if let Some(l1) = &self.l1 {
+            if l1.max_bytes == 0 || l1.max_entries == 0 {
+                return Err(Error::config("L1 bounds must be greater than zero"));
+            }
+        }
+
+        let mut policies = Policies::new();
+        for policy in self.policies {
+            policies.insert(policy)?;
+        }
+        for path in &self.policy_files {
+            for policy in Policies::from_toml_file(path)?.iter() {
+                policies.insert(policy.clone())?;
+            }
+        }
+        if let Some(prefix) = &self.policy_env_prefix {
+            policies.overlay_env(prefix)?;
+        }
+
+        let metrics = Metrics::new(self.metrics, &self.namespace);
+        let l1 = self.l1.map(|config| L1::new(config, &metrics.global));
+        let l2 = match self.l2 {
+            None => None,
+            Some(topology) => {
+                let topology = topology?;
+                tracing::info!(redis = %redact(&format!("{topology:?}")), "stratacache L2 configured");
+                Some(
+                    L2::connect(
+                        &topology,
+                        self.redis_timeout,
+                        self.redis_connect_timeout,
+                        self.breaker,
+                        Arc::clone(&metrics.global),
+                    )
+                    .await?,
+                )
+            }
+        };
+        let inner = Arc::new_cyclic(|this| Inner {
+            this: this.clone(),
+            keys,
+            l1,
+            l2,
+            codec: self.codec,
+            compress_above: self.compress_above,
+            max_value_bytes: self.max_value_bytes,
+            defaults: self.defaults,
+            policies,
+            flights: Arc::new(Flights::default()),
+            metrics,
+        });
+        Ok(Cache { inner })
+    }
+}

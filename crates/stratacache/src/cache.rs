@@ -1,0 +1,624 @@
+//! The [`Cache`] handle and its key-value operations.
+//!
+//! A read walks the tiers one way — L1, then L2 — each step in its own
+//! function; a write goes down the same tiers. Loading on a miss lives in
+//! [`crate::load`], batch read-through in [`crate::resource`].
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::breaker::BreakerState;
+use crate::builder::CacheBuilder;
+use crate::coalesce::Flights;
+use crate::codec::envelope::{self, DecodeError, EntryMeta};
+use crate::codec::Codec;
+use crate::error::{Error, Result};
+use crate::key::KeySpace;
+use crate::l1::{L1Entry, L1};
+use crate::l2::{Write, L2};
+use crate::metrics::{Metrics, PolicyMetrics};
+use crate::options::EntryOptions;
+use crate::policy::Policies;
+
+/// What a cached value must be: serializable for L2, cloneable for L1 and
+/// for handing one load's result to many callers.
+pub trait CacheValue: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
+impl<T> CacheValue for T where T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
+
+/// A two-tier cache: L1 in this process, L2 in Redis shared by every instance.
+///
+/// Cheap to clone: clones share the same tiers.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), stratacache::Error> {
+/// use std::time::Duration;
+/// use stratacache::{Cache, EntryOptions};
+///
+/// let cache = Cache::builder()
+///     .namespace("shop")
+///     .redis_url("redis://127.0.0.1:6379")
+///     .build()
+///     .await?;
+/// let opts = EntryOptions::new().ttl(Duration::from_secs(60));
+/// cache.set("greeting", &"hello".to_string(), &opts).await?;
+/// assert_eq!(cache.get::<String>("greeting").await?, Some("hello".into()));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    /// A weak handle to itself, for background work spawned from `&self`.
+    pub(crate) this: std::sync::Weak<Inner>,
+    pub(crate) keys: KeySpace,
+    pub(crate) l1: Option<L1>,
+    pub(crate) l2: Option<L2>,
+    pub(crate) codec: Codec,
+    pub(crate) compress_above: Option<usize>,
+    pub(crate) max_value_bytes: usize,
+    pub(crate) defaults: EntryOptions,
+    pub(crate) policies: Policies,
+    pub(crate) flights: Arc<Flights>,
+    pub(crate) metrics: Metrics,
+}
+
+/// An entry found in a tier: a value, or the marker of an absent one.
+pub(crate) type Found<V> = Option<V>;
+
+/// An entry ready to be stored in both tiers.
+pub(crate) struct Prepared {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) meta: EntryMeta,
+    /// Redis TTL: until the end of the stale window.
+    pub(crate) l2_ttl: Duration,
+    pub(crate) l1_lifetime: Duration,
+}
+
+/// L1 occupancy, for health pages and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct L1Stats {
+    /// Weighted bytes held.
+    pub bytes: u64,
+    /// Entries held.
+    pub entries: u64,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Cache {
+    /// Start configuring a cache.
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::new()
+    }
+
+    /// The options used when a call passes none.
+    pub fn default_options(&self) -> &EntryOptions {
+        &self.inner.defaults
+    }
+
+    /// The entry options of a named policy.
+    pub fn policy(&self, name: &str) -> Result<&EntryOptions> {
+        Ok(self.inner.policies.get(name)?.options())
+    }
+
+    /// Every registered policy.
+    pub fn policies(&self) -> &Policies {
+        &self.inner.policies
+    }
+
+    /// The Redis circuit breaker's state, or `None` without L2.
+    pub fn breaker_state(&self) -> Option<BreakerState> {
+        self.inner.l2.as_ref().map(L2::breaker_state)
+    }
+
+    /// L1 occupancy (after applying pending evictions), or `None` without L1.
+    pub fn l1_stats(&self) -> Option<L1Stats> {
+        self.inner.l1.as_ref().map(|l1| {
+            l1.run_pending_tasks();
+            L1Stats {
+                bytes: l1.weighted_size(),
+                entries: l1.entry_count(),
+            }
+        })
+    }
+
+    /// Check that Redis answers (for health endpoints). `Ok` without L2.
+    pub async fn ping_redis(&self) -> Result<()> {
+        match &self.inner.l2 {
+            Some(l2) => l2.ping().await.map_err(Error::from),
+            None => Ok(()),
+        }
+    }
+
+    /// Drop every L1 entry of this instance (L2 is untouched).
+    pub fn clear_l1(&self) {
+        if let Some(l1) = &self.inner.l1 {
+            l1.clear();
+        }
+    }
+
+    /// The fresh value under `key`, if any. A cached "absent" marker reads as `None`.
+    ///
+    /// Never fails because of Redis: an unreachable, slow or broken Redis is a miss.
+    pub async fn get<V: CacheValue>(&self, key: &str) -> Result<Option<V>> {
+        let opts = &self.inner.defaults;
+        self.get_with(key, opts).await
+    }
+
+    /// [`get`](Self::get) with per-call options (`skip_l1`, `skip_l2`, the policy label).
+    pub async fn get_with<V: CacheValue>(
+        &self,
+        key: &str,
+        opts: &EntryOptions,
+    ) -> Result<Option<V>> {
+        let started = Instant::now();
+        let stored = self.inner.keys.stored(key)?;
+        let m = self.inner.metrics.policy(opts.policy.as_ref());
+        let found = self.inner.lookup::<V>(&stored, opts, &m).await;
+        m.get_seconds.record(started.elapsed().as_secs_f64());
+        Ok(found.flatten())
+    }
+
+    /// Many keys at once: L1 first, then the rest from L2 in one round trip.
+    /// The result is in the order of `keys`.
+    pub async fn get_many<V: CacheValue>(&self, keys: &[&str]) -> Result<Vec<Option<V>>> {
+        let opts = &self.inner.defaults;
+        self.get_many_with(keys, opts).await
+    }
+
+    /// [`get_many`](Self::get_many) with per-call options.
+    pub async fn get_many_with<V: CacheValue>(
+        &self,
+        keys: &[&str],
+        opts: &EntryOptions,
+    ) -> Result<Vec<Option<V>>> {
+        let stored = keys
+            .iter()
+            .map(|k| self.inner.keys.stored(k))
+            .collect::<Result<Vec<_>>>()?;
+        let m = self.inner.metrics.policy(opts.policy.as_ref());
+        let found = self.inner.lookup_many::<V>(&stored, opts, &m).await;
+        Ok(found.into_iter().map(Option::flatten).collect())
+    }
+
+    /// Store `value` under `key` in both tiers.
+    ///
+    /// Fails only for a bad key or value (too large, unserializable) — then
+    /// nothing is written. If Redis cannot be written, the value is still in
+    /// L1, the failure is counted, and any older L2 copy is deleted when possible.
+    pub async fn set<V: CacheValue>(
+        &self,
+        key: &str,
+        value: &V,
+        opts: &EntryOptions,
+    ) -> Result<()> {
+        let stored = self.inner.keys.stored(key)?;
+        let prepared = self
+            .inner
+            .prepare(&stored, Some(value), opts, None, None, 0)?;
+        self.inner
+            .store(stored, Some(value.clone()), prepared, opts)
+            .await;
+        Ok(())
+    }
+
+    /// Store many entries: both tiers, one Redis round trip per hash slot.
+    /// Nothing is written if any key or value is refused.
+    pub async fn set_many<V: CacheValue>(
+        &self,
+        entries: &[(&str, V)],
+        opts: &EntryOptions,
+    ) -> Result<()> {
+        let mut batch = Vec::with_capacity(entries.len());
+        for (key, value) in entries {
+            let stored = self.inner.keys.stored(key)?;
+            let prepared = self
+                .inner
+                .prepare(&stored, Some(value), opts, None, None, 0)?;
+            batch.push((stored, Some(value.clone()), prepared));
+        }
+        self.inner.store_many(batch, opts).await;
+        Ok(())
+    }
+
+    /// Remove `key` from both tiers. Returns an error if Redis could not be
+    /// told (the key is gone from this instance's L1 in any case).
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        self.delete_many(&[key]).await
+    }
+
+    /// Remove many keys from both tiers.
+    pub async fn delete_many(&self, keys: &[&str]) -> Result<()> {
+        let stored = keys
+            .iter()
+            .map(|k| self.inner.keys.stored(k))
+            .collect::<Result<Vec<_>>>()?;
+        self.inner.remove(&stored).await
+    }
+
+    /// Whether a fresh value (not an "absent" marker) is cached under `key`.
+    pub async fn exists(&self, key: &str) -> Result<bool> {
+        Ok(self
+            .peek_meta(key)
+            .await?
+            .is_some_and(|(present, _)| present))
+    }
+
+    /// How long the entry under `key` stays fresh, or `None` if there is none.
+    pub async fn ttl(&self, key: &str) -> Result<Option<Duration>> {
+        let now = now_ms();
+        Ok(self
+            .peek_meta(key)
+            .await?
+            .map(|(_, meta)| Duration::from_millis(meta.fresh_until_ms.saturating_sub(now))))
+    }
+
+    /// The metadata of a fresh entry (and whether it holds a value) without decoding it.
+    async fn peek_meta(&self, key: &str) -> Result<Option<(bool, EntryMeta)>> {
+        let stored = self.inner.keys.stored(key)?;
+        let now = now_ms();
+        if let Some(entry) = self.inner.l1.as_ref().and_then(|l1| l1.get(&stored)) {
+            if entry.meta.is_fresh(now) {
+                return Ok(Some((entry.value.is_some(), entry.meta.clone())));
+            }
+        }
+        let Some(l2) = &self.inner.l2 else {
+            return Ok(None);
+        };
+        let Ok(Some(bytes)) = l2.get(&stored).await else {
+            return Ok(None);
+        };
+        match envelope::decode(&bytes, self.inner.max_value_bytes) {
+            Ok(decoded) if decoded.meta.is_fresh(now) => {
+                Ok(Some((decoded.value.is_some(), decoded.meta)))
+            }
+            Ok(_) | Err(DecodeError::NewerFormat(_)) => Ok(None),
+            Err(DecodeError::Corrupt(why)) => {
+                self.inner.discard_corrupt(&stored, why);
+                Ok(None)
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// L1 then L2. `None`: a miss in every tier consulted.
+    pub(crate) async fn lookup<V: CacheValue>(
+        &self,
+        stored: &str,
+        opts: &EntryOptions,
+        m: &PolicyMetrics,
+    ) -> Option<Found<V>> {
+        if let Some(found) = self.lookup_l1::<V>(stored, opts, m) {
+            return Some(found);
+        }
+        self.lookup_l2_into_l1(stored, opts, m).await
+    }
+
+    /// L2 only; a hit is copied into L1.
+    pub(crate) async fn lookup_l2_into_l1<V: CacheValue>(
+        &self,
+        stored: &str,
+        opts: &EntryOptions,
+        m: &PolicyMetrics,
+    ) -> Option<Found<V>> {
+        let (found, meta, encoded_len) = self.lookup_l2::<V>(stored, opts, m).await?;
+        self.fill_l1(stored.to_owned(), found.clone(), meta, encoded_len, opts);
+        Some(found)
+    }
+
+    pub(crate) fn lookup_l1<V: CacheValue>(
+        &self,
+        stored: &str,
+        opts: &EntryOptions,
+        m: &PolicyMetrics,
+    ) -> Option<Found<V>> {
+        let l1 = self.l1.as_ref().filter(|_| !opts.skip_l1)?;
+        let hit = l1
+            .get(stored)
+            .filter(|entry| entry.meta.is_fresh(now_ms()))
+            .and_then(|entry| match &entry.value {
+                None => Some(None),
+                // A value of another type under the same key reads as a miss.
+                Some(value) => value.downcast_ref::<V>().map(|v| Some(v.clone())),
+            });
+        match &hit {
+            Some(Some(_)) => m.l1_hits.increment(1),
+            Some(None) => {
+                m.l1_hits.increment(1);
+                m.negative_hits.increment(1);
+            }
+            None => m.l1_misses.increment(1),
+        }
+        hit
+    }
+
+    async fn lookup_l2<V: CacheValue>(
+        &self,
+        stored: &str,
+        opts: &EntryOptions,
+        m: &PolicyMetrics,
+    ) -> Option<(Found<V>, EntryMeta, usize)> {
+        let l2 = self.l2.as_ref().filter(|_| !opts.skip_l2)?;
+        let bytes = l2.get(stored).await.ok().flatten();
+        let hit = bytes.and_then(|b| {
+            self.decode_fresh::<V>(stored, &b)
+                .map(|(f, meta)| (f, meta, b.len()))
+        });
+        self.count_l2(hit.as_ref().map(|(found, _, _)| found.is_some()), m);
+        hit
+    }
+
+    /// Batch form of [`lookup`](Self::lookup), in the order of `stored`.
+    pub(crate) async fn lookup_many<V: CacheValue>(
+        &self,
+        stored: &[String],
+        opts: &EntryOptions,
+        m: &PolicyMetrics,
+    ) -> Vec<Option<Found<V>>> {
+        let mut found: Vec<Option<Found<V>>> = stored
+            .iter()
+            .map(|k| self.lookup_l1::<V>(k, opts, m))
+            .collect();
+        let missing: Vec<usize> = (0..stored.len()).filter(|&i| found[i].is_none()).collect();
+        let Some(l2) = self
+            .l2
+            .as_ref()
+            .filter(|_| !opts.skip_l2 && !missing.is_empty())
+        else {
+            return found;
+        };
+        let keys: Vec<String> = missing.iter().map(|&i| stored[i].clone()).collect();
+        let Ok(values) = l2.get_many(&keys).await else {
+            for _ in &missing {
+                m.l2_misses.increment(1);
+            }
+            return found;
+        };
+        for (&i, bytes) in missing.iter().zip(values) {
+            let hit = bytes.and_then(|b| {
+                self.decode_fresh::<V>(&stored[i], &b)
+                    .map(|(f, meta)| (f, meta, b.len()))
+            });
+            self.count_l2(hit.as_ref().map(|(f, _, _)| f.is_some()), m);
+            if let Some((value, meta, encoded_len)) = hit {
+                self.fill_l1(stored[i].clone(), value.clone(), meta, encoded_len, opts);
+                found[i] = Some(value);
+            }
+        }
+        found
+    }
+
+    fn count_l2(&self, hit: Option<bool>, m: &PolicyMetrics) {
+        match hit {
+            Some(present) => {
+                m.l2_hits.increment(1);
+                if !present {
+                    m.negative_hits.increment(1);
+                }
+            }
+            None => m.l2_misses.increment(1),
+        }
+    }
+
+    /// Decode stored bytes; stale entries are misses, corrupt ones are deleted.
+    fn decode_fresh<V: CacheValue>(
+        &self,
+        stored: &str,
+        bytes: &[u8],
+    ) -> Option<(Found<V>, EntryMeta)> {
+        let decoded = match envelope::decode(bytes, self.max_value_bytes) {
+            Ok(decoded) => decoded,
+            Err(DecodeError::NewerFormat(version)) => {
+                tracing::debug!(
+                    key = stored,
+                    version,
+                    "entry written by a newer format; treated as a miss"
+                );
+                return None;
+            }
+            Err(DecodeError::Corrupt(why)) => {
+                self.discard_corrupt(stored, why);
+                return None;
+            }
+        };
+        if !decoded.meta.is_fresh(now_ms()) {
+            return None;
+        }
+        let value = match decoded.value {
+            None => None,
+            Some((codec, payload)) => match codec.decode::<V>(&payload) {
+                Ok(v) => Some(v),
+                Err(why) => {
+                    // Typically a deploy changed the value's type.
+                    tracing::warn!(key = stored, error = %why, "undecodable cache entry deleted");
+                    self.discard_corrupt(stored, "payload does not decode as the requested type");
+                    return None;
+                }
+            },
+        };
+        Some((value, decoded.meta))
+    }
+
+    /// Count and delete an entry that cannot be read, in the background.
+    pub(crate) fn discard_corrupt(&self, stored: &str, why: &str) {
+        self.metrics.global.corrupt_entries.increment(1);
+        tracing::warn!(key = stored, reason = why, "corrupt cache entry deleted");
+        if let Some(l1) = &self.l1 {
+            l1.remove(stored);
+        }
+        if self.l2.is_some() {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                let key = stored.to_owned();
+                let this = self.self_ref();
+                handle.spawn(async move {
+                    if let Some(inner) = this {
+                        if let Some(l2) = &inner.l2 {
+                            let _ = l2.delete(&[key]).await;
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    /// Build the stored form of an entry. `value: None` is an absent marker.
+    pub(crate) fn prepare<V: CacheValue>(
+        &self,
+        stored: &str,
+        value: Option<&V>,
+        opts: &EntryOptions,
+        ttl_override: Option<Duration>,
+        tags_override: Option<&[String]>,
+        load_micros: u32,
+    ) -> Result<Prepared> {
+        let payload = value.map(|v| self.codec.encode(v)).transpose()?;
+        let base_ttl = match (ttl_override, value) {
+            (Some(ttl), _) => ttl,
+            (None, Some(_)) => opts.ttl,
+            (None, None) => opts.negative_ttl,
+        };
+        let ttl = opts.jittered_ttl(base_ttl);
+        let stale_for = if value.is_some() {
+            opts.stale_for
+        } else {
+            Duration::ZERO
+        };
+        let now = now_ms();
+        let fresh_until_ms = now + ttl.as_millis() as u64;
+        let meta = EntryMeta {
+            created_at_ms: now,
+            fresh_until_ms,
+            stale_until_ms: fresh_until_ms + stale_for.as_millis() as u64,
+            load_micros,
+            tags: tags_override.unwrap_or(&opts.tags).to_vec(),
+        };
+        let bytes = envelope::encode(
+            &meta,
+            payload.as_deref().map(|p| (self.codec, p)),
+            self.compress_above,
+        );
+        if bytes.len() > self.max_value_bytes {
+            self.metrics.global.oversized_values.increment(1);
+            return Err(Error::ValueTooLarge {
+                key: stored.chars().take(64).collect(),
+                size: bytes.len(),
+                max: self.max_value_bytes,
+            });
+        }
+        let l1_lifetime = opts.l1_ttl.map_or(ttl, |l1| l1.min(ttl)) + stale_for;
+        Ok(Prepared {
+            bytes,
+            meta,
+            l2_ttl: ttl + stale_for,
+            l1_lifetime,
+        })
+    }
+
+    /// Put a prepared entry in both tiers (as the options allow).
+    pub(crate) async fn store<V: CacheValue>(
+        &self,
+        stored: String,
+        value: Found<V>,
+        prepared: Prepared,
+        opts: &EntryOptions,
+    ) -> bool {
+        self.store_many(vec![(stored, value, prepared)], opts).await
+    }
+
+    /// Put prepared entries in both tiers; returns whether L2 took them.
+    /// If L2 refused, the keys are also deleted from L2 (best effort), so an
+    /// older copy there cannot outlive this write.
+    pub(crate) async fn store_many<V: CacheValue>(
+        &self,
+        batch: Vec<(String, Found<V>, Prepared)>,
+        opts: &EntryOptions,
+    ) -> bool {
+        let mut writes = Vec::with_capacity(batch.len());
+        for (stored, value, prepared) in batch {
+            if let Some(l1) = self.l1.as_ref().filter(|_| !opts.skip_l1) {
+                let entry = L1Entry::new(
+                    value.map(|v| Arc::new(v) as Arc<dyn Any + Send + Sync>),
+                    prepared.meta,
+                    prepared.l1_lifetime,
+                    stored.len(),
+                    prepared.bytes.len(),
+                );
+                l1.insert(stored.clone(), entry, &self.metrics.global);
+            }
+            writes.push(Write {
+                key: stored,
+                bytes: prepared.bytes,
+                ttl_ms: prepared.l2_ttl.as_millis() as u64,
+            });
+        }
+        let Some(l2) = self.l2.as_ref().filter(|_| !opts.skip_l2) else {
+            return true;
+        };
+        let result = match writes.as_slice() {
+            [one] => l2.set(one).await,
+            _ => l2.set_many(&writes).await,
+        };
+        if let Err(err) = result {
+            tracing::warn!(error = ?err, keys = writes.len(), "redis write failed; value kept in L1 only");
+            let keys: Vec<String> = writes.into_iter().map(|w| w.key).collect();
+            let _ = l2.delete(&keys).await;
+            return false;
+        }
+        true
+    }
+
+    /// Fill L1 from an L2 hit, for at most the entry's remaining lifetime.
+    pub(crate) fn fill_l1<V: CacheValue>(
+        &self,
+        stored: String,
+        value: Found<V>,
+        meta: EntryMeta,
+        encoded_len: usize,
+        opts: &EntryOptions,
+    ) {
+        let Some(l1) = self.l1.as_ref().filter(|_| !opts.skip_l1) else {
+            return;
+        };
+        let now = now_ms();
+        let remaining = Duration::from_millis(meta.stale_until_ms.saturating_sub(now));
+        let lifetime = opts
+            .l1_ttl
+            .map_or(remaining, |l1_ttl| l1_ttl.min(remaining));
+        let entry = L1Entry::new(
+            value.map(|v| Arc::new(v) as Arc<dyn Any + Send + Sync>),
+            meta,
+            lifetime,
+            stored.len(),
+            encoded_len,
+        );
+        l1.insert(stored, entry, &self.metrics.global);
+    }
+
+    /// Remove stored keys from L1, then from L2.
+    pub(crate) async fn remove(&self, stored: &[String]) -> Result<()> {
+        if let Some(l1) = &self.l1 {
+            for key in stored {
+                l1.remove(key);
+            }
+        }
+        match &self.l2 {
+            Some(l2) => l2.delete(stored).await.map_err(Error::from),
+            None => Ok(()),
+        }
+    }
+
+    fn self_ref(&self) -> Option<Arc<Inner>> {
+        self.this.upgrade()
+    }
+}

@@ -1,0 +1,309 @@
+//! The byte layout of an L2 entry.
+//!
+//! ```text
+//! offset size field
+//!      0    2 magic "SC"
+//!      2    1 format version (1)
+//!      3    1 codec id (0 for a negative entry)
+//!      4    1 flags: bit 0 compressed (lz4), bit 1 negative (value absent)
+//!      5    8 created_at      (ms since the Unix epoch, little endian)
+//!     13    8 fresh_until     (ms)
+//!     21    8 stale_until     (ms; the Redis TTL ends here too)
+//!     29    4 last load time  (µs, for probabilistic early refresh)
+//!     33    2 tag count, then per tag: u16 length + UTF-8 bytes
+//!      …      payload: the codec's bytes, lz4-compressed when flagged
+//! ```
+//!
+//! A fixed binary header (rather than a serde struct) keeps the header readable
+//! without touching the payload, so freshness can be checked before decoding,
+//! and lets any codec sit inside. Decoding never panics and never allocates more
+//! than the configured maximum value size, whatever the bytes claim.
+
+use std::borrow::Cow;
+
+use super::Codec;
+
+const MAGIC: &[u8; 2] = b"SC";
+/// The newest format this build writes and reads.
+pub(crate) const FORMAT_VERSION: u8 = 1;
+const HEADER_LEN: usize = 35;
+const FLAG_COMPRESSED: u8 = 0b01;
+const FLAG_NEGATIVE: u8 = 0b10;
+
+/// What is known about an entry besides its value.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct EntryMeta {
+    pub(crate) created_at_ms: u64,
+    pub(crate) fresh_until_ms: u64,
+    pub(crate) stale_until_ms: u64,
+    pub(crate) load_micros: u32,
+    pub(crate) tags: Vec<String>,
+}
+
+impl EntryMeta {
+    pub(crate) fn is_fresh(&self, now_ms: u64) -> bool {
+        now_ms < self.fresh_until_ms
+    }
+}
+
+/// Why stored bytes could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DecodeError {
+    /// Not an envelope, truncated, or inconsistent: delete it.
+    Corrupt(&'static str),
+    /// Written by a newer version of this library: a miss, but leave it alone.
+    NewerFormat(u8),
+}
+
+/// A decoded envelope whose payload borrows the stored bytes unless it had to
+/// be decompressed.
+#[derive(Debug)]
+pub(crate) struct Decoded<'a> {
+    pub(crate) meta: EntryMeta,
+    /// `None` for a negative entry.
+    pub(crate) value: Option<(Codec, Cow<'a, [u8]>)>,
+}
+
+/// Encode an entry; `value` is `None` for a negative entry.
+pub(crate) fn encode(
+    meta: &EntryMeta,
+    value: Option<(Codec, &[u8])>,
+    compress_above: Option<usize>,
+) -> Vec<u8> {
+    let tags_len: usize = meta.tags.iter().map(|t| 2 + t.len()).sum();
+    let payload_len = value.map_or(0, |(_, bytes)| bytes.len());
+    let mut out = Vec::with_capacity(HEADER_LEN + tags_len + payload_len);
+    let mut flags = 0u8;
+    let (codec_id, payload): (u8, Cow<'_, [u8]>) = match value {
+        None => {
+            flags |= FLAG_NEGATIVE;
+            (0, Cow::Borrowed(&[]))
+        }
+        Some((codec, bytes)) => match compress_above {
+            Some(threshold) if bytes.len() > threshold => {
+                let compressed = lz4_flex::compress_prepend_size(bytes);
+                if compressed.len() < bytes.len() {
+                    flags |= FLAG_COMPRESSED;
+                    (codec.id(), Cow::Owned(compressed))
+                } else {
+                    (codec.id(), Cow::Borrowed(bytes))
+                }
+            }
+            _ => (codec.id(), Cow::Borrowed(bytes)),
+        },
+    };
+    out.extend_from_slice(MAGIC);
+    out.push(FORMAT_VERSION);
+    out.push(codec_id);
+    out.push(flags);
+    out.extend_from_slice(&meta.created_at_ms.to_le_bytes());
+    out.extend_from_slice(&meta.fresh_until_ms.to_le_bytes());
+    out.extend_from_slice(&meta.stale_until_ms.to_le_bytes());
+    out.extend_from_slice(&meta.load_micros.to_le_bytes());
+    let tag_count = meta.tags.len().min(u16::MAX as usize);
+    out.extend_from_slice(&(tag_count as u16).to_le_bytes());
+    for tag in meta.tags.iter().take(tag_count) {
+        let len = tag.len().min(u16::MAX as usize);
+        let len = floor_char_boundary(tag, len);
+        out.extend_from_slice(&(len as u16).to_le_bytes());
+        out.extend_from_slice(&tag.as_bytes()[..len]);
+    }
+    out.extend_from_slice(&payload);
+    out
+}
+
+fn floor_char_boundary(s: &str, mut index: usize) -> usize {
+    while !s.is_char_boundary(index) {
+        index -= 1;
+    }
+    index
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or(DecodeError::Corrupt("length overflow"))?;
+        let slice = self
+            .bytes
+            .get(self.pos..end)
+            .ok_or(DecodeError::Corrupt("truncated envelope"))?;
+        self.pos = end;
+        Ok(slice)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+}
+
+/// Read only the header and tags, without touching the payload.
+pub(crate) fn decode_meta(bytes: &[u8]) -> Result<(EntryMeta, u8, u8, usize), DecodeError> {
+    let mut r = Reader { bytes, pos: 0 };
+    if r.take(2)? != MAGIC {
+        return Err(DecodeError::Corrupt("bad magic"));
+    }
+    let version = r.u8()?;
+    if version > FORMAT_VERSION {
+        return Err(DecodeError::NewerFormat(version));
+    }
+    if version == 0 {
+        return Err(DecodeError::Corrupt("format version 0"));
+    }
+    let codec_id = r.u8()?;
+    let flags = r.u8()?;
+    if flags & !(FLAG_COMPRESSED | FLAG_NEGATIVE) != 0 {
+        return Err(DecodeError::Corrupt("unknown flags"));
+    }
+    let created_at_ms = r.u64()?;
+    let fresh_until_ms = r.u64()?;
+    let stale_until_ms = r.u64()?;
+    if fresh_until_ms < created_at_ms || stale_until_ms < fresh_until_ms {
+        return Err(DecodeError::Corrupt("timestamps out of order"));
+    }
+    let load_micros = r.u32()?;
+    let tag_count = r.u16()?;
+    let mut tags = Vec::with_capacity(usize::from(tag_count).min(64));
+    for _ in 0..tag_count {
+        let len = usize::from(r.u16()?);
+        let tag = std::str::from_utf8(r.take(len)?)
+            .map_err(|_| DecodeError::Corrupt("tag is not UTF-8"))?;
+        tags.push(tag.to_owned());
+    }
+    let meta = EntryMeta {
+        created_at_ms,
+        fresh_until_ms,
+        stale_until_ms,
+        load_micros,
+        tags,
+    };
+    Ok((meta, codec_id, flags, r.pos))
+}
+
+/// Decode a whole envelope. `max_value_bytes` bounds decompression.
+pub(crate) fn decode(bytes: &[u8], max_value_bytes: usize) -> Result<Decoded<'_>, DecodeError> {
+    let (meta, codec_id, flags, payload_at) = decode_meta(bytes)?;
+    let payload = &bytes[payload_at..];
+    if flags & FLAG_NEGATIVE != 0 {
+        if codec_id != 0 || !payload.is_empty() || flags & FLAG_COMPRESSED != 0 {
+            return Err(DecodeError::Corrupt("negative entry with a payload"));
+        }
+        return Ok(Decoded { meta, value: None });
+    }
+    let codec = Codec::from_id(codec_id).ok_or(DecodeError::Corrupt("unknown codec"))?;
+    let payload = if flags & FLAG_COMPRESSED != 0 {
+        let claimed = payload
+            .get(..4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+            .ok_or(DecodeError::Corrupt("truncated compressed payload"))?;
+        if claimed > max_value_bytes {
+            return Err(DecodeError::Corrupt("decompressed size over the maximum"));
+        }
+        let plain = lz4_flex::decompress_size_prepended(payload)
+            .map_err(|_| DecodeError::Corrupt("bad lz4 payload"))?;
+        Cow::Owned(plain)
+    } else {
+        Cow::Borrowed(payload)
+    };
+    Ok(Decoded {
+        meta,
+        value: Some((codec, payload)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> EntryMeta {
+        EntryMeta {
+            created_at_ms: 1_000,
+            fresh_until_ms: 2_000,
+            stale_until_ms: 3_000,
+            load_micros: 1234,
+            tags: vec!["user:1".into(), "sector:tech".into()],
+        }
+    }
+
+    #[test]
+    fn round_trips_plain_compressed_and_negative() {
+        let small = b"{\"a\":1}".to_vec();
+        let big = b"abcdefgh".repeat(500);
+        for (payload, threshold) in [(&small, None), (&big, Some(1024)), (&big, None)] {
+            let bytes = encode(&meta(), Some((Codec::Json, payload)), threshold);
+            let d = decode(&bytes, 1 << 20).unwrap();
+            assert_eq!(d.meta, meta());
+            let (codec, got) = d.value.unwrap();
+            assert_eq!(codec, Codec::Json);
+            assert_eq!(&*got, payload.as_slice());
+        }
+        let compressed = encode(&meta(), Some((Codec::Json, &big)), Some(1024));
+        assert!(compressed.len() < big.len() / 4);
+
+        let negative = encode(&meta(), None, Some(1));
+        let d = decode(&negative, 1 << 20).unwrap();
+        assert!(d.value.is_none());
+    }
+
+    #[test]
+    fn garbage_is_corrupt_and_newer_formats_are_told_apart() {
+        assert!(matches!(decode(b"", 100), Err(DecodeError::Corrupt(_))));
+        assert!(matches!(decode(b"null", 100), Err(DecodeError::Corrupt(_))));
+        let mut bytes = encode(&meta(), Some((Codec::Json, b"1")), None);
+        for cut in 0..HEADER_LEN {
+            assert!(decode(&bytes[..cut], 100).is_err(), "cut at {cut}");
+        }
+        bytes[2] = FORMAT_VERSION + 1;
+        assert_eq!(
+            decode(&bytes, 100).unwrap_err(),
+            DecodeError::NewerFormat(FORMAT_VERSION + 1)
+        );
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused_before_allocating() {
+        let big = vec![0u8; 100_000];
+        let bytes = encode(&meta(), Some((Codec::Json, &big)), Some(10));
+        assert!(matches!(
+            decode(&bytes, 1_000),
+            Err(DecodeError::Corrupt(_))
+        ));
+        assert!(decode(&bytes, 100_000).is_ok());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut seed = 0x2545F4914F6CDD1Du64;
+        let valid = encode(&meta(), Some((Codec::Postcard, b"xyz")), None);
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut bytes = valid.clone();
+            let pos = (seed as usize) % bytes.len();
+            bytes[pos] = (seed >> 32) as u8;
+            bytes.truncate(((seed >> 40) as usize) % (valid.len() + 1));
+            let _ = decode(&bytes, 1 << 16);
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The one error type of the library.
+//!
+//! Every variant is cheap to clone, because a single-flight load hands the same
+//! outcome — success or failure — to every caller that waited on it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A boxed error from application code (a loader, a writer).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong in a cache call.
+///
+/// Redis being unavailable is deliberately *not* an error of reads: a read that
+/// cannot reach Redis falls back to L1 and the loader, and is counted in metrics.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The key is empty or otherwise unusable.
+    #[error("invalid cache key {key:?}: {reason}")]
+    InvalidKey {
+        /// The key as given (truncated to 64 characters).
+        key: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// The encoded value is bigger than the configured maximum; nothing was written.
+    #[error("value for key {key:?} is {size} bytes encoded, over the maximum of {max} bytes; nothing was written")]
+    ValueTooLarge {
+        /// The key the value was meant for.
+        key: String,
+        /// Encoded (and, if enabled, compressed) size.
+        size: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The value could not be serialized with the configured codec.
+    #[error("could not encode value: {0}")]
+    Encode(Arc<str>),
+    /// The loader (or the writer of a write-through) failed; every coalesced
+    /// caller receives this same error.
+    #[error("loader failed: {0}")]
+    Loader(Arc<dyn std::error::Error + Send + Sync + 'static>),
+    /// The loader task panicked or was cancelled.
+    #[error("loader task aborted: {0}")]
+    LoaderAborted(Arc<str>),
+    /// A Redis call failed. Only returned by operations whose whole point is
+    /// Redis (for example an explicit invalidation); reads never return it.
+    #[error("redis: {0}")]
+    Redis(Arc<redis::RedisError>),
+    /// A Redis call did not answer within the configured timeout.
+    #[error("redis did not answer within {0:?}")]
+    RedisTimeout(Duration),
+    /// The circuit breaker is open, so Redis was not called.
+    #[error("redis is unavailable (circuit breaker open)")]
+    RedisUnavailable,
+    /// The configuration (builder, TOML file or environment) is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// No policy of that name was registered.
+    #[error("unknown cache policy {0:?}")]
+    UnknownPolicy(String),
+}
+
+impl Error {
+    pub(crate) fn loader(err: impl Into<BoxError>) -> Self {
+        Error::Loader(Arc::from(err.into()))
+    }
+
+    pub(crate) fn config(msg: impl Into<String>) -> Self {
+        Error::Config(msg.into())
+    }
+}
+
+impl From<redis::RedisError> for Error {
+    fn from(err: redis::RedisError) -> Self {
+        Error::Redis(Arc::new(err))
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,148 @@
+//! L1: the in-process tier, on moka.
+//!
+//! L1 holds *decoded* values (`Arc<dyn Any>`), so a hit costs a hash lookup and
+//! a clone, never a decode. It is bounded in bytes and in entries at once:
+//! moka has one capacity, so each entry weighs at least `max_bytes / max_entries`
+//! — the byte total then caps the entry count too, exactly. An entry's byte
+//! weight is its stored key plus its encoded size plus a fixed overhead, an
+//! honest proxy for the decoded value's footprint.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::notification::RemovalCause;
+use moka::sync::Cache as Moka;
+
+use crate::codec::envelope::EntryMeta;
+use crate::metrics::CacheMetrics;
+
+/// Bookkeeping bytes charged to every entry on top of key and value
+/// (moka's node, the Arc, the metadata).
+const ENTRY_OVERHEAD: usize = 160;
+
+/// L1 settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct L1Config {
+    /// Upper bound of the bytes L1 may hold.
+    pub max_bytes: u64,
+    /// Upper bound of the number of entries.
+    pub max_entries: u64,
+}
+
+impl Default for L1Config {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 * 1024 * 1024,
+            max_entries: 100_000,
+        }
+    }
+}
+
+/// One L1 entry. `value` is `None` for a negative entry.
+pub(crate) struct L1Entry {
+    pub(crate) value: Option<Arc<dyn Any + Send + Sync>>,
+    pub(crate) meta: EntryMeta,
+    expires_at: Instant,
+    weight: u32,
+}
+
+impl L1Entry {
+    /// `encoded_len` is the size of the entry's stored form.
+    pub(crate) fn new(
+        value: Option<Arc<dyn Any + Send + Sync>>,
+        meta: EntryMeta,
+        lifetime: Duration,
+        key_len: usize,
+        encoded_len: usize,
+    ) -> Self {
+        let weight = (key_len + encoded_len + ENTRY_OVERHEAD).min(u32::MAX as usize) as u32;
+        Self {
+            value,
+            meta,
+            expires_at: Instant::now() + lifetime,
+            weight,
+        }
+    }
+}
+
+struct ExpireAtDeadline;
+
+impl moka::Expiry<String, Arc<L1Entry>> for ExpireAtDeadline {
+    fn expire_after_create(
+        &self,
+        _: &String,
+        entry: &Arc<L1Entry>,
+        now: Instant,
+    ) -> Option<Duration> {
+        Some(entry.expires_at.saturating_duration_since(now))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        entry: &Arc<L1Entry>,
+        now: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(entry.expires_at.saturating_duration_since(now))
+    }
+}
+
+pub(crate) struct L1 {
+    entries: Moka<String, Arc<L1Entry>>,
+}
+
+impl L1 {
+    pub(crate) fn new(config: L1Config, metrics: &CacheMetrics) -> Self {
+        let min_weight =
+            (config.max_bytes / config.max_entries.max(1)).clamp(1, u32::MAX as u64) as u32;
+        let (evicted_size, evicted_expired) = (
+            metrics.l1_evicted_size.clone(),
+            metrics.l1_evicted_expired.clone(),
+        );
+        let entries = Moka::builder()
+            .max_capacity(config.max_bytes)
+            .weigher(move |_: &String, entry: &Arc<L1Entry>| entry.weight.max(min_weight))
+            .expire_after(ExpireAtDeadline)
+            .eviction_listener(move |_, _, cause| match cause {
+                RemovalCause::Size => evicted_size.increment(1),
+                RemovalCause::Expired => evicted_expired.increment(1),
+                RemovalCause::Explicit | RemovalCause::Replaced => {}
+            })
+            .build();
+        Self { entries }
+    }
+
+    pub(crate) fn get(&self, stored_key: &str) -> Option<Arc<L1Entry>> {
+        self.entries.get(stored_key)
+    }
+
+    pub(crate) fn insert(&self, stored_key: String, entry: L1Entry, metrics: &CacheMetrics) {
+        self.entries.insert(stored_key, Arc::new(entry));
+        metrics.l1_bytes.set(self.entries.weighted_size() as f64);
+        metrics.l1_entries.set(self.entries.entry_count() as f64);
+    }
+
+    pub(crate) fn remove(&self, stored_key: &str) {
+        self.entries.invalidate(stored_key);
+    }
+
+    /// Drop every entry (for example when invalidations may have been missed).
+    pub(crate) fn clear(&self) {
+        self.entries.invalidate_all();
+    }
+
+    /// Apply pending evictions now (moka does this lazily); for tests and stats.
+    pub(crate) fn run_pending_tasks(&self) {
+        self.entries.run_pending_tasks();
+    }
+
+    pub(crate) fn weighted_size(&self) -> u64 {
+        self.entries.weighted_size()
+    }
+
+    pub(crate) fn entry_count(&self) -> u64 {
+        self.entries.entry_count()
+    }
+}

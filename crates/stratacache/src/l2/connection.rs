@@ -1,0 +1,113 @@
+//! One handle over the three deployments. It only moves commands: what to
+//! send, timeouts and breaking live in the tier above.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisResult};
+
+use super::sentinel::SentinelMaster;
+use super::topology::RedisTopology;
+
+#[derive(Clone)]
+pub(crate) enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+    Sentinel(Arc<SentinelMaster>),
+}
+
+impl Connection {
+    /// Connect without waiting for Redis where the client allows it, so a cache
+    /// can be built (and serve from L1 and the loader) while Redis is down.
+    pub(crate) async fn open(
+        topology: &RedisTopology,
+        response_timeout: Duration,
+        connect_timeout: Duration,
+    ) -> RedisResult<Self> {
+        let manager_config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(response_timeout))
+            .set_connection_timeout(Some(connect_timeout))
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(500));
+        match topology {
+            RedisTopology::Single(url) => {
+                let client = redis::Client::open(url.as_str())?;
+                Ok(Connection::Single(ConnectionManager::new_lazy_with_config(
+                    client,
+                    manager_config,
+                )?))
+            }
+            RedisTopology::Cluster(nodes) => {
+                let client = ClusterClientBuilder::new(nodes.clone())
+                    .connection_timeout(connect_timeout)
+                    .response_timeout(response_timeout)
+                    .retries(2)
+                    .min_retry_wait(10)
+                    .max_retry_wait(200)
+                    .build()?;
+                let config = redis::cluster::ClusterConfig::new()
+                    .set_connection_timeout(connect_timeout)
+                    .set_response_timeout(response_timeout);
+                Ok(Connection::Cluster(
+                    client.get_pending_async_connection_with_config(config),
+                ))
+            }
+            RedisTopology::Sentinel {
+                sentinels,
+                master_name,
+                master_url,
+            } => Ok(Connection::Sentinel(
+                SentinelMaster::connect(sentinels, master_name, master_url, manager_config).await?,
+            )),
+        }
+    }
+
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Connection::Cluster(_))
+    }
+
+    pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
+        match self {
+            Connection::Single(c) => cmd.query_async(&mut c.clone()).await,
+            Connection::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+            Connection::Sentinel(s) => {
+                let result = cmd.query_async(&mut s.connection()).await;
+                self.observe(&result);
+                result
+            }
+        }
+    }
+
+    /// Run a pipeline. On a Cluster every command must hash to one slot.
+    pub(crate) async fn query_pipeline<T: FromRedisValue>(
+        &self,
+        pipe: &Pipeline,
+    ) -> RedisResult<T> {
+        match self {
+            Connection::Single(c) => pipe.query_async(&mut c.clone()).await,
+            Connection::Cluster(c) => pipe.query_async(&mut c.clone()).await,
+            Connection::Sentinel(s) => {
+                let result = pipe.query_async(&mut s.connection()).await;
+                self.observe(&result);
+                result
+            }
+        }
+    }
+
+    /// A call timed out: on Sentinel, the master may have moved.
+    pub(crate) fn on_timeout(&self) {
+        if let Connection::Sentinel(s) = self {
+            s.maybe_resolve();
+        }
+    }
+
+    fn observe<T>(&self, result: &Result<T, RedisError>) {
+        if let (Connection::Sentinel(s), Err(err)) = (self, result) {
+            s.on_error(err);
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! L2: the shared Redis tier.
+//!
+//! Every call goes through [`L2::call`], which owns the three degradation
+//! rules: skip Redis while the breaker is open; bound every call by the
+//! configured timeout; retry an idempotent read once when the connection was
+//! dropped (the client reconnects underneath, but fails the command that saw
+//! the drop). Callers above see an [`L2Error`] and treat it as a miss.
+
+mod connection;
+mod sentinel;
+mod topology;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::{Cmd, RedisError};
+
+pub(crate) use topology::redact;
+pub use topology::RedisTopology;
+
+use crate::breaker::{Breaker, BreakerConfig, BreakerState};
+use crate::error::Error;
+use crate::key::hash_slot;
+use crate::metrics::CacheMetrics;
+use connection::Connection;
+
+/// Why an L2 call produced no answer.
+#[derive(Debug, Clone)]
+pub(crate) enum L2Error {
+    /// The breaker is open; Redis was not called.
+    Unavailable,
+    /// No answer within the timeout.
+    Timeout(Duration),
+    /// Redis (or the connection to it) failed.
+    Redis(Arc<RedisError>),
+}
+
+impl From<L2Error> for Error {
+    fn from(err: L2Error) -> Self {
+        match err {
+            L2Error::Unavailable => Error::RedisUnavailable,
+            L2Error::Timeout(t) => Error::RedisTimeout(t),
+            L2Error::Redis(e) => Error::Redis(e),
+        }
+    }
+}
+
+/// One value write: stored key, encoded envelope, Redis TTL in milliseconds.
+pub(crate) struct Write {
+    pub(crate) key: String,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) ttl_ms: u64,
+}
+
+pub(crate) struct L2 {
+    connection: Connection,
+    timeout: Duration,
+    breaker: Arc<Breaker>,
+    metrics: Arc<CacheMetrics>,
+}
+
+impl L2 {
+    pub(crate) async fn connect(
+        topology: &RedisTopology,
+        timeout: Duration,
+        connect_timeout: Duration,
+        breaker: BreakerConfig,
+        metrics: Arc<CacheMetrics>,
+    ) -> Result<Self, Error> {
+        let connection = Connection::open(topology, timeout, connect_timeout)
+            .await
+            .map_err(|e| Error::config(format!("cannot set up redis ({topology:?}): {e}")))?;
+        Ok(Self {
+            connection,
+            timeout,
+            breaker: Arc::new(Breaker::new(breaker)),
+            metrics,
+        })
+    }
+
+    pub(crate) fn breaker_state(&self) -> BreakerState {
+        self.breaker.state()
+    }
+
+    /// Run one Redis operation under the degradation rules.
+    async fn call<T, F, Fut>(&self, idempotent: bool, op: F) -> Result<T, L2Error>
+    where
+        F: Fn(Connection) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        if !self.breaker.allows_calls() {
+            self.metrics.redis_skipped.increment(1);
+            return Err(L2Error::Unavailable);
+        }
+        let attempt = async {
+            match op(self.connection.clone()).await {
+                Err(err) if idempotent && (err.is_connection_dropped() || err.is_io_error()) => {
+                    op(self.connection.clone()).await
+                }
+                other => other,
+            }
+        };
+        match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(Ok(value)) => {
+                self.breaker.record_success();
+                Ok(value)
+            }
+            Ok(Err(err)) => {
+                let infrastructure = err.is_io_error()
+                    || err.is_connection_dropped()
+                    || err.is_connection_refusal()
+                    || err.is_timeout()
+                    || err.is_cluster_error()
+                    || matches!(
+                        err.code(),
+                        Some("LOADING" | "MASTERDOWN" | "READONLY" | "TRYAGAIN" | "CLUSTERDOWN")
+                    );
+                if infrastructure {
+                    self.metrics.redis_io_errors.increment(1);
+                    self.failed();
+                } else {
+                    // Redis answered: the connection is healthy, the command was wrong.
+                    self.metrics.redis_server_errors.increment(1);
+                    self.breaker.record_success();
+                }
+                tracing::debug!(error = %err, "redis call failed");
+                Err(L2Error::Redis(Arc::new(err)))
+            }
+            Err(_) => {
+                self.metrics.redis_timeouts.increment(1);
+                self.connection.on_timeout();
+                self.failed();
+                Err(L2Error::Timeout(self.timeout))
+            }
+        }
+    }
+
+    fn failed(&self) {
+        if self.breaker.record_failure() {
+            self.metrics.breaker_open.set(1.0);
+            self.metrics.breaker_opened.increment(1);
+            tracing::warn!("redis circuit breaker opened; serving from L1 and loaders");
+            self.spawn_probe();
+        }
+    }
+
+    /// While open, ping Redis in the background; the first answer closes the breaker.
+    fn spawn_probe(&self) {
+        let connection = self.connection.clone();
+        let breaker = Arc::clone(&self.breaker);
+        let metrics = Arc::clone(&self.metrics);
+        let timeout = self.timeout;
+        let interval = breaker.config().probe_interval;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let ping = redis::cmd("PING");
+                match tokio::time::timeout(timeout, connection.query::<String>(&ping)).await {
+                    Ok(Ok(_)) => {
+                        breaker.close();
+                        metrics.breaker_open.set(0.0);
+                        tracing::info!("redis answered again; circuit breaker closed");
+                        return;
+                    }
+                    Ok(Err(err)) => tracing::debug!(error = %err, "redis probe failed"),
+                    Err(_) => connection.on_timeout(),
+                }
+            }
+        });
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, L2Error> {
+        let cmd = redis::cmd("GET").arg(key).to_owned();
+        self.call(true, |c| {
+            let cmd = cmd.clone();
+            async move { c.query(&cmd).await }
+        })
+        .await
+    }
+
+    /// Read many keys in one round trip (MGET; on a Cluster the client splits
+    /// it per slot and runs the parts concurrently).
+    pub(crate) async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, L2Error> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cmd = redis::cmd("MGET").arg(keys).to_owned();
+        self.call(true, |c| {
+            let cmd = cmd.clone();
+            async move { c.query(&cmd).await }
+        })
+        .await
+    }
+
+    pub(crate) async fn set(&self, write: &Write) -> Result<(), L2Error> {
+        let cmd = set_cmd(write);
+        self.call(false, |c| {
+            let cmd = cmd.clone();
+            async move { c.query::<()>(&cmd).await }
+        })
+        .await
+    }
+
+    /// Write many entries: one pipeline on a single node, one pipeline per
+    /// hash slot (run concurrently) on a Cluster.
+    pub(crate) async fn set_many(&self, writes: &[Write]) -> Result<(), L2Error> {
+        let groups = self.group_by_slot(writes.iter().map(|w| w.key.as_str()));
+        let pipelines: Vec<redis::Pipeline> = groups
+            .into_values()
+            .map(|indices| {
+                let mut pipe = redis::pipe();
+                for i in indices {
+                    pipe.add_command(set_cmd(&writes[i])).ignore();
+                }
+                pipe
+            })
+            .collect();
+        self.call(false, |c| {
+            let pipelines = pipelines.clone();
+            async move {
+                let runs = pipelines.iter().map(|p| c.query_pipeline::<()>(p));
+                futures::future::try_join_all(runs).await.map(|_| ())
+            }
+        })
+        .await
+    }
+
+    /// Delete keys (UNLINK: the memory is reclaimed off Redis's main thread).
+    pub(crate) async fn delete(&self, keys: &[String]) -> Result<(), L2Error> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let groups = self.group_by_slot(keys.iter().map(String::as_str));
+        let cmds: Vec<Cmd> = groups
+            .into_values()
+            .map(|indices| {
+                let mut cmd = redis::cmd("UNLINK");
+                for i in indices {
+                    cmd.arg(&keys[i]);
+                }
+                cmd
+            })
+            .collect();
+        self.call(true, |c| {
+            let cmds = cmds.clone();
+            async move {
+                let runs = cmds.iter().map(|cmd| c.query::<i64>(cmd));
+                futures::future::try_join_all(runs).await.map(|_| ())
+            }
+        })
+        .await
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), L2Error> {
+        self.call(true, |c| async move {
+            c.query::<String>(&redis::cmd("PING")).await.map(|_| ())
+        })
+        .await
+    }
+
+    /// Indices of `keys` grouped by hash slot; one group when not on a Cluster.
+    fn group_by_slot<'a>(&self, keys: impl Iterator<Item = &'a str>) -> BTreeMap<u16, Vec<usize>> {
+        let cluster = self.connection.is_cluster();
+        let mut groups: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        for (i, key) in keys.enumerate() {
+            let slot = if cluster {
+                hash_slot(key.as_bytes())
+            } else {
+                0
+            };
+            groups.entry(slot).or_default().push(i);
+        }
+        groups
+    }
+}
+
+fn set_cmd(write: &Write) -> Cmd {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(&write.key)
+        .arg(&write.bytes)
+        .arg("PX")
+        .arg(write.ttl_ms.max(1));
+    cmd
+}

@@ -1,0 +1,71 @@
+//! # stratacache
+//!
+//! A two-tier cache for Rust services: an in-process tier (L1, on moka) in
+//! every instance, a Redis tier (L2: one node, Sentinel or Cluster) shared by
+//! all of them, and the database behind both — reached once per key, however
+//! many callers miss at the same moment.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), stratacache::Error> {
+//! use std::time::Duration;
+//! use stratacache::{Cache, EntryOptions};
+//!
+//! let cache = Cache::builder()
+//!     .namespace("shop")
+//!     .redis_url("redis://127.0.0.1:6379")
+//!     .build()
+//!     .await?;
+//!
+//! let opts = EntryOptions::new().ttl(Duration::from_secs(60)).jitter(0.1);
+//! let name: String = cache
+//!     .get_or_load("product:42:name", &opts, || async {
+//!         // the database query goes here
+//!         Ok::<_, std::io::Error>("Teapot".to_string())
+//!     })
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! What the library guarantees:
+//! - **Single-flight.** One load per key per process at a time; every waiting
+//!   caller gets its result or its error.
+//! - **Redis is optional at run time.** Every Redis call has a timeout, a
+//!   circuit breaker stops calling a failing Redis and probes it in the
+//!   background; reads then come from L1 and the loader. No read fails because
+//!   of Redis.
+//! - **Bad data is a miss.** A corrupt or undecodable entry is deleted and
+//!   counted, never a panic.
+//! - **Bounded memory.** L1 is bounded in bytes and in entries; values over
+//!   the maximum size are refused before anything is written.
+//!
+//! See `ARCHITECTURE.md` for the map of the code.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod breaker;
+mod builder;
+mod cache;
+mod coalesce;
+mod codec;
+mod error;
+mod key;
+mod l1;
+mod l2;
+mod load;
+mod metrics;
+mod options;
+mod policy;
+mod resource;
+
+pub use breaker::{BreakerConfig, BreakerState};
+pub use builder::CacheBuilder;
+pub use cache::{Cache, CacheValue, L1Stats};
+pub use codec::Codec;
+pub use error::{BoxError, Error, Result};
+pub use l1::L1Config;
+pub use l2::RedisTopology;
+pub use load::Loaded;
+pub use options::EntryOptions;
+pub use policy::{Policies, Policy, Strategy};
+pub use resource::{Loader, Resource, ResourceKey};

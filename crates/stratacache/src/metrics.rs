@@ -1,0 +1,166 @@
+//! What the cache reports through the `metrics` facade.
+//!
+//! The application installs a recorder (Prometheus, StatsD …); without one,
+//! every call below is a no-op. Handles are resolved once per policy and kept,
+//! so the hot path pays an atomic increment, not a registry lookup.
+//!
+//! | name | kind | labels |
+//! |---|---|---|
+//! | `stratacache_hits_total` | counter | `cache`, `policy`, `tier` (`l1`, `l2`) |
+//! | `stratacache_misses_total` | counter | `cache`, `policy`, `tier` |
+//! | `stratacache_negative_hits_total` | counter | `cache`, `policy` |
+//! | `stratacache_loads_total` | counter | `cache`, `policy` |
+//! | `stratacache_load_errors_total` | counter | `cache`, `policy` |
+//! | `stratacache_coalesced_total` | counter | `cache`, `policy` — callers that joined another's load |
+//! | `stratacache_get_duration_seconds` | histogram | `cache`, `policy` |
+//! | `stratacache_load_duration_seconds` | histogram | `cache`, `policy` |
+//! | `stratacache_redis_errors_total` | counter | `cache`, `kind` (`timeout`, `io`, `server`) |
+//! | `stratacache_redis_skipped_total` | counter | `cache` — calls not made because the breaker was open |
+//! | `stratacache_breaker_open` | gauge | `cache` — 1 while open |
+//! | `stratacache_breaker_opened_total` | counter | `cache` |
+//! | `stratacache_corrupt_entries_total` | counter | `cache` — undecodable entries, deleted |
+//! | `stratacache_oversized_values_total` | counter | `cache` — values refused for size |
+//! | `stratacache_l1_evictions_total` | counter | `cache`, `cause` (`size`, `expired`) |
+//! | `stratacache_l1_bytes` / `stratacache_l1_entries` | gauge | `cache` |
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram, Label};
+
+/// Handles of one policy.
+pub(crate) struct PolicyMetrics {
+    pub(crate) l1_hits: Counter,
+    pub(crate) l1_misses: Counter,
+    pub(crate) l2_hits: Counter,
+    pub(crate) l2_misses: Counter,
+    pub(crate) negative_hits: Counter,
+    pub(crate) loads: Counter,
+    pub(crate) load_errors: Counter,
+    pub(crate) coalesced: Counter,
+    pub(crate) get_seconds: Histogram,
+    pub(crate) load_seconds: Histogram,
+}
+
+/// Handles that belong to the cache as a whole.
+pub(crate) struct CacheMetrics {
+    pub(crate) redis_timeouts: Counter,
+    pub(crate) redis_io_errors: Counter,
+    pub(crate) redis_server_errors: Counter,
+    pub(crate) redis_skipped: Counter,
+    pub(crate) breaker_open: Gauge,
+    pub(crate) breaker_opened: Counter,
+    pub(crate) corrupt_entries: Counter,
+    pub(crate) oversized_values: Counter,
+    pub(crate) l1_evicted_size: Counter,
+    pub(crate) l1_evicted_expired: Counter,
+    pub(crate) l1_bytes: Gauge,
+    pub(crate) l1_entries: Gauge,
+}
+
+/// The metrics of one cache instance.
+pub(crate) struct Metrics {
+    enabled: bool,
+    cache: Arc<str>,
+    default_policy: Arc<PolicyMetrics>,
+    by_policy: RwLock<HashMap<Arc<str>, Arc<PolicyMetrics>>>,
+    pub(crate) global: Arc<CacheMetrics>,
+}
+
+const DEFAULT_POLICY: &str = "default";
+
+impl Metrics {
+    pub(crate) fn new(enabled: bool, cache: &str) -> Self {
+        let cache: Arc<str> = Arc::from(cache);
+        let c = |name: &'static str, extra: &[(&'static str, &'static str)]| -> Counter {
+            if !enabled {
+                return Counter::noop();
+            }
+            let mut labels = vec![Label::new("cache", cache.to_string())];
+            labels.extend(extra.iter().map(|(k, v)| Label::new(*k, *v)));
+            counter!(name, labels)
+        };
+        let g = |name: &'static str| -> Gauge {
+            if enabled {
+                gauge!(name, "cache" => cache.to_string())
+            } else {
+                Gauge::noop()
+            }
+        };
+        let global = Arc::new(CacheMetrics {
+            redis_timeouts: c("stratacache_redis_errors_total", &[("kind", "timeout")]),
+            redis_io_errors: c("stratacache_redis_errors_total", &[("kind", "io")]),
+            redis_server_errors: c("stratacache_redis_errors_total", &[("kind", "server")]),
+            redis_skipped: c("stratacache_redis_skipped_total", &[]),
+            breaker_open: g("stratacache_breaker_open"),
+            breaker_opened: c("stratacache_breaker_opened_total", &[]),
+            corrupt_entries: c("stratacache_corrupt_entries_total", &[]),
+            oversized_values: c("stratacache_oversized_values_total", &[]),
+            l1_evicted_size: c("stratacache_l1_evictions_total", &[("cause", "size")]),
+            l1_evicted_expired: c("stratacache_l1_evictions_total", &[("cause", "expired")]),
+            l1_bytes: g("stratacache_l1_bytes"),
+            l1_entries: g("stratacache_l1_entries"),
+        });
+        let default_policy = Arc::new(Self::policy_handles(enabled, &cache, DEFAULT_POLICY));
+        Self {
+            enabled,
+            cache,
+            default_policy,
+            by_policy: RwLock::new(HashMap::new()),
+            global,
+        }
+    }
+
+    fn policy_handles(enabled: bool, cache: &str, policy: &str) -> PolicyMetrics {
+        if !enabled {
+            return PolicyMetrics {
+                l1_hits: Counter::noop(),
+                l1_misses: Counter::noop(),
+                l2_hits: Counter::noop(),
+                l2_misses: Counter::noop(),
+                negative_hits: Counter::noop(),
+                loads: Counter::noop(),
+                load_errors: Counter::noop(),
+                coalesced: Counter::noop(),
+                get_seconds: Histogram::noop(),
+                load_seconds: Histogram::noop(),
+            };
+        }
+        let (cache, policy) = (cache.to_string(), policy.to_string());
+        let tiered = |name: &'static str, tier: &'static str| counter!(name, "cache" => cache.clone(), "policy" => policy.clone(), "tier" => tier);
+        let plain = |name: &'static str| counter!(name, "cache" => cache.clone(), "policy" => policy.clone());
+        let hist = |name: &'static str| histogram!(name, "cache" => cache.clone(), "policy" => policy.clone());
+        PolicyMetrics {
+            l1_hits: tiered("stratacache_hits_total", "l1"),
+            l1_misses: tiered("stratacache_misses_total", "l1"),
+            l2_hits: tiered("stratacache_hits_total", "l2"),
+            l2_misses: tiered("stratacache_misses_total", "l2"),
+            negative_hits: plain("stratacache_negative_hits_total"),
+            loads: plain("stratacache_loads_total"),
+            load_errors: plain("stratacache_load_errors_total"),
+            coalesced: plain("stratacache_coalesced_total"),
+            get_seconds: hist("stratacache_get_duration_seconds"),
+            load_seconds: hist("stratacache_load_duration_seconds"),
+        }
+    }
+
+    /// The handles for a policy name (`None`: the default policy).
+    pub(crate) fn policy(&self, name: Option<&Arc<str>>) -> Arc<PolicyMetrics> {
+        let Some(name) = name else {
+            return self.default_policy.clone();
+        };
+        if !self.enabled {
+            return self.default_policy.clone();
+        }
+        if let Some(found) = self.by_policy.read().expect("metrics lock").get(name) {
+            return found.clone();
+        }
+        let handles = Arc::new(Self::policy_handles(true, &self.cache, name));
+        self.by_policy
+            .write()
+            .expect("metrics lock")
+            .entry(name.clone())
+            .or_insert(handles)
+            .clone()
+    }
+}

@@ -1,0 +1,372 @@
+//! Named policies: one per kind of data (`"stock_price"`, `"portfolio"` …),
+//! each holding entry options and the caching strategy, loaded from code, a
+//! TOML file or the environment.
+//!
+//! ```
+//! use stratacache::{Policies, Strategy};
+//!
+//! let policies = Policies::from_toml_str(r#"
+//!     [policies.stock_price]
+//!     strategy = "write-through"
+//!     ttl = "2s"
+//!
+//!     [policies.portfolio]
+//!     ttl = "60s"
+//!     jitter = 0.1
+//!     stale_for = "5m"
+//! "#).unwrap();
+//! let price = policies.get("stock_price").unwrap();
+//! assert_eq!(price.strategy(), Strategy::WriteThrough);
+//! assert_eq!(price.options().get_ttl().as_secs(), 2);
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::options::EntryOptions;
+
+/// How an application uses the cache for one kind of data. The cache itself
+/// behaves the same for every strategy; the strategy documents intent and lets
+/// services (and their dashboards) pick the matching operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Strategy {
+    /// Read the cache, load on a miss (`get_or_load`).
+    #[default]
+    CacheAside,
+    /// The application talks only to a [`Resource`](crate::Resource).
+    ReadThrough,
+    /// Writes go to the database, then to both tiers.
+    WriteThrough,
+    /// Writes go to the cache and a durable queue, the database later.
+    WriteBehind,
+    /// Entries are refreshed before they expire.
+    RefreshAhead,
+}
+
+impl Strategy {
+    fn parse(s: &str) -> Result<Self> {
+        Ok(
+            match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+                "cache-aside" => Strategy::CacheAside,
+                "read-through" => Strategy::ReadThrough,
+                "write-through" => Strategy::WriteThrough,
+                "write-behind" => Strategy::WriteBehind,
+                "refresh-ahead" => Strategy::RefreshAhead,
+                other => return Err(Error::config(format!("unknown strategy {other:?}"))),
+            },
+        )
+    }
+}
+
+/// A named set of entry options with a strategy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    name: Arc<str>,
+    strategy: Strategy,
+    options: EntryOptions,
+}
+
+impl Policy {
+    /// A policy named `name`; its options carry the name as their metrics label.
+    pub fn new(name: &str, strategy: Strategy, mut options: EntryOptions) -> Self {
+        let name: Arc<str> = Arc::from(name);
+        options.policy = Some(name.clone());
+        Self {
+            name,
+            strategy,
+            options,
+        }
+    }
+
+    /// The policy's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The policy's strategy.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// The policy's entry options (labelled with its name).
+    pub fn options(&self) -> &EntryOptions {
+        &self.options
+    }
+}
+
+/// A set of named policies.
+#[derive(Debug, Clone, Default)]
+pub struct Policies {
+    by_name: BTreeMap<String, Policy>,
+}
+
+/// One policy as written in a file: every field optional, laid over the defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicySpec {
+    strategy: Option<Strategy>,
+    #[serde(default, with = "humantime_serde")]
+    ttl: Option<Duration>,
+    jitter: Option<f64>,
+    #[serde(default, with = "humantime_serde")]
+    l1_ttl: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    negative_ttl: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    stale_for: Option<Duration>,
+    tags: Option<Vec<String>>,
+    skip_l1: Option<bool>,
+    skip_l2: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    defaults: PolicySpec,
+    #[serde(default)]
+    policies: BTreeMap<String, PolicySpec>,
+}
+
+impl PolicySpec {
+    fn apply(&self, base: &EntryOptions) -> EntryOptions {
+        let mut opts = base.clone();
+        if let Some(v) = self.ttl {
+            opts.ttl = v;
+        }
+        if let Some(v) = self.jitter {
+            opts.jitter = v;
+        }
+        if let Some(v) = self.l1_ttl {
+            opts.l1_ttl = Some(v);
+        }
+        if let Some(v) = self.negative_ttl {
+            opts.negative_ttl = v;
+        }
+        if let Some(v) = self.stale_for {
+            opts.stale_for = v;
+        }
+        if let Some(v) = &self.tags {
+            opts.tags = v.clone();
+        }
+        if let Some(v) = self.skip_l1 {
+            opts.skip_l1 = v;
+        }
+        if let Some(v) = self.skip_l2 {
+            opts.skip_l2 = v;
+        }
+        opts
+    }
+
+    fn set_from_env(&mut self, field: &str, value: &str) -> Result<()> {
+        let bad = |what: &str| Error::config(format!("{field}={value:?}: {what}"));
+        let duration = || humantime::parse_duration(value).map_err(|e| bad(&e.to_string()));
+        match field {
+            "strategy" => self.strategy = Some(Strategy::parse(value)?),
+            "ttl" => self.ttl = Some(duration()?),
+            "l1_ttl" => self.l1_ttl = Some(duration()?),
+            "negative_ttl" => self.negative_ttl = Some(duration()?),
+            "stale_for" => self.stale_for = Some(duration()?),
+            "jitter" => self.jitter = Some(value.parse().map_err(|_| bad("not a number"))?),
+            "tags" => {
+                self.tags = Some(
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(String::from)
+                        .collect(),
+                )
+            }
+            "skip_l1" => self.skip_l1 = Some(value.parse().map_err(|_| bad("not a bool"))?),
+            "skip_l2" => self.skip_l2 = Some(value.parse().map_err(|_| bad("not a bool"))?),
+            _ => return Err(bad("unknown policy field")),
+        }
+        Ok(())
+    }
+}
+
+impl Policies {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add (or replace) a policy.
+    pub fn insert(&mut self, policy: Policy) -> Result<()> {
+        policy.options.validate().map_err(|e| match e {
+            Error::Config(msg) => Error::config(format!("policy {:?}: {msg}", policy.name)),
+            other => other,
+        })?;
+        self.by_name.insert(policy.name.to_string(), policy);
+        Ok(())
+    }
+
+    /// The policy called `name`.
+    pub fn get(&self, name: &str) -> Result<&Policy> {
+        self.by_name
+            .get(name)
+            .ok_or_else(|| Error::UnknownPolicy(name.to_string()))
+    }
+
+    /// Every policy, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Policy> {
+        self.by_name.values()
+    }
+
+    /// Parse policies from TOML: an optional `[defaults]` table and one
+    /// `[policies.NAME]` table per policy, each with the fields of
+    /// [`EntryOptions`] (durations as `"2s"`, `"5m"`) and `strategy`.
+    pub fn from_toml_str(text: &str) -> Result<Self> {
+        let file: PolicyFile =
+            toml::from_str(text).map_err(|e| Error::config(format!("policy file: {e}")))?;
+        let defaults = file.defaults.apply(&EntryOptions::default());
+        let mut policies = Policies::new();
+        for (name, spec) in &file.policies {
+            let strategy = spec.strategy.or(file.defaults.strategy).unwrap_or_default();
+            policies.insert(Policy::new(name, strategy, spec.apply(&defaults)))?;
+        }
+        Ok(policies)
+    }
+
+    /// Read and parse a TOML policy file.
+    pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_toml_str(&text).map_err(|e| Error::config(format!("{}: {e}", path.display())))
+    }
+
+    /// Overlay policies from environment variables named
+    /// `{PREFIX}__POLICIES__{NAME}__{FIELD}` (e.g.
+    /// `STRATACACHE__POLICIES__PORTFOLIO__TTL=90s`); names and fields are
+    /// case-insensitive. A variable for a policy not yet defined creates it.
+    pub fn overlay_env(&mut self, prefix: &str) -> Result<()> {
+        self.overlay_vars(prefix, std::env::vars())
+    }
+
+    fn overlay_vars(
+        &mut self,
+        prefix: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<()> {
+        let marker = format!("{}__POLICIES__", prefix.to_ascii_uppercase());
+        let mut specs: BTreeMap<String, PolicySpec> = BTreeMap::new();
+        for (name, value) in vars {
+            let Some(rest) = name
+                .to_ascii_uppercase()
+                .strip_prefix(&marker)
+                .map(String::from)
+            else {
+                continue;
+            };
+            let Some((policy, field)) = rest.split_once("__") else {
+                return Err(Error::config(format!(
+                    "{name}: expected {marker}<NAME>__<FIELD>"
+                )));
+            };
+            specs
+                .entry(policy.to_ascii_lowercase())
+                .or_default()
+                .set_from_env(&field.to_ascii_lowercase(), &value)
+                .map_err(|e| Error::config(format!("{name}: {e}")))?;
+        }
+        for (name, spec) in specs {
+            let (strategy, base) = match self.by_name.get(&name) {
+                Some(p) => (p.strategy, p.options.clone()),
+                None => (Strategy::default(), EntryOptions::default()),
+            };
+            let strategy = spec.strategy.unwrap_or(strategy);
+            self.insert(Policy::new(&name, strategy, spec.apply(&base)))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_defaults_apply_to_every_policy() {
+        let p = Policies::from_toml_str(
+            r#"
+            [defaults]
+            jitter = 0.1
+            negative_ttl = "15s"
+            [policies.profile]
+            ttl = "1h"
+            [policies.session]
+            ttl = "30m"
+            jitter = 0.0
+            "#,
+        )
+        .unwrap();
+        let profile = p.get("profile").unwrap().options();
+        assert_eq!(profile.ttl, Duration::from_secs(3600));
+        assert_eq!(profile.jitter, 0.1);
+        assert_eq!(profile.negative_ttl, Duration::from_secs(15));
+        assert_eq!(profile.policy_name(), Some("profile"));
+        assert_eq!(p.get("session").unwrap().options().jitter, 0.0);
+        assert!(matches!(p.get("nope"), Err(Error::UnknownPolicy(_))));
+    }
+
+    #[test]
+    fn malformed_files_give_clear_errors() {
+        for (text, needle) in [
+            ("[policies.a]\nttl = \"soon\"", "ttl"),
+            ("[policies.a]\nttl = \"1s\"\nbogus = 1", "bogus"),
+            ("[policies.a]\nstrategy = \"yolo\"", "strategy"),
+            ("[policies.a]\nttl = \"0s\"", "ttl must be greater"),
+            ("[policies.a]\nttl = \"1s\"\nl1_ttl = \"2s\"", "l1_ttl"),
+            ("[policies", "policy file"),
+        ] {
+            let err = Policies::from_toml_str(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?} → {err}");
+        }
+    }
+
+    #[test]
+    fn environment_overrides_and_creates_policies() {
+        let mut p = Policies::from_toml_str("[policies.portfolio]\nttl = \"60s\"").unwrap();
+        p.overlay_vars(
+            "app",
+            [
+                (
+                    "APP__POLICIES__PORTFOLIO__TTL".to_string(),
+                    "90s".to_string(),
+                ),
+                (
+                    "APP__POLICIES__STOCK_PRICE__STRATEGY".into(),
+                    "write_through".into(),
+                ),
+                ("APP__POLICIES__STOCK_PRICE__TTL".into(), "2s".into()),
+                (
+                    "APP__POLICIES__STOCK_PRICE__TAGS".into(),
+                    "prices, market".into(),
+                ),
+                ("UNRELATED".into(), "x".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            p.get("portfolio").unwrap().options().ttl,
+            Duration::from_secs(90)
+        );
+        let price = p.get("stock_price").unwrap();
+        assert_eq!(price.strategy(), Strategy::WriteThrough);
+        assert_eq!(price.options().tags, vec!["prices", "market"]);
+
+        let err = p
+            .overlay_vars("app", [("APP__POLICIES__X__TTL".into(), "never".into())])
+            .unwrap_err();
+        assert!(err.to_string().contains("APP__POLICIES__X__TTL"), "{err}");
+    }
+}
