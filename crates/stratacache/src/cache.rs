@@ -101,6 +101,11 @@ impl Cache {
         CacheBuilder::new()
     }
 
+    /// The namespace every key of this cache lives in.
+    pub fn namespace(&self) -> &str {
+        self.inner.keys.namespace()
+    }
+
     /// The options used when a call passes none.
     pub fn default_options(&self) -> &EntryOptions {
         &self.inner.defaults
@@ -284,7 +289,7 @@ impl Cache {
             }
             Ok(_) | Err(DecodeError::NewerFormat(_)) => Ok(None),
             Err(DecodeError::Corrupt(why)) => {
-                self.inner.discard_corrupt(&stored, why);
+                self.inner.discard_corrupt(&stored, &bytes, why);
                 Ok(None)
             }
         }
@@ -428,7 +433,7 @@ impl Inner {
                 return None;
             }
             Err(DecodeError::Corrupt(why)) => {
-                self.discard_corrupt(stored, why);
+                self.discard_corrupt(stored, bytes, why);
                 return None;
             }
         };
@@ -442,7 +447,7 @@ impl Inner {
                 Err(why) => {
                     // Typically a deploy changed the value's type.
                     tracing::warn!(key = stored, error = %why, "undecodable cache entry deleted");
-                    self.discard_corrupt(stored, "payload does not decode as the requested type");
+                    self.discard_corrupt(stored, bytes, "payload does not decode as the requested type");
                     return None;
                 }
             },
@@ -450,26 +455,27 @@ impl Inner {
         Some((value, decoded.meta))
     }
 
-    /// Count and delete an entry that cannot be read, in the background.
-    pub(crate) fn discard_corrupt(&self, stored: &str, why: &str) {
+    /// Count and delete an entry that cannot be read. The delete runs in the
+    /// background and only if the entry still holds these bytes, so it cannot
+    /// remove a good value a concurrent load has written meanwhile.
+    pub(crate) fn discard_corrupt(&self, stored: &str, bytes: &[u8], why: &str) {
         self.metrics.global.corrupt_entries.increment(1);
         tracing::warn!(key = stored, reason = why, "corrupt cache entry deleted");
         if let Some(l1) = &self.l1 {
             l1.remove(stored);
         }
-        if self.l2.is_some() {
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                let key = stored.to_owned();
-                let this = self.self_ref();
-                handle.spawn(async move {
-                    if let Some(inner) = this {
-                        if let Some(l2) = &inner.l2 {
-                            let _ = l2.delete(&[key]).await;
-                        }
-                    }
-                });
-            }
+        let (Some(inner), Ok(runtime)) = (self.this.upgrade(), tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        if inner.l2.is_none() {
+            return;
         }
+        let (key, bytes) = (stored.to_owned(), bytes.to_vec());
+        runtime.spawn(async move {
+            if let Some(l2) = &inner.l2 {
+                let _ = l2.delete_if_unchanged(&key, &bytes).await;
+            }
+        });
     }
 
     /// Build the stored form of an entry. `value: None` is an absent marker.
@@ -503,19 +509,22 @@ impl Inner {
             load_micros,
             tags: tags_override.unwrap_or(&opts.tags).to_vec(),
         };
+        // The bound is on the encoded value, before compression, so that the
+        // same bound can cap decompression when reading.
+        let encoded_len = payload.as_ref().map_or(0, Vec::len);
+        if encoded_len > self.max_value_bytes {
+            self.metrics.global.oversized_values.increment(1);
+            return Err(Error::ValueTooLarge {
+                key: stored.chars().take(64).collect(),
+                size: encoded_len,
+                max: self.max_value_bytes,
+            });
+        }
         let bytes = envelope::encode(
             &meta,
             payload.as_deref().map(|p| (self.codec, p)),
             self.compress_above,
         );
-        if bytes.len() > self.max_value_bytes {
-            self.metrics.global.oversized_values.increment(1);
-            return Err(Error::ValueTooLarge {
-                key: stored.chars().take(64).collect(),
-                size: bytes.len(),
-                max: self.max_value_bytes,
-            });
-        }
         let l1_lifetime = opts.l1_ttl.map_or(ttl, |l1| l1.min(ttl)) + stale_for;
         Ok(Prepared {
             bytes,
@@ -618,7 +627,4 @@ impl Inner {
         }
     }
 
-    fn self_ref(&self) -> Option<Arc<Inner>> {
-        self.this.upgrade()
-    }
 }

@@ -17,6 +17,7 @@ pub const DEFAULT_MAX_KEY_LEN: usize = 256;
 /// Builds stored keys for one namespace.
 #[derive(Debug, Clone)]
 pub(crate) struct KeySpace {
+    namespace: String,
     prefix: String,
     max_key_len: usize,
 }
@@ -35,9 +36,14 @@ impl KeySpace {
             return Err(Error::config("max_key_len must be at least 64 bytes"));
         }
         Ok(Self {
+            namespace: namespace.to_string(),
             prefix: format!("{namespace}:{{"),
             max_key_len,
         })
+    }
+
+    pub(crate) fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     /// The key under which `key` is stored in L1 and L2.

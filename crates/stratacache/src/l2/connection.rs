@@ -82,6 +82,22 @@ impl Connection {
         }
     }
 
+    /// Run a script (EVALSHA, loading it on NOSCRIPT).
+    pub(crate) async fn invoke_script<T: FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> RedisResult<T> {
+        match self {
+            Connection::Single(c) => invocation.invoke_async(&mut c.clone()).await,
+            Connection::Cluster(c) => invocation.invoke_async(&mut c.clone()).await,
+            Connection::Sentinel(s) => {
+                let result = invocation.invoke_async(&mut s.connection()).await;
+                self.observe(&result);
+                result
+            }
+        }
+    }
+
     /// Run a pipeline. On a Cluster every command must hash to one slot.
     pub(crate) async fn query_pipeline<T: FromRedisValue>(
         &self,

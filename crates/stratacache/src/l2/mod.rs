@@ -253,6 +253,21 @@ impl L2 {
         .await
     }
 
+    /// Delete `key` only if it still holds `expected` (compare-and-delete).
+    pub(crate) async fn delete_if_unchanged(&self, key: &str, expected: &[u8]) -> Result<bool, L2Error> {
+        static SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+            redis::Script::new(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('UNLINK', KEYS[1]) end return 0",
+            )
+        });
+        self.call(true, |c| async move {
+            let mut invocation = SCRIPT.key(key);
+            invocation.arg(expected);
+            c.invoke_script::<i64>(&invocation).await.map(|n| n == 1)
+        })
+        .await
+    }
+
     pub(crate) async fn ping(&self) -> Result<(), L2Error> {
         self.call(true, |c| async move {
             c.query::<String>(&redis::cmd("PING")).await.map(|_| ())
