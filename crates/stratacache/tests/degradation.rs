@@ -1,0 +1,224 @@
+//! Redis going away makes the service slower, never broken. Each test starts
+//! its own redis-server, so it can kill or freeze it.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::counter;
+use stratacache::{BreakerConfig, BreakerState, Cache, EntryOptions};
+use stratacache_testkit::RedisServer;
+
+const REDIS_TIMEOUT: Duration = Duration::from_millis(150);
+
+async fn cache_on(server: &RedisServer, test: &str) -> Cache {
+    common::record_metrics();
+    Cache::builder()
+        .namespace(common::namespace(test))
+        .redis_url(&server.url())
+        .redis_timeout(REDIS_TIMEOUT)
+        .redis_connect_timeout(Duration::from_millis(100))
+        .breaker(BreakerConfig {
+            failure_threshold: 3,
+            probe_interval: Duration::from_millis(100),
+        })
+        .build()
+        .await
+        .unwrap()
+}
+
+/// `calls` concurrent get_or_load calls on distinct keys; returns the slowest.
+async fn load_concurrently(cache: &Cache, prefix: &str, calls: usize, loads: &Arc<AtomicUsize>) -> Duration {
+    let opts = EntryOptions::new().ttl(Duration::from_secs(60));
+    let mut tasks = Vec::new();
+    for i in 0..calls {
+        let (cache, opts, loads, key) = (cache.clone(), opts.clone(), loads.clone(), format!("{prefix}:{i}"));
+        tasks.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let value: usize = cache
+                .get_or_load(&key, &opts, move || async move {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    Ok::<_, std::io::Error>(i)
+                })
+                .await
+                .expect("a Redis outage never fails a read");
+            assert_eq!(value, i);
+            started.elapsed()
+        }));
+    }
+    let mut slowest = Duration::ZERO;
+    for task in tasks {
+        slowest = slowest.max(task.await.unwrap());
+    }
+    slowest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_test_opens_the_breaker_and_reads_still_succeed() {
+    let mut server = RedisServer::start();
+    let cache = cache_on(&server, "killed").await;
+    let opts = EntryOptions::new().ttl(Duration::from_secs(60));
+    cache.set("cached", &"from before".to_string(), &opts).await.unwrap();
+    let loads = Arc::new(AtomicUsize::new(0));
+
+    server.kill();
+    // Cached keys come from L1; new keys from the loader; nothing fails.
+    assert_eq!(cache.get::<String>("cached").await.unwrap().as_deref(), Some("from before"));
+    let slowest = load_concurrently(&cache, "during", 100, &loads).await;
+    assert_eq!(loads.load(Ordering::SeqCst), 100);
+    assert!(slowest < REDIS_TIMEOUT * 2 + Duration::from_millis(400), "slowest {slowest:?}");
+    assert!(
+        common::eventually(Duration::from_secs(2), || async { cache.breaker_state() == Some(BreakerState::Open) }).await,
+        "breaker opens"
+    );
+    assert!(counter("stratacache_breaker_opened_total", &[("cache", cache.namespace())]) >= 1);
+    // With the breaker open, Redis is not even tried: reads cost no timeout.
+    let started = Instant::now();
+    for i in 0..50 {
+        let _ = cache.get::<usize>(&format!("never-set:{i}")).await.unwrap();
+    }
+    assert!(started.elapsed() < REDIS_TIMEOUT, "{:?} for 50 reads", started.elapsed());
+    assert!(counter("stratacache_redis_skipped_total", &[("cache", cache.namespace())]) >= 50);
+    // Writes keep working for this instance.
+    cache.set("written-during", &1u8, &opts).await.unwrap();
+
+    server.restart();
+    assert!(
+        common::eventually(Duration::from_secs(5), || async { cache.breaker_state() == Some(BreakerState::Closed) }).await,
+        "breaker closes once Redis answers"
+    );
+    let recovered = Arc::new(AtomicUsize::new(0));
+    assert!(
+        common::eventually(Duration::from_secs(3), || async {
+            cache.set("after", &2u8, &opts).await.unwrap();
+            server.cli(&["EXISTS", &format!("{}:{{after}}", cache.namespace())]) == "1"
+        })
+        .await,
+        "writes reach Redis again"
+    );
+    let slowest = load_concurrently(&cache, "after", 20, &recovered).await;
+    assert!(slowest < Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_never_holds_a_request_past_the_timeout() {
+    let server = RedisServer::start();
+    let cache = cache_on(&server, "frozen").await;
+    let opts = EntryOptions::new().ttl(Duration::from_secs(60));
+    cache.set("warm", &1u32, &opts).await.unwrap();
+    let loads = Arc::new(AtomicUsize::new(0));
+
+    server.pause(); // the process is there, the socket open, nothing answers
+    let slowest = load_concurrently(&cache, "frozen", 64, &loads).await;
+    // Bounded by the Redis timeout (twice at most: the L2 read, then the fill)
+    // plus the 10 ms loader, with slack for a loaded 2-core machine.
+    assert!(slowest < REDIS_TIMEOUT * 2 + Duration::from_millis(400), "slowest {slowest:?}");
+    assert_eq!(loads.load(Ordering::SeqCst), 64);
+    let started = Instant::now();
+    assert_eq!(cache.get::<u32>("warm").await.unwrap(), Some(1), "L1 still serves");
+    assert!(started.elapsed() < Duration::from_millis(50));
+    assert_eq!(cache.breaker_state(), Some(BreakerState::Open));
+
+    server.resume();
+    assert!(
+        common::eventually(Duration::from_secs(5), || async { cache.breaker_state() == Some(BreakerState::Closed) }).await,
+        "breaker closes after the freeze"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_builds_and_serves_while_redis_is_down_then_starts_using_it() {
+    let mut server = RedisServer::start();
+    server.kill();
+    let cache = cache_on(&server, "down-at-start").await;
+    let loads = Arc::new(AtomicUsize::new(0));
+    load_concurrently(&cache, "k", 10, &loads).await;
+    assert_eq!(loads.load(Ordering::SeqCst), 10);
+
+    server.restart();
+    let opts = EntryOptions::new().ttl(Duration::from_secs(60));
+    assert!(
+        common::eventually(Duration::from_secs(5), || async {
+            cache.set("late", &1u8, &opts).await.unwrap();
+            server.cli(&["EXISTS", &format!("{}:{{late}}", cache.namespace())]) == "1"
+        })
+        .await,
+        "Redis is used once it is up"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_many_costs_one_read_round_trip() {
+    use std::collections::HashMap;
+    use stratacache::{Loader, Resource};
+
+    struct Rows;
+    impl Loader<u32, String> for Rows {
+        type Error = std::io::Error;
+        async fn load(&self, key: &u32) -> Result<Option<String>, Self::Error> {
+            Ok(Some(format!("row {key}")))
+        }
+        async fn load_many(&self, keys: &[u32]) -> Result<HashMap<u32, String>, Self::Error> {
+            Ok(keys.iter().map(|k| (*k, format!("row {k}"))).collect())
+        }
+    }
+
+    let server = RedisServer::start();
+    let cache = cache_on(&server, "roundtrip").await;
+    let rows = Resource::new(cache.clone(), "row", EntryOptions::new().ttl(Duration::from_secs(60)), Rows);
+    for k in 0..10 {
+        rows.get(&k).await.unwrap();
+    }
+    cache.clear_l1();
+    server.cli(&["CONFIG", "RESETSTAT"]);
+    let keys: Vec<u32> = (0..50).collect();
+    assert_eq!(rows.get_many(&keys).await.unwrap().len(), 50);
+    let stats = server.cli(&["INFO", "commandstats"]);
+    let calls = |cmd: &str| -> u64 {
+        stats
+            .lines()
+            .find(|l| l.starts_with(&format!("cmdstat_{cmd}:")))
+            .and_then(|l| l.split("calls=").nth(1))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    assert_eq!(calls("mget"), 1, "{stats}");
+    assert_eq!(calls("get"), 0, "{stats}");
+    assert_eq!(calls("set"), 40, "the 40 misses are written, in one pipeline: {stats}");
+
+    // All hits now: one MGET, no writes.
+    cache.clear_l1();
+    server.cli(&["CONFIG", "RESETSTAT"]);
+    assert_eq!(rows.get_many(&keys).await.unwrap().len(), 50);
+    let stats = server.cli(&["INFO", "commandstats"]);
+    assert!(stats.contains("cmdstat_mget:calls=1,"), "{stats}");
+    assert!(!stats.contains("cmdstat_set:"), "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l1_holds_its_byte_and_entry_bounds() {
+    let cache = Cache::builder()
+        .namespace(common::namespace("bounds"))
+        .l1_max_bytes(200_000)
+        .l1_max_entries(500)
+        .build()
+        .await
+        .unwrap();
+    let opts = EntryOptions::new().ttl(Duration::from_secs(60));
+    let value = "x".repeat(1_000);
+    for i in 0..2_000 {
+        cache.set(&format!("big:{i}"), &value, &opts).await.unwrap();
+    }
+    let stats = cache.l1_stats().unwrap();
+    assert!(stats.bytes <= 200_000, "{stats:?}");
+    assert!(stats.bytes >= 150_000, "the bound is used, not wasted: {stats:?}");
+    for i in 0..5_000 {
+        cache.set(&format!("small:{i}"), &i, &opts).await.unwrap();
+    }
+    let stats = cache.l1_stats().unwrap();
+    assert!(stats.entries <= 500, "{stats:?}");
+    assert!(stats.bytes <= 200_000, "{stats:?}");
+}
