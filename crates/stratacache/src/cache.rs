@@ -447,7 +447,11 @@ impl Inner {
                 Err(why) => {
                     // Typically a deploy changed the value's type.
                     tracing::warn!(key = stored, error = %why, "undecodable cache entry deleted");
-                    self.discard_corrupt(stored, bytes, "payload does not decode as the requested type");
+                    self.discard_corrupt(
+                        stored,
+                        bytes,
+                        "payload does not decode as the requested type",
+                    );
                     return None;
                 }
             },
@@ -464,7 +468,9 @@ impl Inner {
         if let Some(l1) = &self.l1 {
             l1.remove(stored);
         }
-        let (Some(inner), Ok(runtime)) = (self.this.upgrade(), tokio::runtime::Handle::try_current()) else {
+        let (Some(inner), Ok(runtime)) =
+            (self.this.upgrade(), tokio::runtime::Handle::try_current())
+        else {
             return;
         };
         if inner.l2.is_none() {
@@ -626,5 +632,4 @@ impl Inner {
             None => Ok(()),
         }
     }
-
 }

@@ -30,11 +30,21 @@ async fn cache_on(server: &RedisServer, test: &str) -> Cache {
 }
 
 /// `calls` concurrent get_or_load calls on distinct keys; returns the slowest.
-async fn load_concurrently(cache: &Cache, prefix: &str, calls: usize, loads: &Arc<AtomicUsize>) -> Duration {
+async fn load_concurrently(
+    cache: &Cache,
+    prefix: &str,
+    calls: usize,
+    loads: &Arc<AtomicUsize>,
+) -> Duration {
     let opts = EntryOptions::new().ttl(Duration::from_secs(60));
     let mut tasks = Vec::new();
     for i in 0..calls {
-        let (cache, opts, loads, key) = (cache.clone(), opts.clone(), loads.clone(), format!("{prefix}:{i}"));
+        let (cache, opts, loads, key) = (
+            cache.clone(),
+            opts.clone(),
+            loads.clone(),
+            format!("{prefix}:{i}"),
+        );
         tasks.push(tokio::spawn(async move {
             let started = Instant::now();
             let value: usize = cache
@@ -61,33 +71,62 @@ async fn redis_killed_mid_test_opens_the_breaker_and_reads_still_succeed() {
     let mut server = RedisServer::start();
     let cache = cache_on(&server, "killed").await;
     let opts = EntryOptions::new().ttl(Duration::from_secs(60));
-    cache.set("cached", &"from before".to_string(), &opts).await.unwrap();
+    cache
+        .set("cached", &"from before".to_string(), &opts)
+        .await
+        .unwrap();
     let loads = Arc::new(AtomicUsize::new(0));
 
     server.kill();
     // Cached keys come from L1; new keys from the loader; nothing fails.
-    assert_eq!(cache.get::<String>("cached").await.unwrap().as_deref(), Some("from before"));
+    assert_eq!(
+        cache.get::<String>("cached").await.unwrap().as_deref(),
+        Some("from before")
+    );
     let slowest = load_concurrently(&cache, "during", 100, &loads).await;
     assert_eq!(loads.load(Ordering::SeqCst), 100);
-    assert!(slowest < REDIS_TIMEOUT * 2 + Duration::from_millis(400), "slowest {slowest:?}");
     assert!(
-        common::eventually(Duration::from_secs(2), || async { cache.breaker_state() == Some(BreakerState::Open) }).await,
+        slowest < REDIS_TIMEOUT * 2 + Duration::from_millis(400),
+        "slowest {slowest:?}"
+    );
+    assert!(
+        common::eventually(Duration::from_secs(2), || async {
+            cache.breaker_state() == Some(BreakerState::Open)
+        })
+        .await,
         "breaker opens"
     );
-    assert!(counter("stratacache_breaker_opened_total", &[("cache", cache.namespace())]) >= 1);
+    assert!(
+        counter(
+            "stratacache_breaker_opened_total",
+            &[("cache", cache.namespace())]
+        ) >= 1
+    );
     // With the breaker open, Redis is not even tried: reads cost no timeout.
     let started = Instant::now();
     for i in 0..50 {
         let _ = cache.get::<usize>(&format!("never-set:{i}")).await.unwrap();
     }
-    assert!(started.elapsed() < REDIS_TIMEOUT, "{:?} for 50 reads", started.elapsed());
-    assert!(counter("stratacache_redis_skipped_total", &[("cache", cache.namespace())]) >= 50);
+    assert!(
+        started.elapsed() < REDIS_TIMEOUT,
+        "{:?} for 50 reads",
+        started.elapsed()
+    );
+    assert!(
+        counter(
+            "stratacache_redis_skipped_total",
+            &[("cache", cache.namespace())]
+        ) >= 50
+    );
     // Writes keep working for this instance.
     cache.set("written-during", &1u8, &opts).await.unwrap();
 
     server.restart();
     assert!(
-        common::eventually(Duration::from_secs(5), || async { cache.breaker_state() == Some(BreakerState::Closed) }).await,
+        common::eventually(Duration::from_secs(5), || async {
+            cache.breaker_state() == Some(BreakerState::Closed)
+        })
+        .await,
         "breaker closes once Redis answers"
     );
     let recovered = Arc::new(AtomicUsize::new(0));
@@ -115,16 +154,26 @@ async fn a_frozen_redis_never_holds_a_request_past_the_timeout() {
     let slowest = load_concurrently(&cache, "frozen", 64, &loads).await;
     // Bounded by the Redis timeout (twice at most: the L2 read, then the fill)
     // plus the 10 ms loader, with slack for a loaded 2-core machine.
-    assert!(slowest < REDIS_TIMEOUT * 2 + Duration::from_millis(400), "slowest {slowest:?}");
+    assert!(
+        slowest < REDIS_TIMEOUT * 2 + Duration::from_millis(400),
+        "slowest {slowest:?}"
+    );
     assert_eq!(loads.load(Ordering::SeqCst), 64);
     let started = Instant::now();
-    assert_eq!(cache.get::<u32>("warm").await.unwrap(), Some(1), "L1 still serves");
+    assert_eq!(
+        cache.get::<u32>("warm").await.unwrap(),
+        Some(1),
+        "L1 still serves"
+    );
     assert!(started.elapsed() < Duration::from_millis(50));
     assert_eq!(cache.breaker_state(), Some(BreakerState::Open));
 
     server.resume();
     assert!(
-        common::eventually(Duration::from_secs(5), || async { cache.breaker_state() == Some(BreakerState::Closed) }).await,
+        common::eventually(Duration::from_secs(5), || async {
+            cache.breaker_state() == Some(BreakerState::Closed)
+        })
+        .await,
         "breaker closes after the freeze"
     );
 }
@@ -168,7 +217,12 @@ async fn load_many_costs_one_read_round_trip() {
 
     let server = RedisServer::start();
     let cache = cache_on(&server, "roundtrip").await;
-    let rows = Resource::new(cache.clone(), "row", EntryOptions::new().ttl(Duration::from_secs(60)), Rows);
+    let rows = Resource::new(
+        cache.clone(),
+        "row",
+        EntryOptions::new().ttl(Duration::from_secs(60)),
+        Rows,
+    );
     for k in 0..10 {
         rows.get(&k).await.unwrap();
     }
@@ -187,7 +241,11 @@ async fn load_many_costs_one_read_round_trip() {
     };
     assert_eq!(calls("mget"), 1, "{stats}");
     assert_eq!(calls("get"), 0, "{stats}");
-    assert_eq!(calls("set"), 40, "the 40 misses are written, in one pipeline: {stats}");
+    assert_eq!(
+        calls("set"),
+        40,
+        "the 40 misses are written, in one pipeline: {stats}"
+    );
 
     // All hits now: one MGET, no writes.
     cache.clear_l1();
@@ -214,7 +272,10 @@ async fn l1_holds_its_byte_and_entry_bounds() {
     }
     let stats = cache.l1_stats().unwrap();
     assert!(stats.bytes <= 200_000, "{stats:?}");
-    assert!(stats.bytes >= 150_000, "the bound is used, not wasted: {stats:?}");
+    assert!(
+        stats.bytes >= 150_000,
+        "the bound is used, not wasted: {stats:?}"
+    );
     for i in 0..5_000 {
         cache.set(&format!("small:{i}"), &i, &opts).await.unwrap();
     }

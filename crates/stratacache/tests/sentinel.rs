@@ -47,6 +47,10 @@ async fn the_cache_follows_the_master_across_a_sentinel_failover() {
     .await;
     assert!(followed, "writes never reached the new master {new_master}");
     cache.clear_l1();
-    assert_eq!(cache.get::<u32>("before").await.unwrap(), Some(1), "replicated data is read from the new master");
+    assert_eq!(
+        cache.get::<u32>("before").await.unwrap(),
+        Some(1),
+        "replicated data is read from the new master"
+    );
     assert_eq!(cache.get::<u32>("after").await.unwrap(), Some(2));
 }

@@ -67,19 +67,36 @@ async fn a_value_is_served_from_l1_then_from_l2_by_another_instance(target: Targ
     let opts = EntryOptions::new().ttl(secs(60));
 
     assert_eq!(first.get::<String>("greeting").await.unwrap(), None);
-    first.set("greeting", &"hello".to_string(), &opts).await.unwrap();
-    assert_eq!(first.get::<String>("greeting").await.unwrap().as_deref(), Some("hello"));
+    first
+        .set("greeting", &"hello".to_string(), &opts)
+        .await
+        .unwrap();
+    assert_eq!(
+        first.get::<String>("greeting").await.unwrap().as_deref(),
+        Some("hello")
+    );
     let tier = |t: &'static str, what: &'static str| {
         let ns = ns.clone();
         move || counter(what, &[("cache", &ns), ("tier", t)])
     };
-    assert_eq!(tier("l1", "stratacache_hits_total")(), 1, "{:?}", common::counters_of(&ns));
+    assert_eq!(
+        tier("l1", "stratacache_hits_total")(),
+        1,
+        "{:?}",
+        common::counters_of(&ns)
+    );
     assert_eq!(tier("l2", "stratacache_misses_total")(), 1);
 
     // The second instance has an empty L1: the value comes from Redis, then from its L1.
-    assert_eq!(second.get::<String>("greeting").await.unwrap().as_deref(), Some("hello"));
+    assert_eq!(
+        second.get::<String>("greeting").await.unwrap().as_deref(),
+        Some("hello")
+    );
     assert_eq!(tier("l2", "stratacache_hits_total")(), 1);
-    assert_eq!(second.get::<String>("greeting").await.unwrap().as_deref(), Some("hello"));
+    assert_eq!(
+        second.get::<String>("greeting").await.unwrap().as_deref(),
+        Some("hello")
+    );
     assert_eq!(tier("l1", "stratacache_hits_total")(), 2);
 
     assert!(second.exists("greeting").await.unwrap());
@@ -95,7 +112,10 @@ async fn entries_expire_after_their_ttl(target: Target) {
     let opts = EntryOptions::new().ttl(Duration::from_millis(400));
     cache.set("short", &1u32, &opts).await.unwrap();
     let ttl = cache.ttl("short").await.unwrap().expect("has a ttl");
-    assert!(ttl <= Duration::from_millis(400) && ttl > Duration::from_millis(200), "{ttl:?}");
+    assert!(
+        ttl <= Duration::from_millis(400) && ttl > Duration::from_millis(200),
+        "{ttl:?}"
+    );
     assert_eq!(cache.get::<u32>("short").await.unwrap(), Some(1));
     tokio::time::sleep(Duration::from_millis(550)).await;
     assert_eq!(cache.get::<u32>("short").await.unwrap(), None);
@@ -104,7 +124,12 @@ async fn entries_expire_after_their_ttl(target: Target) {
 
 async fn l1_ttl_bounds_how_long_an_instance_trusts_its_copy(target: Target) {
     let ns = common::namespace("l1ttl");
-    let reader = Cache::builder().namespace(ns.clone()).redis(target.topology()).build().await.unwrap();
+    let reader = Cache::builder()
+        .namespace(ns.clone())
+        .redis(target.topology())
+        .build()
+        .await
+        .unwrap();
     let writer = Cache::builder()
         .namespace(ns.clone())
         .redis(target.topology())
@@ -112,7 +137,9 @@ async fn l1_ttl_bounds_how_long_an_instance_trusts_its_copy(target: Target) {
         .build()
         .await
         .unwrap();
-    let opts = EntryOptions::new().ttl(secs(60)).l1_ttl(Duration::from_millis(300));
+    let opts = EntryOptions::new()
+        .ttl(secs(60))
+        .l1_ttl(Duration::from_millis(300));
     writer.set("k", &1u32, &opts).await.unwrap();
     assert_eq!(reader.get_with::<u32>("k", &opts).await.unwrap(), Some(1));
     writer.set("k", &2u32, &opts).await.unwrap();
@@ -145,7 +172,9 @@ async fn jitter_spreads_expiries_below_the_ttl(target: Target) {
 async fn absent_values_are_cached_as_a_distinct_negative_marker(target: Target) {
     let cache = common::builder(target, "negative").build().await.unwrap();
     let loads = Arc::new(AtomicUsize::new(0));
-    let opts = EntryOptions::new().ttl(secs(60)).negative_ttl(Duration::from_millis(500));
+    let opts = EntryOptions::new()
+        .ttl(secs(60))
+        .negative_ttl(Duration::from_millis(500));
     for _ in 0..50 {
         let loads = loads.clone();
         let found: Option<String> = cache
@@ -157,13 +186,26 @@ async fn absent_values_are_cached_as_a_distinct_negative_marker(target: Target) 
             .unwrap();
         assert_eq!(found, None);
     }
-    assert_eq!(loads.load(Ordering::SeqCst), 1, "one query per id per negative TTL");
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        1,
+        "one query per id per negative TTL"
+    );
 
     let mut raw = Raw::connect(target).await;
-    let stored = raw.get(&stored_key(cache.namespace(), "user:404")).await.expect("marker stored");
-    assert!(stored.starts_with(b"SC"), "an envelope, not the string \"null\"");
+    let stored = raw
+        .get(&stored_key(cache.namespace(), "user:404"))
+        .await
+        .expect("marker stored");
+    assert!(
+        stored.starts_with(b"SC"),
+        "an envelope, not the string \"null\""
+    );
     assert_ne!(stored.as_slice(), b"null");
-    assert!(!cache.exists("user:404").await.unwrap(), "a marker is not a value");
+    assert!(
+        !cache.exists("user:404").await.unwrap(),
+        "a marker is not a value"
+    );
 
     // The marker is per-key: a real value elsewhere is unaffected, and after
     // the negative TTL the loader is asked again.
@@ -204,7 +246,10 @@ async fn a_thousand_concurrent_callers_on_a_cold_key_cause_one_load(target: Targ
 }
 
 async fn a_failing_load_gives_every_waiting_caller_the_error(target: Target) {
-    let cache = common::builder(target, "stampede-err").build().await.unwrap();
+    let cache = common::builder(target, "stampede-err")
+        .build()
+        .await
+        .unwrap();
     let loads = Arc::new(AtomicUsize::new(0));
     let opts = EntryOptions::new().ttl(secs(60));
     let mut tasks = Vec::new();
@@ -227,7 +272,11 @@ async fn a_failing_load_gives_every_waiting_caller_the_error(target: Target) {
         }
     }
     assert_eq!(loads.load(Ordering::SeqCst), 1);
-    assert_eq!(cache.get::<u64>("hot").await.unwrap(), None, "errors are not cached");
+    assert_eq!(
+        cache.get::<u64>("hot").await.unwrap(),
+        None,
+        "errors are not cached"
+    );
 }
 
 async fn corrupt_and_retyped_entries_are_misses_and_get_deleted(target: Target) {
@@ -242,16 +291,25 @@ async fn corrupt_and_retyped_entries_are_misses_and_get_deleted(target: Target) 
 
     // A deploy changed the type: written as a string, read as a number.
     let opts = EntryOptions::new().ttl(secs(60));
-    cache.set("retyped", &"not a number".to_string(), &opts).await.unwrap();
+    cache
+        .set("retyped", &"not a number".to_string(), &opts)
+        .await
+        .unwrap();
     cache.clear_l1();
     assert_eq!(cache.get::<u64>("retyped").await.unwrap(), None);
     let retyped = stored_key(&ns, "retyped");
     assert!(gone(target, &retyped).await, "undecodable entry deleted");
-    assert_eq!(counter("stratacache_corrupt_entries_total", &[("cache", &ns)]), 2);
+    assert_eq!(
+        counter("stratacache_corrupt_entries_total", &[("cache", &ns)]),
+        2
+    );
 
     // get_or_load treats it as a miss and repairs the entry.
     raw.set(&stored_key(&ns, "repair"), b"SC\x01garbage").await;
-    let v: u64 = cache.get_or_load("repair", &opts, || async { Ok::<_, std::io::Error>(7) }).await.unwrap();
+    let v: u64 = cache
+        .get_or_load("repair", &opts, || async { Ok::<_, std::io::Error>(7) })
+        .await
+        .unwrap();
     assert_eq!(v, 7);
     cache.clear_l1();
     assert_eq!(cache.get::<u64>("repair").await.unwrap(), Some(7));
@@ -259,7 +317,10 @@ async fn corrupt_and_retyped_entries_are_misses_and_get_deleted(target: Target) 
 
 /// Whether `key` disappears from Redis within two seconds.
 async fn gone(target: Target, key: &str) -> bool {
-    common::eventually(secs(2), || async move { !Raw::connect(target).await.exists(key).await }).await
+    common::eventually(secs(2), || async move {
+        !Raw::connect(target).await.exists(key).await
+    })
+    .await
 }
 
 async fn oversized_values_are_refused_and_nothing_is_written(target: Target) {
@@ -288,7 +349,11 @@ async fn oversized_values_are_refused_and_nothing_is_written(target: Target) {
     assert!(!raw.exists(&stored_key(cache.namespace(), "big")).await);
     // A loaded value that is too large is returned but not cached.
     let loaded: Vec<u64> = cache
-        .get_or_load("big", &opts, move || async move { Ok::<_, std::io::Error>(big) })
+        .get_or_load(
+            "big",
+            &opts,
+            move || async move { Ok::<_, std::io::Error>(big) },
+        )
         .await
         .unwrap();
     assert_eq!(loaded.len(), 1_000);
@@ -296,11 +361,17 @@ async fn oversized_values_are_refused_and_nothing_is_written(target: Target) {
     // The bound is on the encoded value; compression only saves space in Redis.
     let zeros = vec![0u64; 700];
     cache.set("zeros", &zeros, &opts).await.unwrap();
-    let stored = raw.get(&stored_key(cache.namespace(), "zeros")).await.unwrap();
+    let stored = raw
+        .get(&stored_key(cache.namespace(), "zeros"))
+        .await
+        .unwrap();
     assert!(stored.len() < 200, "compressed: {} bytes", stored.len());
     cache.clear_l1();
     assert_eq!(cache.get::<Vec<u64>>("zeros").await.unwrap(), Some(zeros));
-    assert!(matches!(cache.set("zeros", &vec![0u64; 1_000], &opts).await, Err(Error::ValueTooLarge { .. })));
+    assert!(matches!(
+        cache.set("zeros", &vec![0u64; 1_000], &opts).await,
+        Err(Error::ValueTooLarge { .. })
+    ));
 }
 
 async fn multi_key_operations_span_hash_slots(target: Target) {
@@ -309,7 +380,11 @@ async fn multi_key_operations_span_hash_slots(target: Target) {
     let owned: Vec<(String, u32)> = (0..100).map(|i| (format!("item:{i}"), i)).collect();
     let entries: Vec<(&str, u32)> = owned.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     cache.set_many(&entries, &opts).await.unwrap();
-    let keys: Vec<&str> = entries.iter().map(|(k, _)| *k).chain(["missing:1", "missing:2"]).collect();
+    let keys: Vec<&str> = entries
+        .iter()
+        .map(|(k, _)| *k)
+        .chain(["missing:1", "missing:2"])
+        .collect();
     cache.clear_l1();
     let values = cache.get_many::<u32>(&keys).await.unwrap();
     assert_eq!(values.len(), 102);
@@ -340,14 +415,23 @@ impl Loader<u32, String> for CountingLoader {
 
     async fn load_many(&self, keys: &[u32]) -> Result<HashMap<u32, String>, Self::Error> {
         self.batches.lock().unwrap().push(keys.to_vec());
-        Ok(keys.iter().filter(|k| *k % 10 != 9).map(|k| (*k, format!("row {k}"))).collect())
+        Ok(keys
+            .iter()
+            .filter(|k| *k % 10 != 9)
+            .map(|k| (*k, format!("row {k}")))
+            .collect())
     }
 }
 
 async fn load_many_sends_only_missing_keys_to_the_loader_in_one_call(target: Target) {
     let cache = common::builder(target, "loadmany").build().await.unwrap();
     let loader = CountingLoader::default();
-    let rows = Resource::new(cache.clone(), "row", EntryOptions::new().ttl(secs(60)), loader.clone());
+    let rows = Resource::new(
+        cache.clone(),
+        "row",
+        EntryOptions::new().ttl(secs(60)),
+        loader.clone(),
+    );
     assert_eq!(rows.get(&3).await.unwrap().as_deref(), Some("row 3"));
     assert_eq!(rows.get(&19).await.unwrap(), None);
     loader.batches.lock().unwrap().clear();
@@ -371,10 +455,18 @@ async fn load_many_sends_only_missing_keys_to_the_loader_in_one_call(target: Tar
         .build()
         .await
         .unwrap();
-    let other = Resource::new(other_instance, "row", EntryOptions::new().ttl(secs(60)), loader.clone());
+    let other = Resource::new(
+        other_instance,
+        "row",
+        EntryOptions::new().ttl(secs(60)),
+        loader.clone(),
+    );
     loader.batches.lock().unwrap().clear();
     assert_eq!(other.get_many(&keys).await.unwrap(), found);
-    assert!(loader.batches.lock().unwrap().is_empty(), "absent ids are negatively cached too");
+    assert!(
+        loader.batches.lock().unwrap().is_empty(),
+        "absent ids are negatively cached too"
+    );
 }
 
 async fn the_loader_can_adapt_ttl_tags_or_skip_caching(target: Target) {
@@ -382,7 +474,11 @@ async fn the_loader_can_adapt_ttl_tags_or_skip_caching(target: Target) {
     let opts = EntryOptions::new().ttl(secs(600));
     let v: Option<u32> = cache
         .get_or_load_entry("short", &opts, || async {
-            Ok::<_, std::io::Error>(Loaded::value(1).ttl(Duration::from_secs(5)).tags(["sector:tech"]))
+            Ok::<_, std::io::Error>(
+                Loaded::value(1)
+                    .ttl(Duration::from_secs(5))
+                    .tags(["sector:tech"]),
+            )
         })
         .await
         .unwrap();
@@ -390,8 +486,14 @@ async fn the_loader_can_adapt_ttl_tags_or_skip_caching(target: Target) {
     let ttl = cache.ttl("short").await.unwrap().unwrap();
     assert!(ttl <= secs(5), "{ttl:?}");
     let mut raw = Raw::connect(target).await;
-    let stored = raw.get(&stored_key(cache.namespace(), "short")).await.unwrap();
-    assert!(stored.windows(11).any(|w| w == b"sector:tech"), "tags kept in the envelope");
+    let stored = raw
+        .get(&stored_key(cache.namespace(), "short"))
+        .await
+        .unwrap();
+    assert!(
+        stored.windows(11).any(|w| w == b"sector:tech"),
+        "tags kept in the envelope"
+    );
 
     let calls = Arc::new(AtomicUsize::new(0));
     for _ in 0..3 {
@@ -410,11 +512,16 @@ async fn the_loader_can_adapt_ttl_tags_or_skip_caching(target: Target) {
 }
 
 async fn write_through_updates_both_tiers_and_a_failed_write_changes_nothing(target: Target) {
-    let cache = common::builder(target, "writethrough").build().await.unwrap();
+    let cache = common::builder(target, "writethrough")
+        .build()
+        .await
+        .unwrap();
     let opts = EntryOptions::new().ttl(secs(60));
     cache.set("price:ACME", &100u32, &opts).await.unwrap();
     let v = cache
-        .write_through("price:ACME", &opts, || async { Ok::<_, std::io::Error>(101u32) })
+        .write_through("price:ACME", &opts, || async {
+            Ok::<_, std::io::Error>(101u32)
+        })
         .await
         .unwrap();
     assert_eq!(v, 101);
@@ -435,15 +542,33 @@ async fn long_and_odd_keys_are_stored_safely(target: Target) {
     let cache = common::builder(target, "keys").build().await.unwrap();
     let opts = EntryOptions::new().ttl(secs(60));
     let long = "k".repeat(100_000);
-    let keys = [long.as_str(), "with space", "ünïcødé/✓", "{braces}", "a}b{c", "\u{0}\u{1}binary", ":"];
+    let keys = [
+        long.as_str(),
+        "with space",
+        "ünïcødé/✓",
+        "{braces}",
+        "a}b{c",
+        "\u{0}\u{1}binary",
+        ":",
+    ];
     for (i, key) in keys.iter().enumerate() {
         cache.set(key, &i, &opts).await.unwrap();
     }
     cache.clear_l1();
     for (i, key) in keys.iter().enumerate() {
-        assert_eq!(cache.get::<usize>(key).await.unwrap(), Some(i), "{key:.20?}");
+        assert_eq!(
+            cache.get::<usize>(key).await.unwrap(),
+            Some(i),
+            "{key:.20?}"
+        );
     }
-    assert!(matches!(cache.get::<u32>("").await, Err(Error::InvalidKey { .. })));
+    assert!(matches!(
+        cache.get::<u32>("").await,
+        Err(Error::InvalidKey { .. })
+    ));
     let mut raw = Raw::connect(target).await;
-    assert!(!raw.exists(&stored_key(cache.namespace(), &long)).await, "a long key is hashed");
+    assert!(
+        !raw.exists(&stored_key(cache.namespace(), &long)).await,
+        "a long key is hashed"
+    );
 }

@@ -254,7 +254,11 @@ impl L2 {
     }
 
     /// Delete `key` only if it still holds `expected` (compare-and-delete).
-    pub(crate) async fn delete_if_unchanged(&self, key: &str, expected: &[u8]) -> Result<bool, L2Error> {
+    pub(crate) async fn delete_if_unchanged(
+        &self,
+        key: &str,
+        expected: &[u8],
+    ) -> Result<bool, L2Error> {
         static SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
             redis::Script::new(
                 "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('UNLINK', KEYS[1]) end return 0",

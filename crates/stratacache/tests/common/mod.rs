@@ -23,7 +23,9 @@ impl Target {
     pub fn topology(self) -> RedisTopology {
         match self {
             Target::Single => RedisTopology::parse(&single_url()).unwrap(),
-            Target::Cluster => RedisTopology::Cluster(stratacache_testkit::shared_cluster().seed_urls()),
+            Target::Cluster => {
+                RedisTopology::Cluster(stratacache_testkit::shared_cluster().seed_urls())
+            }
         }
     }
 
@@ -32,12 +34,18 @@ impl Target {
         match self {
             Target::Single => {
                 let url = single_url();
-                let port = url.rsplit(':').next().unwrap().trim_end_matches(|c: char| !c.is_ascii_digit());
+                let port = url
+                    .rsplit(':')
+                    .next()
+                    .unwrap()
+                    .trim_end_matches(|c: char| !c.is_ascii_digit());
                 stratacache_testkit::cli(port.parse().unwrap(), args)
             }
             Target::Cluster => {
                 let cluster = stratacache_testkit::shared_cluster();
-                let port = cluster.master_port_for_key(key.as_bytes()).expect("slot has a master");
+                let port = cluster
+                    .master_port_for_key(key.as_bytes())
+                    .expect("slot has a master");
                 stratacache_testkit::cli(port, args)
             }
         }
@@ -55,7 +63,11 @@ pub fn namespace(test: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    format!("t-{test}-{}-{nanos}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "t-{test}-{}-{nanos}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A builder for `target` with a fresh namespace and test-friendly timeouts.
@@ -76,7 +88,9 @@ fn snapshotter() -> &'static Snapshotter {
     SNAP.get_or_init(|| {
         let recorder = DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();
-        recorder.install().expect("install the debugging recorder once");
+        recorder
+            .install()
+            .expect("install the debugging recorder once");
         snapshotter
     })
 }
@@ -96,7 +110,10 @@ fn drain_counters() -> std::sync::MutexGuard<'static, HashMap<SeriesKey, u64>> {
     for (key, _, _, value) in snapshotter().snapshot().into_vec() {
         if let DebugValue::Counter(n) = value {
             let key = key.key();
-            let labels = key.labels().map(|l| (l.key().to_string(), l.value().to_string())).collect();
+            let labels = key
+                .labels()
+                .map(|l| (l.key().to_string(), l.value().to_string()))
+                .collect();
             *totals.entry((key.name().to_string(), labels)).or_default() += n;
         }
     }
@@ -108,7 +125,10 @@ pub fn counter(name: &str, labels: &[(&str, &str)]) -> u64 {
     drain_counters()
         .iter()
         .filter(|((n, series), _)| {
-            n == name && labels.iter().all(|(k, v)| series.iter().any(|(sk, sv)| sk == k && sv == v))
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| series.iter().any(|(sk, sv)| sk == k && sv == v))
         })
         .map(|(_, total)| *total)
         .sum()
@@ -160,7 +180,9 @@ impl Raw {
         if let Some(c) = &mut self.single {
             cmd.query_async(c).await.unwrap()
         } else {
-            cmd.query_async(self.cluster.as_mut().unwrap()).await.unwrap()
+            cmd.query_async(self.cluster.as_mut().unwrap())
+                .await
+                .unwrap()
         }
     }
 
@@ -169,7 +191,8 @@ impl Raw {
     }
 
     pub async fn set(&mut self, key: &str, value: &[u8]) {
-        self.query::<()>(redis::cmd("SET").arg(key).arg(value)).await
+        self.query::<()>(redis::cmd("SET").arg(key).arg(value))
+            .await
     }
 
     pub async fn exists(&mut self, key: &str) -> bool {
