@@ -283,3 +283,35 @@ async fn l1_holds_its_byte_and_entry_bounds() {
     assert!(stats.entries <= 500, "{stats:?}");
     assert!(stats.bytes <= 200_000, "{stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_meets_a_dropped_connection_is_retried_on_the_new_one() {
+    // With AOF the data survives the restart, so the read has something to find.
+    let mut server = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    common::record_metrics();
+    let cache = Cache::builder()
+        .namespace(common::namespace("retry"))
+        .redis_url(&server.url())
+        .without_l1()
+        .redis_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    let opts = EntryOptions::new().ttl(Duration::from_secs(60));
+    cache.set("k", &7u32, &opts).await.unwrap();
+    assert_eq!(cache.get::<u32>("k").await.unwrap(), Some(7));
+
+    server.kill();
+    server.restart();
+    // The multiplexed connection is dead but does not know yet: the first
+    // command on it fails, the retry goes out on a fresh connection.
+    assert_eq!(cache.get::<u32>("k").await.unwrap(), Some(7));
+    assert_eq!(
+        counter(
+            "stratacache_hits_total",
+            &[("cache", cache.namespace()), ("tier", "l2")]
+        ),
+        2
+    );
+    assert_eq!(cache.breaker_state(), Some(BreakerState::Closed));
+}

@@ -223,6 +223,7 @@ async fn absent_values_are_cached_as_a_distinct_negative_marker(target: Target) 
 }
 
 async fn a_thousand_concurrent_callers_on_a_cold_key_cause_one_load(target: Target) {
+    common::record_metrics();
     let cache = common::builder(target, "stampede").build().await.unwrap();
     let loads = Arc::new(AtomicUsize::new(0));
     let opts = EntryOptions::new().ttl(secs(60));
@@ -243,6 +244,15 @@ async fn a_thousand_concurrent_callers_on_a_cold_key_cause_one_load(target: Targ
         assert_eq!(task.await.unwrap().unwrap(), vec![1u8, 2, 3]);
     }
     assert_eq!(loads.load(Ordering::SeqCst), 1);
+    let ns = cache.namespace();
+    assert_eq!(counter("stratacache_loads_total", &[("cache", ns)]), 1);
+    let joined = counter("stratacache_coalesced_total", &[("cache", ns)]);
+    let l1_hits = counter("stratacache_hits_total", &[("cache", ns), ("tier", "l1")]);
+    assert_eq!(
+        joined + l1_hits,
+        999,
+        "every other caller joined the flight or found its result"
+    );
 }
 
 async fn a_failing_load_gives_every_waiting_caller_the_error(target: Target) {
