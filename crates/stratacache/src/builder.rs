@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::key::{KeySpace, DEFAULT_MAX_KEY_LEN};
 use crate::l1::{L1Config, L1};
 use crate::l2::{redact, RedisTopology, L2};
+use crate::lease::waiters::FillWaiters;
 use crate::metrics::Metrics;
 use crate::options::EntryOptions;
 use crate::policy::{Policies, Policy, Strategy};
@@ -255,7 +256,7 @@ impl CacheBuilder {
             Some(topology) => {
                 let topology = topology?;
                 tracing::info!(redis = %redact(&format!("{topology:?}")), "stratacache L2 configured");
-                Some(
+                Some(Arc::new(
                     L2::connect(
                         &topology,
                         self.redis_timeout,
@@ -264,14 +265,20 @@ impl CacheBuilder {
                         Arc::clone(&metrics.global),
                     )
                     .await?,
-                )
+                ))
             }
         };
+        let waiters = l2.as_ref().map(|l2| {
+            let l2 = Arc::clone(l2);
+            let channel = format!("{}:__stratacache:fills", self.namespace);
+            FillWaiters::new(channel, Arc::new(move || l2.node_client()))
+        });
         let inner = Arc::new_cyclic(|this| Inner {
             this: this.clone(),
             keys,
             l1,
             l2,
+            waiters,
             codec: self.codec,
             compress_above: self.compress_above,
             max_value_bytes: self.max_value_bytes,

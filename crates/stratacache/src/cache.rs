@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::key::KeySpace;
 use crate::l1::{L1Entry, L1};
 use crate::l2::{Write, L2};
+use crate::lease::waiters::FillWaiters;
 use crate::metrics::{Metrics, PolicyMetrics};
 use crate::options::EntryOptions;
 use crate::policy::Policies;
@@ -58,7 +59,9 @@ pub(crate) struct Inner {
     pub(crate) this: std::sync::Weak<Inner>,
     pub(crate) keys: KeySpace,
     pub(crate) l1: Option<L1>,
-    pub(crate) l2: Option<L2>,
+    pub(crate) l2: Option<Arc<L2>>,
+    /// Wakes this instance's waiters when another instance fills a key.
+    pub(crate) waiters: Option<Arc<FillWaiters>>,
     pub(crate) codec: Codec,
     pub(crate) compress_above: Option<usize>,
     pub(crate) max_value_bytes: usize,
@@ -70,6 +73,16 @@ pub(crate) struct Inner {
 
 /// An entry found in a tier: a value, or the marker of an absent one.
 pub(crate) type Found<V> = Option<V>;
+
+/// What a load adds to an entry besides the options: the loader's choices
+/// and how long the load took.
+#[derive(Debug, Default)]
+pub(crate) struct FillHints {
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) tags: Option<Vec<String>>,
+    pub(crate) etag: Option<String>,
+    pub(crate) load_micros: u32,
+}
 
 /// An entry ready to be stored in both tiers.
 pub(crate) struct Prepared {
@@ -123,7 +136,7 @@ impl Cache {
 
     /// The Redis circuit breaker's state, or `None` without L2.
     pub fn breaker_state(&self) -> Option<BreakerState> {
-        self.inner.l2.as_ref().map(L2::breaker_state)
+        self.inner.l2.as_ref().map(|l2| l2.breaker_state())
     }
 
     /// L1 occupancy (after applying pending evictions), or `None` without L1.
@@ -210,7 +223,7 @@ impl Cache {
         let stored = self.inner.keys.stored(key)?;
         let prepared = self
             .inner
-            .prepare(&stored, Some(value), opts, None, None, 0)?;
+            .prepare(&stored, Some(value), opts, &FillHints::default())?;
         self.inner
             .store(stored, Some(value.clone()), prepared, opts)
             .await;
@@ -229,7 +242,7 @@ impl Cache {
             let stored = self.inner.keys.stored(key)?;
             let prepared = self
                 .inner
-                .prepare(&stored, Some(value), opts, None, None, 0)?;
+                .prepare(&stored, Some(value), opts, &FillHints::default())?;
             batch.push((stored, Some(value.clone()), prepared));
         }
         self.inner.store_many(batch, opts).await;
@@ -271,9 +284,8 @@ impl Cache {
     /// The metadata of a fresh entry (and whether it holds a value) without decoding it.
     async fn peek_meta(&self, key: &str) -> Result<Option<(bool, EntryMeta)>> {
         let stored = self.inner.keys.stored(key)?;
-        let now = now_ms();
         if let Some(entry) = self.inner.l1.as_ref().and_then(|l1| l1.get(&stored)) {
-            if entry.meta.is_fresh(now) {
+            if fresh(&entry.meta) {
                 return Ok(Some((entry.value.is_some(), entry.meta.clone())));
             }
         }
@@ -284,7 +296,7 @@ impl Cache {
             return Ok(None);
         };
         match envelope::decode(&bytes, self.inner.max_value_bytes) {
-            Ok(decoded) if decoded.meta.is_fresh(now) => {
+            Ok(decoded) if fresh(&decoded.meta) => {
                 Ok(Some((decoded.value.is_some(), decoded.meta)))
             }
             Ok(_) | Err(DecodeError::NewerFormat(_)) => Ok(None),
@@ -293,6 +305,20 @@ impl Cache {
                 Ok(None)
             }
         }
+    }
+}
+
+/// Whether plain reads (`get`) may return the entry: fresh, and not a stale
+/// value kept by fail-safe.
+fn fresh(meta: &EntryMeta) -> bool {
+    meta.is_fresh(now_ms()) && !meta.fail_safe
+}
+
+/// The value of an L1 entry as `V`; `None` if it holds another type.
+pub(crate) fn entry_value<V: CacheValue>(entry: &L1Entry) -> Option<Found<V>> {
+    match &entry.value {
+        None => Some(None),
+        Some(value) => value.downcast_ref::<V>().map(|v| Some(v.clone())),
     }
 }
 
@@ -328,15 +354,10 @@ impl Inner {
         opts: &EntryOptions,
         m: &PolicyMetrics,
     ) -> Option<Found<V>> {
-        let l1 = self.l1.as_ref().filter(|_| !opts.skip_l1)?;
-        let hit = l1
-            .get(stored)
-            .filter(|entry| entry.meta.is_fresh(now_ms()))
-            .and_then(|entry| match &entry.value {
-                None => Some(None),
-                // A value of another type under the same key reads as a miss.
-                Some(value) => value.downcast_ref::<V>().map(|v| Some(v.clone())),
-            });
+        let hit = self
+            .l1_entry(stored, opts)
+            .filter(|entry| entry.meta.is_fresh(now_ms()) && !entry.meta.fail_safe)
+            .and_then(|entry| entry_value::<V>(&entry));
         match &hit {
             Some(Some(_)) => m.l1_hits.increment(1),
             Some(None) => {
@@ -355,13 +376,29 @@ impl Inner {
         m: &PolicyMetrics,
     ) -> Option<(Found<V>, EntryMeta, usize)> {
         let l2 = self.l2.as_ref().filter(|_| !opts.skip_l2)?;
-        let bytes = l2.get(stored).await.ok().flatten();
-        let hit = bytes.and_then(|b| {
-            self.decode_fresh::<V>(stored, &b)
-                .map(|(f, meta)| (f, meta, b.len()))
-        });
+        let hit = self
+            .read_l2::<V>(l2, stored)
+            .await
+            .filter(|(_, meta, _)| fresh(meta));
         self.count_l2(hit.as_ref().map(|(found, _, _)| found.is_some()), m);
         hit
+    }
+
+    /// This instance's L1 entry for `stored`, whatever its freshness.
+    pub(crate) fn l1_entry(&self, stored: &str, opts: &EntryOptions) -> Option<Arc<L1Entry>> {
+        self.l1.as_ref().filter(|_| !opts.skip_l1)?.get(stored)
+    }
+
+    /// The L2 entry for `stored` if it is still usable (fresh or stale), with
+    /// its stored size. Unreachable Redis, corrupt bytes: `None`.
+    pub(crate) async fn read_l2<V: CacheValue>(
+        &self,
+        l2: &L2,
+        stored: &str,
+    ) -> Option<(Found<V>, EntryMeta, usize)> {
+        let bytes = l2.get(stored).await.ok().flatten()?;
+        self.decode_usable::<V>(stored, &bytes)
+            .map(|(found, meta)| (found, meta, bytes.len()))
     }
 
     /// Batch form of [`lookup`](Self::lookup), in the order of `stored`.
@@ -392,7 +429,8 @@ impl Inner {
         };
         for (&i, bytes) in missing.iter().zip(values) {
             let hit = bytes.and_then(|b| {
-                self.decode_fresh::<V>(&stored[i], &b)
+                self.decode_usable::<V>(&stored[i], &b)
+                    .filter(|(_, meta)| fresh(meta))
                     .map(|(f, meta)| (f, meta, b.len()))
             });
             self.count_l2(hit.as_ref().map(|(f, _, _)| f.is_some()), m);
@@ -416,8 +454,8 @@ impl Inner {
         }
     }
 
-    /// Decode stored bytes; stale entries are misses, corrupt ones are deleted.
-    fn decode_fresh<V: CacheValue>(
+    /// Decode stored bytes; expired entries are misses, corrupt ones are deleted.
+    pub(crate) fn decode_usable<V: CacheValue>(
         &self,
         stored: &str,
         bytes: &[u8],
@@ -437,7 +475,7 @@ impl Inner {
                 return None;
             }
         };
-        if !decoded.meta.is_fresh(now_ms()) {
+        if !decoded.meta.is_usable(now_ms()) {
             return None;
         }
         let value = match decoded.value {
@@ -490,12 +528,10 @@ impl Inner {
         stored: &str,
         value: Option<&V>,
         opts: &EntryOptions,
-        ttl_override: Option<Duration>,
-        tags_override: Option<&[String]>,
-        load_micros: u32,
+        hints: &FillHints,
     ) -> Result<Prepared> {
         let payload = value.map(|v| self.codec.encode(v)).transpose()?;
-        let base_ttl = match (ttl_override, value) {
+        let base_ttl = match (hints.ttl, value) {
             (Some(ttl), _) => ttl,
             (None, Some(_)) => opts.ttl,
             (None, None) => opts.negative_ttl,
@@ -512,8 +548,10 @@ impl Inner {
             created_at_ms: now,
             fresh_until_ms,
             stale_until_ms: fresh_until_ms + stale_for.as_millis() as u64,
-            load_micros,
-            tags: tags_override.unwrap_or(&opts.tags).to_vec(),
+            load_micros: hints.load_micros,
+            tags: hints.tags.clone().unwrap_or_else(|| opts.tags.clone()),
+            etag: hints.etag.clone(),
+            fail_safe: false,
         };
         // The bound is on the encoded value, before compression, so that the
         // same bound can cap decompression when reading.

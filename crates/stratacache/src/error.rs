@@ -41,6 +41,14 @@ pub enum Error {
     /// caller receives this same error.
     #[error("loader failed: {0}")]
     Loader(Arc<dyn std::error::Error + Send + Sync + 'static>),
+    /// The loader ran past the entry's `hard_timeout` and no stale value was
+    /// at hand.
+    #[error("loader did not finish within {0:?}")]
+    LoaderTimeout(Duration),
+    /// Another instance held the lease for this key and its value did not
+    /// arrive in time (and no stale value was at hand).
+    #[error("waited {0:?} for another instance to load the value")]
+    WaitTimeout(Duration),
     /// The loader task panicked or was cancelled.
     #[error("loader task aborted: {0}")]
     LoaderAborted(Arc<str>),

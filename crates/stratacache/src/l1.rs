@@ -45,6 +45,7 @@ pub(crate) struct L1Entry {
     pub(crate) meta: EntryMeta,
     expires_at: Instant,
     weight: u32,
+    encoded_len: u32,
 }
 
 impl L1Entry {
@@ -62,7 +63,13 @@ impl L1Entry {
             meta,
             expires_at: Instant::now() + lifetime,
             weight,
+            encoded_len: encoded_len.min(u32::MAX as usize) as u32,
         }
+    }
+
+    /// The size of the entry's stored form.
+    pub(crate) fn encoded_len(&self) -> usize {
+        self.encoded_len as usize
     }
 }
 

@@ -1,10 +1,20 @@
-//! Loading on a miss: cache-aside (`get_or_load`) with in-process
-//! single-flight, and write-through.
+//! Loading on a miss: cache-aside (`get_or_load*`) with every protection, and
+//! write-through.
 //!
-//! The miss path of one key runs once per process at a time: the first caller
-//! starts a flight ([`crate::coalesce`]) that re-checks L2, calls the loader,
-//! and fills both tiers before anyone is answered, so a caller that arrives
-//! after the flight finds the value instead of loading again.
+//! A caller first looks at L1 ([`Cache::load_through`]). A fresh entry is
+//! answered at once (and may start an early refresh); otherwise the caller
+//! joins the key's flight ([`crate::coalesce`]), whose body is
+//! [`Inner::resolve`]:
+//!
+//! 1. read L2 — fresh: done; stale: offer it to callers that accept stale data;
+//! 2. take the key's lease in Redis ([`crate::lease`]) — lost: wait for the
+//!    holder's fill (woken by its notification), or take over when it dies;
+//! 3. call the loader (bounded by `hard_timeout`), fill both tiers through the
+//!    lease, or — if the loader failed and a stale value exists — keep serving
+//!    it for `fail_safe_throttle` (fail-safe).
+//!
+//! Callers holding a stale value wait at most `soft_timeout` (zero: plain
+//! stale-while-revalidate) before leaving with it; the flight goes on.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,10 +22,21 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
-use crate::cache::{Cache, CacheValue, Found, Inner};
-use crate::coalesce::Role;
+use crate::cache::{entry_value, now_ms, Cache, CacheValue, FillHints, Found, Inner};
+use crate::coalesce::{Progress, Role};
+use crate::codec::envelope::EntryMeta;
 use crate::error::{BoxError, Error, Result};
+use crate::freshness::{classify, Usability};
+use crate::l2::{Write, L2};
+use crate::lease::{self, Acquired, Lease};
+use crate::metrics::PolicyMetrics;
 use crate::options::EntryOptions;
+
+/// How long a caller waits for another instance's load when it has no stale
+/// value and the options set no `hard_timeout`.
+const DEFAULT_WAIT_LIMIT: Duration = Duration::from_secs(30);
+/// The longest pause between two checks of a key another instance is loading.
+const MAX_WAIT_BACKOFF: Duration = Duration::from_millis(200);
 
 /// What a loader found, and how it should be cached.
 ///
@@ -24,16 +45,20 @@ use crate::options::EntryOptions;
 /// use stratacache::Loaded;
 ///
 /// let hot = Loaded::value(42).ttl(Duration::from_secs(5)).tags(["prices"]);
-/// let missing: Loaded<u32> = Loaded::absent();          // cached as a negative entry
-/// let volatile = Loaded::value(7).dont_cache();         // returned, never stored
-/// # let _ = (hot, missing, volatile);
+/// let versioned = Loaded::value(7).etag("row-v18");        // for conditional refresh
+/// let missing: Loaded<u32> = Loaded::absent();              // cached as a negative entry
+/// let volatile = Loaded::value(7).dont_cache();             // returned, never stored
+/// let unchanged: Loaded<u32> = Loaded::not_modified();      // keep the cached value, renew its TTL
+/// # let _ = (hot, versioned, missing, volatile, unchanged);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Loaded<V> {
-    pub(crate) value: Option<V>,
-    pub(crate) ttl: Option<Duration>,
-    pub(crate) tags: Option<Vec<String>>,
-    pub(crate) cache: bool,
+    value: Option<V>,
+    ttl: Option<Duration>,
+    tags: Option<Vec<String>>,
+    etag: Option<String>,
+    cache: bool,
+    not_modified: bool,
 }
 
 impl<V> Loaded<V> {
@@ -43,7 +68,9 @@ impl<V> Loaded<V> {
             value: Some(value),
             ttl: None,
             tags: None,
+            etag: None,
             cache: true,
+            not_modified: false,
         }
     }
 
@@ -51,9 +78,27 @@ impl<V> Loaded<V> {
     pub fn absent() -> Self {
         Self {
             value: None,
+            ..Self::value_less()
+        }
+    }
+
+    /// The cached value (see [`LoadContext::stale`]) is still current: keep
+    /// it and renew its lifetime, without sending the value to Redis again.
+    pub fn not_modified() -> Self {
+        Self {
+            not_modified: true,
+            ..Self::value_less()
+        }
+    }
+
+    fn value_less() -> Self {
+        Self {
+            value: None,
             ttl: None,
             tags: None,
+            etag: None,
             cache: true,
+            not_modified: false,
         }
     }
 
@@ -81,6 +126,13 @@ impl<V> Loaded<V> {
         self
     }
 
+    /// The source's version of this value (an ETag, a row version); the next
+    /// refresh receives it in [`LoadContext::etag`].
+    pub fn etag(mut self, etag: impl Into<String>) -> Self {
+        self.etag = Some(etag.into());
+        self
+    }
+
     /// Return the result to the callers but do not store it.
     pub fn dont_cache(mut self) -> Self {
         self.cache = false;
@@ -88,12 +140,81 @@ impl<V> Loaded<V> {
     }
 }
 
+/// What a loader is told about the entry it refreshes.
+#[derive(Debug, Clone)]
+pub struct LoadContext<V> {
+    stale: Option<V>,
+    etag: Option<String>,
+}
+
+impl<V> LoadContext<V> {
+    /// The value cached before (past its TTL, or due for an early refresh).
+    pub fn stale(&self) -> Option<&V> {
+        self.stale.as_ref()
+    }
+
+    /// The version recorded with the cached value ([`Loaded::etag`]). A loader
+    /// may compare it with the source and answer [`Loaded::not_modified`].
+    pub fn etag(&self) -> Option<&str> {
+        self.etag.as_deref()
+    }
+}
+
+/// A value with how fresh it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched<V> {
+    value: Option<V>,
+    stale: bool,
+}
+
+impl<V> Fetched<V> {
+    fn fresh(value: Option<V>) -> Self {
+        Self {
+            value,
+            stale: false,
+        }
+    }
+
+    fn stale(value: Option<V>) -> Self {
+        Self { value, stale: true }
+    }
+
+    /// The value; `None` when the source says it does not exist.
+    pub fn value(&self) -> Option<&V> {
+        self.value.as_ref()
+    }
+
+    /// The value, owned.
+    pub fn into_value(self) -> Option<V> {
+        self.value
+    }
+
+    /// Whether this is a stale value (served past its TTL: stale-while-
+    /// revalidate, a soft timeout, or fail-safe after a failed load).
+    pub fn is_stale(&self) -> bool {
+        self.stale
+    }
+}
+
+/// A value found in a tier together with its metadata and stored size.
+type Known<V> = (Found<V>, EntryMeta, usize);
+
+/// Why a flight runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Callers need a value.
+    Miss,
+    /// A fresh value is due for an early refresh; nobody waits for it.
+    Refresh,
+}
+
 impl Cache {
     /// Cache-aside: the value under `key`, or what `loader` returns for it,
     /// stored in both tiers.
     ///
-    /// However many callers miss the same key at once, in this process the
-    /// loader runs once and all of them get its result — or its error.
+    /// However many callers miss the same key at once — in this process and,
+    /// through a lease in Redis, across instances — the loader runs once and
+    /// all of them get its result, or its error.
     ///
     /// ```no_run
     /// # async fn demo(cache: stratacache::Cache) -> Result<(), stratacache::Error> {
@@ -121,8 +242,8 @@ impl Cache {
         Fut: Future<Output = std::result::Result<V, E>> + Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        let load = || async move { loader().await.map(Loaded::value) };
-        match self.load_through(key, opts, false, load).await? {
+        let load = |_: LoadContext<V>| async move { loader().await.map(Loaded::value) };
+        match self.load_through(key, opts, false, load).await?.value {
             Some(value) => Ok(value),
             // Only reachable by joining another caller's optional load that
             // found nothing; this caller's own loader always yields a value.
@@ -145,21 +266,23 @@ impl Cache {
         Fut: Future<Output = std::result::Result<Option<V>, E>> + Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        let load = || async move { loader().await.map(Loaded::from_option) };
-        self.load_through(key, opts, true, load).await
+        let load = |_: LoadContext<V>| async move { loader().await.map(Loaded::from_option) };
+        Ok(self.load_through(key, opts, true, load).await?.value)
     }
 
-    /// Cache-aside where the loader decides how its result is cached: its TTL,
-    /// its tags, or not at all (see [`Loaded`]).
+    /// Cache-aside with full control: the loader sees the stale value and its
+    /// ETag ([`LoadContext`]) and decides how its result is cached — TTL,
+    /// tags, ETag, not at all, or "not modified" ([`Loaded`]). The answer says
+    /// whether the value is stale ([`Fetched::is_stale`]).
     pub async fn get_or_load_entry<V, F, Fut, E>(
         &self,
         key: &str,
         opts: &EntryOptions,
         loader: F,
-    ) -> Result<Option<V>>
+    ) -> Result<Fetched<V>>
     where
         V: CacheValue,
-        F: FnOnce() -> Fut + Send + 'static,
+        F: FnOnce(LoadContext<V>) -> Fut + Send + 'static,
         Fut: Future<Output = std::result::Result<Loaded<V>, E>> + Send + 'static,
         E: Into<BoxError> + 'static,
     {
@@ -186,7 +309,7 @@ impl Cache {
         let value = writer().await.map_err(Error::loader)?;
         match self
             .inner
-            .prepare(&stored, Some(&value), opts, None, None, 0)
+            .prepare(&stored, Some(&value), opts, &FillHints::default())
         {
             Ok(prepared) => {
                 self.inner
@@ -207,91 +330,507 @@ impl Cache {
         opts: &EntryOptions,
         accept_absent: bool,
         loader: F,
-    ) -> Result<Found<V>>
+    ) -> Result<Fetched<V>>
     where
         V: CacheValue,
-        F: FnOnce() -> Fut + Send + 'static,
+        F: FnOnce(LoadContext<V>) -> Fut + Send + 'static,
         Fut: Future<Output = std::result::Result<Loaded<V>, E>> + Send + 'static,
         E: Into<BoxError> + 'static,
     {
         let started = Instant::now();
         let stored = self.inner.keys.stored(key)?;
         let m = self.inner.metrics.policy(opts.policy.as_ref());
-        if let Some(found) = self.inner.lookup_l1::<V>(&stored, opts, &m) {
-            if found.is_some() || accept_absent {
-                m.get_seconds.record(started.elapsed().as_secs_f64());
-                return Ok(found);
+        let mut stale_here: Option<Known<V>> = None;
+        if let Some(entry) = self.inner.l1_entry(&stored, opts) {
+            if let Some(found) = entry_value::<V>(&entry) {
+                let acceptable = found.is_some() || accept_absent;
+                match classify(&entry.meta, now_ms(), opts.eager_refresh) {
+                    Usability::Fresh { refresh_early } if acceptable => {
+                        m.l1_hits.increment(1);
+                        if found.is_none() {
+                            m.negative_hits.increment(1);
+                        }
+                        if refresh_early {
+                            let current = (found.clone(), entry.meta.clone(), entry.encoded_len());
+                            self.refresh_in_background(
+                                stored,
+                                opts,
+                                accept_absent,
+                                current,
+                                loader,
+                                &m,
+                            );
+                        }
+                        m.get_seconds.record(started.elapsed().as_secs_f64());
+                        return Ok(Fetched::fresh(found));
+                    }
+                    Usability::Throttled if acceptable => {
+                        m.l1_hits.increment(1);
+                        m.stale_served.increment(1);
+                        return Ok(Fetched::stale(found));
+                    }
+                    Usability::Stale if found.is_some() => {
+                        stale_here = Some((found, entry.meta.clone(), entry.encoded_len()));
+                    }
+                    _ => {}
+                }
             }
         }
+        m.l1_misses.increment(1);
+
         let inner = Arc::clone(&self.inner);
-        let (flight, role) = self.inner.flights.join_or_start(&stored, || {
+        let (flight, role) = self.inner.flights.join_or_start(&stored, |progress| {
             let span = tracing::debug_span!("stratacache.load", key = %stored, policy = opts.policy_name().unwrap_or("default"));
             inner
-                .resolve_miss(stored.clone(), opts.clone(), accept_absent, loader)
+                .resolve(stored.clone(), opts.clone(), accept_absent, stale_here, loader, progress, Mode::Miss)
                 .instrument(span)
         });
         if role == Role::Follower {
             m.coalesced.increment(1);
         }
-        let found = flight.await;
+        let patience =
+            (!opts.stale_for.is_zero()).then(|| opts.soft_timeout.unwrap_or(Duration::ZERO));
+        let result = flight.wait(patience).await;
+        if matches!(&result, Ok(fetched) if fetched.stale) {
+            m.stale_served.increment(1);
+        }
         m.get_seconds.record(started.elapsed().as_secs_f64());
-        found
+        result
+    }
+
+    /// Start a refresh of a fresh entry unless one is running; nobody waits for it.
+    fn refresh_in_background<V, F, Fut, E>(
+        &self,
+        stored: String,
+        opts: &EntryOptions,
+        accept_absent: bool,
+        current: Known<V>,
+        loader: F,
+        m: &PolicyMetrics,
+    ) where
+        V: CacheValue,
+        F: FnOnce(LoadContext<V>) -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Loaded<V>, E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        let (_, role) = self.inner.flights.join_or_start(&stored, |progress| {
+            let span = tracing::debug_span!("stratacache.refresh", key = %stored);
+            inner
+                .resolve(
+                    stored.clone(),
+                    opts.clone(),
+                    accept_absent,
+                    Some(current),
+                    loader,
+                    progress,
+                    Mode::Refresh,
+                )
+                .instrument(span)
+        });
+        if role == Role::Leader {
+            m.refreshes.increment(1);
+        }
     }
 }
 
 impl Inner {
-    /// The body of a flight: L2, else the loader, then fill both tiers.
-    async fn resolve_miss<V, F, Fut, E>(
+    /// The body of a flight: L2, else the lease, else the loader; then fill.
+    #[allow(clippy::too_many_arguments)]
+    async fn resolve<V, F, Fut, E>(
         self: Arc<Self>,
         stored: String,
         opts: EntryOptions,
         accept_absent: bool,
+        mut known: Option<Known<V>>,
         loader: F,
-    ) -> Result<Found<V>>
+        progress: Progress<Fetched<V>>,
+        mode: Mode,
+    ) -> Result<Fetched<V>>
     where
         V: CacheValue,
-        F: FnOnce() -> Fut + Send + 'static,
+        F: FnOnce(LoadContext<V>) -> Fut + Send + 'static,
         Fut: Future<Output = std::result::Result<Loaded<V>, E>> + Send + 'static,
         E: Into<BoxError> + 'static,
     {
         let m = self.metrics.policy(opts.policy.as_ref());
-        if let Some(found) = self.lookup_l2_into_l1::<V>(&stored, &opts, &m).await {
-            if found.is_some() || accept_absent {
-                return Ok(found);
+        if mode == Mode::Miss {
+            if let Some((value, _, _)) = &known {
+                progress.offer_stale(Fetched::stale(value.clone()));
             }
         }
+        let l2 = self.l2.clone().filter(|_| !opts.skip_l2);
+        let verdict = Verdict {
+            inner: &self,
+            stored: &stored,
+            opts: &opts,
+            accept_absent,
+            mode,
+            progress: &progress,
+            m: &m,
+        };
+        if let Some(l2) = &l2 {
+            match self.read_l2::<V>(l2, &stored).await {
+                Some(entry) => {
+                    if let Some(done) = verdict.judge(entry, &mut known) {
+                        return Ok(done);
+                    }
+                }
+                None => m.l2_misses.increment(1),
+            }
+        }
+        let lease = match &l2 {
+            Some(l2) if opts.distributed_lease => {
+                match self.lease_or_wait(l2, &verdict, &mut known).await? {
+                    Next::Load(lease) => lease,
+                    Next::Done(fetched) => return Ok(fetched),
+                }
+            }
+            _ => None,
+        };
+        self.load_and_fill(&stored, &opts, known, loader, lease, &m)
+            .await
+    }
+
+    /// Take the key's lease, or wait for whoever holds it.
+    async fn lease_or_wait<V: CacheValue>(
+        &self,
+        l2: &Arc<L2>,
+        verdict: &Verdict<'_, V>,
+        known: &mut Option<Known<V>>,
+    ) -> Result<Next<V>> {
+        let Some(waiters) = &self.waiters else {
+            return Ok(Next::Load(None));
+        };
+        let opts = verdict.opts;
+        let limit = opts.hard_timeout.unwrap_or(DEFAULT_WAIT_LIMIT);
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut backoff = Duration::from_millis(2);
+        let mut waited = false;
+        loop {
+            let wake = waiters.register(verdict.stored);
+            let notified = wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (lease, current) = match lease::acquire(l2, verdict.stored, opts.lock_timeout).await
+            {
+                // Redis is failing: load here rather than wait on it.
+                Err(_) => return Ok(Next::Load(None)),
+                Ok(Acquired::Won { lease, current }) => (Some(lease), current),
+                Ok(Acquired::Lost { current }) => (None, current),
+            };
+            if let Some(bytes) = current {
+                let decoded = self
+                    .decode_usable::<V>(verdict.stored, &bytes)
+                    .map(|(found, meta)| (found, meta, bytes.len()));
+                if let Some(entry) = decoded {
+                    if let Some(done) = verdict.judge(entry, known) {
+                        if let Some(lease) = lease {
+                            lease.release(l2).await;
+                        }
+                        return Ok(Next::Done(done));
+                    }
+                }
+            }
+            if lease.is_some() {
+                return Ok(Next::Load(lease));
+            }
+            if verdict.mode == Mode::Refresh {
+                // Another instance is refreshing this key already.
+                let current = known.take().and_then(|(value, _, _)| value);
+                return Ok(Next::Done(Fetched::fresh(current)));
+            }
+            if !waited {
+                verdict.m.lease_waits.increment(1);
+                waited = true;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return match known.take() {
+                    Some((value, _, _)) => Ok(Next::Done(Fetched::stale(value))),
+                    None => Err(Error::WaitTimeout(limit)),
+                };
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(backoff.min(deadline - now)) => {}
+            }
+            backoff = (backoff * 2).min(MAX_WAIT_BACKOFF);
+        }
+    }
+
+    /// Call the loader and store what it says; fail-safe on failure.
+    async fn load_and_fill<V, F, Fut, E>(
+        &self,
+        stored: &str,
+        opts: &EntryOptions,
+        known: Option<Known<V>>,
+        loader: F,
+        lease: Option<Lease>,
+        m: &PolicyMetrics,
+    ) -> Result<Fetched<V>>
+    where
+        V: CacheValue,
+        F: FnOnce(LoadContext<V>) -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Loaded<V>, E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
         m.loads.increment(1);
+        let context = LoadContext {
+            stale: known.as_ref().and_then(|(value, _, _)| value.clone()),
+            etag: known.as_ref().and_then(|(_, meta, _)| meta.etag.clone()),
+        };
         let started = Instant::now();
-        let outcome = loader().await;
+        let outcome = match opts.hard_timeout {
+            Some(limit) => match tokio::time::timeout(limit, loader(context)).await {
+                Ok(result) => result.map_err(Error::loader),
+                Err(_) => Err(Error::LoaderTimeout(limit)),
+            },
+            None => loader(context).await.map_err(Error::loader),
+        };
         let took = started.elapsed();
         m.load_seconds.record(took.as_secs_f64());
-        let loaded = outcome.map_err(|e| {
-            m.load_errors.increment(1);
-            let err = Error::loader(e);
-            tracing::debug!(key = %stored, error = %err, "load failed");
-            err
-        })?;
-        if loaded.cache {
-            let load_micros = took.as_micros().min(u32::MAX as u128) as u32;
-            match self.prepare(
-                &stored,
-                loaded.value.as_ref(),
-                &opts,
-                loaded.ttl,
-                loaded.tags.as_deref(),
-                load_micros,
-            ) {
-                Ok(prepared) => {
-                    self.store(stored, loaded.value.clone(), prepared, &opts)
-                        .await;
+        let load_micros = took.as_micros().min(u32::MAX as u128) as u32;
+        let l2 = self.l2.as_ref().filter(|_| !opts.skip_l2);
+
+        match outcome {
+            Ok(loaded) if loaded.not_modified => {
+                let Some((value, old, encoded_len)) = known else {
+                    self.release(lease).await;
+                    m.load_errors.increment(1);
+                    return Err(Error::loader(
+                        "the loader answered \"not modified\" but nothing was cached",
+                    ));
+                };
+                m.not_modified.increment(1);
+                let renewed = self.renewed_meta(&old, opts, loaded.ttl, loaded.etag, load_micros);
+                let l2_ttl = Duration::from_millis(renewed.stale_until_ms.saturating_sub(now_ms()));
+                self.retime_in_l2(l2, lease.as_ref(), stored, &old, &renewed, l2_ttl)
+                    .await;
+                self.fill_l1(stored.to_owned(), value.clone(), renewed, encoded_len, opts);
+                Ok(Fetched::fresh(value))
+            }
+            Ok(loaded) => {
+                if loaded.cache {
+                    let hints = FillHints {
+                        ttl: loaded.ttl,
+                        tags: loaded.tags,
+                        etag: loaded.etag,
+                        load_micros,
+                    };
+                    match self.prepare(stored, loaded.value.as_ref(), opts, &hints) {
+                        Ok(prepared) => {
+                            let write = Write {
+                                key: stored.to_owned(),
+                                bytes: prepared.bytes,
+                                ttl_ms: prepared.l2_ttl.as_millis() as u64,
+                            };
+                            if let Some(l1) = self.l1.as_ref().filter(|_| !opts.skip_l1) {
+                                l1.insert(
+                                    stored.to_owned(),
+                                    crate::l1::L1Entry::new(
+                                        loaded.value.clone().map(|v| Arc::new(v) as _),
+                                        prepared.meta,
+                                        prepared.l1_lifetime,
+                                        stored.len(),
+                                        write.bytes.len(),
+                                    ),
+                                    &self.metrics.global,
+                                );
+                            }
+                            if let Some(l2) = l2 {
+                                self.fill_l2(l2, lease.as_ref(), &write).await;
+                            }
+                        }
+                        // The caller still gets the value; it is just not cached.
+                        Err(err @ Error::ValueTooLarge { .. }) => {
+                            tracing::warn!(error = %err, "loaded value not cached");
+                        }
+                        Err(err) => {
+                            self.release(lease).await;
+                            return Err(err);
+                        }
+                    }
                 }
-                // The caller still gets the value; it is just not cached.
-                Err(err @ Error::ValueTooLarge { .. }) => {
-                    tracing::warn!(error = %err, "loaded value not cached");
+                self.release(lease).await;
+                Ok(Fetched::fresh(loaded.value))
+            }
+            Err(err) => {
+                m.load_errors.increment(1);
+                tracing::debug!(key = stored, error = %err, "load failed");
+                match known {
+                    Some((Some(value), old, encoded_len)) => {
+                        m.fail_safe.increment(1);
+                        tracing::warn!(key = stored, error = %err, "load failed; serving the stale value (fail-safe)");
+                        let retry_at = (now_ms() + opts.fail_safe_throttle.as_millis() as u64)
+                            .min(old.stale_until_ms);
+                        let throttled = EntryMeta {
+                            fresh_until_ms: retry_at.max(old.created_at_ms),
+                            fail_safe: true,
+                            ..old.clone()
+                        };
+                        let l2_ttl =
+                            Duration::from_millis(old.stale_until_ms.saturating_sub(now_ms()));
+                        self.retime_in_l2(l2, lease.as_ref(), stored, &old, &throttled, l2_ttl)
+                            .await;
+                        self.fill_l1(
+                            stored.to_owned(),
+                            Some(value.clone()),
+                            throttled,
+                            encoded_len,
+                            opts,
+                        );
+                        Ok(Fetched::stale(Some(value)))
+                    }
+                    _ => {
+                        self.release(lease).await;
+                        Err(err)
+                    }
                 }
-                Err(err) => return Err(err),
             }
         }
-        Ok(loaded.value)
+    }
+
+    /// The metadata of a value confirmed unchanged by its source: created now,
+    /// with a new lifetime.
+    fn renewed_meta(
+        &self,
+        old: &EntryMeta,
+        opts: &EntryOptions,
+        ttl: Option<Duration>,
+        etag: Option<String>,
+        load_micros: u32,
+    ) -> EntryMeta {
+        let ttl = opts.jittered_ttl(ttl.unwrap_or(opts.ttl));
+        let now = now_ms();
+        let fresh_until_ms = now + ttl.as_millis() as u64;
+        EntryMeta {
+            created_at_ms: now,
+            fresh_until_ms,
+            stale_until_ms: fresh_until_ms + opts.stale_for.as_millis() as u64,
+            load_micros,
+            tags: old.tags.clone(),
+            etag: etag.or_else(|| old.etag.clone()),
+            fail_safe: false,
+        }
+    }
+
+    async fn fill_l2(&self, l2: &L2, lease: Option<&Lease>, write: &Write) {
+        let channel = self.waiters.as_ref().map_or("", |w| w.channel());
+        match lease::fill(l2, lease, write, channel).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Another instance took the key over; its fill wins, and ours
+                // must not linger in L1 either.
+                tracing::debug!(key = %write.key, "fill dropped: the lease was taken over");
+                if let Some(l1) = &self.l1 {
+                    l1.remove(&write.key);
+                }
+            }
+            Err(err) => {
+                tracing::warn!(key = %write.key, error = ?err, "redis fill failed; value kept in L1 only");
+            }
+        }
+    }
+
+    async fn retime_in_l2(
+        &self,
+        l2: Option<&Arc<L2>>,
+        lease: Option<&Lease>,
+        stored: &str,
+        old: &EntryMeta,
+        new: &EntryMeta,
+        ttl: Duration,
+    ) {
+        let Some(l2) = l2 else { return };
+        let channel = self.waiters.as_ref().map_or("", |w| w.channel());
+        if let Err(err) =
+            lease::retime(l2, lease, stored, old.created_at_ms, new, ttl, channel).await
+        {
+            tracing::debug!(key = stored, error = ?err, "could not renew the entry in redis");
+        }
+    }
+
+    async fn release(&self, lease: Option<Lease>) {
+        if let (Some(lease), Some(l2)) = (lease, &self.l2) {
+            lease.release(l2).await;
+        }
+    }
+}
+
+/// The outcome of the lease step.
+enum Next<V> {
+    Load(Option<Lease>),
+    Done(Fetched<V>),
+}
+
+/// Judges entries found in L2 on a flight's behalf.
+struct Verdict<'a, V> {
+    inner: &'a Inner,
+    stored: &'a str,
+    opts: &'a EntryOptions,
+    accept_absent: bool,
+    mode: Mode,
+    progress: &'a Progress<Fetched<V>>,
+    m: &'a PolicyMetrics,
+}
+
+impl<V: CacheValue> Verdict<'_, V> {
+    /// Whether `entry` answers the flight. A stale entry newer than `known`
+    /// replaces it (and is offered to callers that accept stale data).
+    fn judge(&self, entry: Known<V>, known: &mut Option<Known<V>>) -> Option<Fetched<V>> {
+        let (found, meta, encoded_len) = entry;
+        let acceptable = found.is_some() || self.accept_absent;
+        let newer = known
+            .as_ref()
+            .is_none_or(|(_, k, _)| meta.created_at_ms > k.created_at_ms);
+        match classify(&meta, now_ms(), None) {
+            // An early refresh that finds its own entry still there goes on.
+            Usability::Fresh { .. } if self.mode == Mode::Refresh && !newer => None,
+            Usability::Fresh { .. } if acceptable => {
+                self.m.l2_hits.increment(1);
+                if found.is_none() {
+                    self.m.negative_hits.increment(1);
+                }
+                self.inner.fill_l1(
+                    self.stored.to_owned(),
+                    found.clone(),
+                    meta,
+                    encoded_len,
+                    self.opts,
+                );
+                Some(Fetched::fresh(found))
+            }
+            // Another instance's fail-safe: do not call the failing source again yet.
+            Usability::Throttled if acceptable => {
+                self.inner.fill_l1(
+                    self.stored.to_owned(),
+                    found.clone(),
+                    meta,
+                    encoded_len,
+                    self.opts,
+                );
+                Some(Fetched::stale(found))
+            }
+            Usability::Stale if found.is_some() && newer => {
+                self.m.l2_misses.increment(1);
+                self.inner.fill_l1(
+                    self.stored.to_owned(),
+                    found.clone(),
+                    meta.clone(),
+                    encoded_len,
+                    self.opts,
+                );
+                if self.mode == Mode::Miss {
+                    self.progress.offer_stale(Fetched::stale(found.clone()));
+                }
+                *known = Some((found, meta, encoded_len));
+                None
+            }
+            _ => {
+                self.m.l2_misses.increment(1);
+                None
+            }
+        }
     }
 }

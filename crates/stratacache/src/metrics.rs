@@ -12,6 +12,11 @@
 //! | `stratacache_loads_total` | counter | `cache`, `policy` |
 //! | `stratacache_load_errors_total` | counter | `cache`, `policy` |
 //! | `stratacache_coalesced_total` | counter | `cache`, `policy` — callers that joined another's load |
+//! | `stratacache_stale_served_total` | counter | `cache`, `policy` — stale values returned (SWR, soft timeout, fail-safe) |
+//! | `stratacache_fail_safe_total` | counter | `cache`, `policy` — failed loads answered with a stale value |
+//! | `stratacache_lease_waits_total` | counter | `cache`, `policy` — loads left to another instance's lease |
+//! | `stratacache_refreshes_total` | counter | `cache`, `policy` — background refreshes started (eager refresh, SWR) |
+//! | `stratacache_not_modified_total` | counter | `cache`, `policy` — conditional refreshes that kept the value |
 //! | `stratacache_get_duration_seconds` | histogram | `cache`, `policy` |
 //! | `stratacache_load_duration_seconds` | histogram | `cache`, `policy` |
 //! | `stratacache_redis_errors_total` | counter | `cache`, `kind` (`timeout`, `io`, `server`) |
@@ -38,6 +43,11 @@ pub(crate) struct PolicyMetrics {
     pub(crate) loads: Counter,
     pub(crate) load_errors: Counter,
     pub(crate) coalesced: Counter,
+    pub(crate) stale_served: Counter,
+    pub(crate) fail_safe: Counter,
+    pub(crate) lease_waits: Counter,
+    pub(crate) refreshes: Counter,
+    pub(crate) not_modified: Counter,
     pub(crate) get_seconds: Histogram,
     pub(crate) load_seconds: Histogram,
 }
@@ -122,6 +132,11 @@ impl Metrics {
                 loads: Counter::noop(),
                 load_errors: Counter::noop(),
                 coalesced: Counter::noop(),
+                stale_served: Counter::noop(),
+                fail_safe: Counter::noop(),
+                lease_waits: Counter::noop(),
+                refreshes: Counter::noop(),
+                not_modified: Counter::noop(),
                 get_seconds: Histogram::noop(),
                 load_seconds: Histogram::noop(),
             };
@@ -139,6 +154,11 @@ impl Metrics {
             loads: plain("stratacache_loads_total"),
             load_errors: plain("stratacache_load_errors_total"),
             coalesced: plain("stratacache_coalesced_total"),
+            stale_served: plain("stratacache_stale_served_total"),
+            fail_safe: plain("stratacache_fail_safe_total"),
+            lease_waits: plain("stratacache_lease_waits_total"),
+            refreshes: plain("stratacache_refreshes_total"),
+            not_modified: plain("stratacache_not_modified_total"),
             get_seconds: hist("stratacache_get_duration_seconds"),
             load_seconds: hist("stratacache_load_duration_seconds"),
         }

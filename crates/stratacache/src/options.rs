@@ -3,9 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::error::{Error, Result};
+use crate::freshness::EagerRefresh;
 
 /// How one entry is cached. Build it fluently, or take it from a named [`Policy`](crate::Policy).
 ///
@@ -21,23 +20,32 @@ use crate::error::{Error, Result};
 ///     .tags(["user:42"]);
 /// assert_eq!(opts.get_ttl(), Duration::from_secs(60));
 /// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EntryOptions {
     /// Time the entry is fresh.
-    #[serde(with = "humantime_serde")]
     pub(crate) ttl: Duration,
     /// Fraction of `ttl` by which expiries are spread (`0.0..=1.0`).
     pub(crate) jitter: f64,
     /// Upper bound of the L1 lifetime; `None` means the entry's own TTL.
-    #[serde(with = "humantime_serde")]
     pub(crate) l1_ttl: Option<Duration>,
     /// Lifetime of the marker stored for an absent value.
-    #[serde(with = "humantime_serde")]
     pub(crate) negative_ttl: Duration,
     /// How long past expiry an entry is kept so it may still be served stale.
-    #[serde(with = "humantime_serde")]
     pub(crate) stale_for: Duration,
+    /// Refresh a fresh entry in the background before it expires.
+    pub(crate) eager_refresh: Option<EagerRefresh>,
+    /// With a stale entry at hand, wait this long for a load before serving it.
+    pub(crate) soft_timeout: Option<Duration>,
+    /// Give up on a load after this long.
+    pub(crate) hard_timeout: Option<Duration>,
+    /// Lifetime of the distributed lease taken before loading; a live holder
+    /// extends it, so it bounds how long a crashed holder blocks the others.
+    pub(crate) lock_timeout: Duration,
+    /// After a failed refresh, how long the stale value is served before the
+    /// next attempt.
+    pub(crate) fail_safe_throttle: Duration,
+    /// Take a lease in Redis so one instance loads for all (on by default).
+    pub(crate) distributed_lease: bool,
     /// Tags attached to the entry.
     pub(crate) tags: Vec<String>,
     /// Bypass L1 for this call.
@@ -45,7 +53,6 @@ pub struct EntryOptions {
     /// Bypass L2 (Redis) for this call.
     pub(crate) skip_l2: bool,
     /// The policy name used as the metrics label.
-    #[serde(skip)]
     pub(crate) policy: Option<Arc<str>>,
 }
 
@@ -57,6 +64,12 @@ impl Default for EntryOptions {
             l1_ttl: None,
             negative_ttl: Duration::from_secs(30),
             stale_for: Duration::ZERO,
+            eager_refresh: None,
+            soft_timeout: None,
+            hard_timeout: None,
+            lock_timeout: Duration::from_secs(5),
+            fail_safe_throttle: Duration::from_secs(5),
+            distributed_lease: true,
             tags: Vec::new(),
             skip_l1: false,
             skip_l2: false,
@@ -104,6 +117,52 @@ impl EntryOptions {
     /// Keep entries this long past their TTL, so they can be served stale.
     pub fn stale_for(mut self, stale_for: Duration) -> Self {
         self.stale_for = stale_for;
+        self
+    }
+
+    /// Refresh entries in the background before they expire: at a fraction of
+    /// their TTL, or probabilistically (XFetch). Hot keys then never expire
+    /// under load; cold keys are not refreshed.
+    pub fn eager_refresh(mut self, eager: EagerRefresh) -> Self {
+        self.eager_refresh = Some(eager);
+        self
+    }
+
+    /// With a stale entry at hand (see [`stale_for`](Self::stale_for)), wait at
+    /// most this long for a fresh load, then serve the stale value while the
+    /// load finishes in the background. Without it, a stale entry is served at
+    /// once (stale-while-revalidate).
+    pub fn soft_timeout(mut self, timeout: Duration) -> Self {
+        self.soft_timeout = Some(timeout);
+        self
+    }
+
+    /// Abandon a load after this long: callers get the stale value if there is
+    /// one (fail-safe), else [`Error::LoaderTimeout`].
+    pub fn hard_timeout(mut self, timeout: Duration) -> Self {
+        self.hard_timeout = Some(timeout);
+        self
+    }
+
+    /// Lifetime of the lease one instance takes in Redis before loading (the
+    /// holder extends it while it works). Other instances wait for its fill;
+    /// if it crashes, one of them takes over within this time.
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// After a refresh failed and the stale value was served instead, wait
+    /// this long before trying the source again.
+    pub fn fail_safe_throttle(mut self, throttle: Duration) -> Self {
+        self.fail_safe_throttle = throttle;
+        self
+    }
+
+    /// Whether to coordinate loads across instances with a Redis lease (on by
+    /// default; in-process single-flight always applies).
+    pub fn distributed_lease(mut self, enabled: bool) -> Self {
+        self.distributed_lease = enabled;
         self
     }
 
@@ -164,6 +223,24 @@ impl EntryOptions {
         }
         if self.negative_ttl.is_zero() {
             return Err(Error::config("negative_ttl must be greater than zero"));
+        }
+        if self.lock_timeout < Duration::from_millis(10) {
+            return Err(Error::config("lock_timeout must be at least 10 ms"));
+        }
+        if self.fail_safe_throttle.is_zero() {
+            return Err(Error::config(
+                "fail_safe_throttle must be greater than zero",
+            ));
+        }
+        if let (Some(soft), Some(hard)) = (self.soft_timeout, self.hard_timeout) {
+            if soft > hard {
+                return Err(Error::config(format!(
+                    "soft_timeout ({soft:?}) must not exceed hard_timeout ({hard:?})"
+                )));
+            }
+        }
+        if let Some(eager) = self.eager_refresh {
+            eager.validate()?;
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::cache::{Cache, CacheValue, Found};
+use crate::cache::{Cache, CacheValue, FillHints, Found};
 use crate::error::{BoxError, Error, Result};
 use crate::options::EntryOptions;
 
@@ -182,18 +182,14 @@ where
             Error::loader(e)
         })?;
 
-        let load_micros = took.as_micros().min(u32::MAX as u128) as u32;
+        let hints = FillHints {
+            load_micros: took.as_micros().min(u32::MAX as u128) as u32,
+            ..FillHints::default()
+        };
         let mut batch = Vec::with_capacity(missing.len());
         for (&i, key) in missing.iter().zip(&missing_keys) {
             let value = loaded.remove(key);
-            match inner.prepare(
-                &stored[i],
-                value.as_ref(),
-                &self.options,
-                None,
-                None,
-                load_micros,
-            ) {
+            match inner.prepare(&stored[i], value.as_ref(), &self.options, &hints) {
                 Ok(prepared) => batch.push((stored[i].clone(), value.clone(), prepared)),
                 Err(err @ Error::ValueTooLarge { .. }) => {
                     tracing::warn!(error = %err, "loaded value not cached");

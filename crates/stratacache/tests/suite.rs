@@ -483,7 +483,7 @@ async fn the_loader_can_adapt_ttl_tags_or_skip_caching(target: Target) {
     let cache = common::builder(target, "adapt").build().await.unwrap();
     let opts = EntryOptions::new().ttl(secs(600));
     let v: Option<u32> = cache
-        .get_or_load_entry("short", &opts, || async {
+        .get_or_load_entry("short", &opts, |_| async {
             Ok::<_, std::io::Error>(
                 Loaded::value(1)
                     .ttl(Duration::from_secs(5))
@@ -491,7 +491,8 @@ async fn the_loader_can_adapt_ttl_tags_or_skip_caching(target: Target) {
             )
         })
         .await
-        .unwrap();
+        .unwrap()
+        .into_value();
     assert_eq!(v, Some(1));
     let ttl = cache.ttl("short").await.unwrap().unwrap();
     assert!(ttl <= secs(5), "{ttl:?}");
@@ -509,12 +510,13 @@ async fn the_loader_can_adapt_ttl_tags_or_skip_caching(target: Target) {
     for _ in 0..3 {
         let calls = calls.clone();
         let v: Option<u32> = cache
-            .get_or_load_entry("volatile", &opts, move || async move {
+            .get_or_load_entry("volatile", &opts, move |_| async move {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Ok::<_, std::io::Error>(Loaded::value(2).dont_cache())
             })
             .await
-            .unwrap();
+            .unwrap()
+            .into_value();
         assert_eq!(v, Some(2));
     }
     assert_eq!(calls.load(Ordering::SeqCst), 3);

@@ -5,12 +5,14 @@
 //!      0    2 magic "SC"
 //!      2    1 format version (1)
 //!      3    1 codec id (0 for a negative entry)
-//!      4    1 flags: bit 0 compressed (lz4), bit 1 negative (value absent)
+//!      4    1 flags: bit 0 compressed (lz4), bit 1 negative (value absent),
+//!             bit 2 fail-safe (a stale value kept after a failed refresh)
 //!      5    8 created_at      (ms since the Unix epoch, little endian)
 //!     13    8 fresh_until     (ms)
 //!     21    8 stale_until     (ms; the Redis TTL ends here too)
 //!     29    4 last load time  (µs, for probabilistic early refresh)
 //!     33    2 tag count, then per tag: u16 length + UTF-8 bytes
+//!      …    2 ETag / row version length (0: none), then its UTF-8 bytes
 //!      …      payload: the codec's bytes, lz4-compressed when flagged
 //! ```
 //!
@@ -28,7 +30,15 @@ const MAGIC: &[u8; 2] = b"SC";
 pub(crate) const FORMAT_VERSION: u8 = 1;
 const HEADER_LEN: usize = 35;
 const FLAG_COMPRESSED: u8 = 0b01;
-const FLAG_NEGATIVE: u8 = 0b10;
+const FLAG_NEGATIVE: u8 = 0b010;
+const FLAG_FAIL_SAFE: u8 = 0b100;
+/// Where the timestamps start: `created_at`, `fresh_until`, `stale_until` and
+/// `load_micros` are [`TIMES_LEN`] contiguous bytes, rewritten in place when a
+/// loader answers "not modified".
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) const TIMES_OFFSET: usize = 5;
+/// Length of the timestamp block.
+pub(crate) const TIMES_LEN: usize = 28;
 
 /// What is known about an entry besides its value.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -38,11 +48,31 @@ pub(crate) struct EntryMeta {
     pub(crate) stale_until_ms: u64,
     pub(crate) load_micros: u32,
     pub(crate) tags: Vec<String>,
+    /// The source's version of the value (ETag, row version), for conditional refresh.
+    pub(crate) etag: Option<String>,
+    /// A stale value kept after a failed refresh; `fresh_until` is then the
+    /// moment the next refresh may be tried.
+    pub(crate) fail_safe: bool,
 }
 
 impl EntryMeta {
     pub(crate) fn is_fresh(&self, now_ms: u64) -> bool {
         now_ms < self.fresh_until_ms
+    }
+
+    /// Still within its stale window (fresh or not).
+    pub(crate) fn is_usable(&self, now_ms: u64) -> bool {
+        now_ms < self.stale_until_ms
+    }
+
+    /// The timestamp block as stored, for in-place rewrites.
+    pub(crate) fn times_bytes(&self) -> [u8; TIMES_LEN] {
+        let mut out = [0u8; TIMES_LEN];
+        out[0..8].copy_from_slice(&self.created_at_ms.to_le_bytes());
+        out[8..16].copy_from_slice(&self.fresh_until_ms.to_le_bytes());
+        out[16..24].copy_from_slice(&self.stale_until_ms.to_le_bytes());
+        out[24..28].copy_from_slice(&self.load_micros.to_le_bytes());
+        out
     }
 }
 
@@ -71,9 +101,10 @@ pub(crate) fn encode(
     compress_above: Option<usize>,
 ) -> Vec<u8> {
     let tags_len: usize = meta.tags.iter().map(|t| 2 + t.len()).sum();
+    let etag_len = 2 + meta.etag.as_ref().map_or(0, String::len);
     let payload_len = value.map_or(0, |(_, bytes)| bytes.len());
-    let mut out = Vec::with_capacity(HEADER_LEN + tags_len + payload_len);
-    let mut flags = 0u8;
+    let mut out = Vec::with_capacity(HEADER_LEN + tags_len + etag_len + payload_len);
+    let mut flags = if meta.fail_safe { FLAG_FAIL_SAFE } else { 0 };
     let (codec_id, payload): (u8, Cow<'_, [u8]>) = match value {
         None => {
             flags |= FLAG_NEGATIVE;
@@ -103,13 +134,17 @@ pub(crate) fn encode(
     let tag_count = meta.tags.len().min(u16::MAX as usize);
     out.extend_from_slice(&(tag_count as u16).to_le_bytes());
     for tag in meta.tags.iter().take(tag_count) {
-        let len = tag.len().min(u16::MAX as usize);
-        let len = floor_char_boundary(tag, len);
-        out.extend_from_slice(&(len as u16).to_le_bytes());
-        out.extend_from_slice(&tag.as_bytes()[..len]);
+        put_str(&mut out, tag);
     }
+    put_str(&mut out, meta.etag.as_deref().unwrap_or_default());
     out.extend_from_slice(&payload);
     out
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let len = floor_char_boundary(s, s.len().min(u16::MAX as usize));
+    out.extend_from_slice(&(len as u16).to_le_bytes());
+    out.extend_from_slice(&s.as_bytes()[..len]);
 }
 
 fn floor_char_boundary(s: &str, mut index: usize) -> usize {
@@ -155,6 +190,10 @@ impl<'a> Reader<'a> {
             self.take(8)?.try_into().expect("8 bytes"),
         ))
     }
+    fn string(&mut self) -> Result<&'a str, DecodeError> {
+        let len = usize::from(self.u16()?);
+        std::str::from_utf8(self.take(len)?).map_err(|_| DecodeError::Corrupt("text is not UTF-8"))
+    }
 }
 
 /// Read only the header and tags, without touching the payload.
@@ -172,7 +211,7 @@ pub(crate) fn decode_meta(bytes: &[u8]) -> Result<(EntryMeta, u8, u8, usize), De
     }
     let codec_id = r.u8()?;
     let flags = r.u8()?;
-    if flags & !(FLAG_COMPRESSED | FLAG_NEGATIVE) != 0 {
+    if flags & !(FLAG_COMPRESSED | FLAG_NEGATIVE | FLAG_FAIL_SAFE) != 0 {
         return Err(DecodeError::Corrupt("unknown flags"));
     }
     let created_at_ms = r.u64()?;
@@ -190,12 +229,17 @@ pub(crate) fn decode_meta(bytes: &[u8]) -> Result<(EntryMeta, u8, u8, usize), De
             .map_err(|_| DecodeError::Corrupt("tag is not UTF-8"))?;
         tags.push(tag.to_owned());
     }
+    let etag = Some(r.string()?)
+        .filter(|e| !e.is_empty())
+        .map(str::to_owned);
     let meta = EntryMeta {
         created_at_ms,
         fresh_until_ms,
         stale_until_ms,
         load_micros,
         tags,
+        etag,
+        fail_safe: flags & FLAG_FAIL_SAFE != 0,
     };
     Ok((meta, codec_id, flags, r.pos))
 }
@@ -242,6 +286,8 @@ mod tests {
             stale_until_ms: 3_000,
             load_micros: 1234,
             tags: vec!["user:1".into(), "sector:tech".into()],
+            etag: Some("v42".into()),
+            fail_safe: true,
         }
     }
 
@@ -263,6 +309,19 @@ mod tests {
         let negative = encode(&meta(), None, Some(1));
         let d = decode(&negative, 1 << 20).unwrap();
         assert!(d.value.is_none());
+    }
+
+    #[test]
+    fn timestamps_sit_where_the_in_place_rewrite_expects_them() {
+        // The lease scripts rewrite flags at offset 4 and the timestamp block
+        // right after it; this pins the layout they rely on.
+        let bytes = encode(&meta(), Some((Codec::Json, b"1")), None);
+        assert_eq!(TIMES_OFFSET, 5);
+        assert_eq!(
+            &bytes[TIMES_OFFSET..TIMES_OFFSET + TIMES_LEN],
+            &meta().times_bytes()
+        );
+        assert_eq!(bytes[TIMES_OFFSET - 1] & FLAG_FAIL_SAFE, FLAG_FAIL_SAFE);
     }
 
     #[test]

@@ -14,8 +14,15 @@ use super::topology::RedisTopology;
 
 #[derive(Clone)]
 pub(crate) enum Connection {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Single {
+        manager: ConnectionManager,
+        client: redis::Client,
+    },
+    Cluster {
+        connection: ClusterConnection,
+        seeds: Arc<Vec<String>>,
+        next_seed: Arc<std::sync::atomic::AtomicUsize>,
+    },
     Sentinel(Arc<SentinelMaster>),
 }
 
@@ -36,10 +43,13 @@ impl Connection {
         match topology {
             RedisTopology::Single(url) => {
                 let client = redis::Client::open(url.as_str())?;
-                Ok(Connection::Single(ConnectionManager::new_lazy_with_config(
+                Ok(Connection::Single {
+                    manager: ConnectionManager::new_lazy_with_config(
+                        client.clone(),
+                        manager_config,
+                    )?,
                     client,
-                    manager_config,
-                )?))
+                })
             }
             RedisTopology::Cluster(nodes) => {
                 let client = ClusterClientBuilder::new(nodes.clone())
@@ -52,9 +62,11 @@ impl Connection {
                 let config = redis::cluster::ClusterConfig::new()
                     .set_connection_timeout(connect_timeout)
                     .set_response_timeout(response_timeout);
-                Ok(Connection::Cluster(
-                    client.get_pending_async_connection_with_config(config),
-                ))
+                Ok(Connection::Cluster {
+                    connection: client.get_pending_async_connection_with_config(config),
+                    seeds: Arc::new(nodes.clone()),
+                    next_seed: Arc::default(),
+                })
             }
             RedisTopology::Sentinel {
                 sentinels,
@@ -67,13 +79,31 @@ impl Connection {
     }
 
     pub(crate) fn is_cluster(&self) -> bool {
-        matches!(self, Connection::Cluster(_))
+        matches!(self, Connection::Cluster { .. })
+    }
+
+    /// A plain client to one node, for a dedicated pub/sub connection. On a
+    /// Cluster any node will do (PUBLISH reaches every node); successive calls
+    /// rotate through the seeds so a dead node is not retried forever.
+    pub(crate) fn node_client(&self) -> Option<redis::Client> {
+        match self {
+            Connection::Single { client, .. } => Some(client.clone()),
+            Connection::Cluster {
+                seeds, next_seed, ..
+            } => {
+                let i = next_seed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                redis::Client::open(seeds.get(i % seeds.len().max(1))?.as_str()).ok()
+            }
+            Connection::Sentinel(s) => s.master_client(),
+        }
     }
 
     pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
         match self {
-            Connection::Single(c) => cmd.query_async(&mut c.clone()).await,
-            Connection::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+            Connection::Single { manager, .. } => cmd.query_async(&mut manager.clone()).await,
+            Connection::Cluster { connection, .. } => {
+                cmd.query_async(&mut connection.clone()).await
+            }
             Connection::Sentinel(s) => {
                 let result = cmd.query_async(&mut s.connection()).await;
                 self.observe(&result);
@@ -88,8 +118,12 @@ impl Connection {
         invocation: &redis::ScriptInvocation<'_>,
     ) -> RedisResult<T> {
         match self {
-            Connection::Single(c) => invocation.invoke_async(&mut c.clone()).await,
-            Connection::Cluster(c) => invocation.invoke_async(&mut c.clone()).await,
+            Connection::Single { manager, .. } => {
+                invocation.invoke_async(&mut manager.clone()).await
+            }
+            Connection::Cluster { connection, .. } => {
+                invocation.invoke_async(&mut connection.clone()).await
+            }
             Connection::Sentinel(s) => {
                 let result = invocation.invoke_async(&mut s.connection()).await;
                 self.observe(&result);
@@ -104,8 +138,10 @@ impl Connection {
         pipe: &Pipeline,
     ) -> RedisResult<T> {
         match self {
-            Connection::Single(c) => pipe.query_async(&mut c.clone()).await,
-            Connection::Cluster(c) => pipe.query_async(&mut c.clone()).await,
+            Connection::Single { manager, .. } => pipe.query_async(&mut manager.clone()).await,
+            Connection::Cluster { connection, .. } => {
+                pipe.query_async(&mut connection.clone()).await
+            }
             Connection::Sentinel(s) => {
                 let result = pipe.query_async(&mut s.connection()).await;
                 self.observe(&result);

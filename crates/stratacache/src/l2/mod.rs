@@ -264,12 +264,36 @@ impl L2 {
                 "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('UNLINK', KEYS[1]) end return 0",
             )
         });
-        self.call(true, |c| async move {
-            let mut invocation = SCRIPT.key(key);
-            invocation.arg(expected);
-            c.invoke_script::<i64>(&invocation).await.map(|n| n == 1)
+        self.run_script::<i64>(&SCRIPT, &[key], &[expected], true)
+            .await
+            .map(|n| n == 1)
+    }
+
+    /// Run a Lua script (EVALSHA, loading it on NOSCRIPT). All `keys` must
+    /// share a hash slot. `idempotent` allows the retry after a dropped connection.
+    pub(crate) async fn run_script<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        keys: &[&str],
+        args: &[&[u8]],
+        idempotent: bool,
+    ) -> Result<T, L2Error> {
+        self.call(idempotent, |c| async move {
+            let mut invocation = script.prepare_invoke();
+            for key in keys {
+                invocation.key(*key);
+            }
+            for arg in args {
+                invocation.arg(*arg);
+            }
+            c.invoke_script::<T>(&invocation).await
         })
         .await
+    }
+
+    /// A plain client to one node, for the fill-notification subscriber.
+    pub(crate) fn node_client(&self) -> Option<redis::Client> {
+        self.connection.node_client()
     }
 
     pub(crate) async fn ping(&self) -> Result<(), L2Error> {

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
-use redis::{ConnectionAddr, IntoConnectionInfo, RedisError, RedisResult};
+use redis::{ConnectionInfo, IntoConnectionInfo, RedisError, RedisResult};
 
 const RESOLVE_INTERVAL: Duration = Duration::from_millis(200);
 
 pub(crate) struct SentinelMaster {
     sentinels: tokio::sync::Mutex<SentinelClient>,
-    current: RwLock<(ConnectionAddr, ConnectionManager)>,
+    current: RwLock<(ConnectionInfo, ConnectionManager)>,
     last_resolve: Mutex<Option<Instant>>,
     manager_config: ConnectionManagerConfig,
 }
@@ -39,11 +39,11 @@ impl SentinelMaster {
             SentinelServerType::Master,
         )?;
         let master = client.async_get_client().await?;
-        let addr = master.get_connection_info().addr().clone();
+        let info = master.get_connection_info().clone();
         let manager = ConnectionManager::new_lazy_with_config(master, manager_config.clone())?;
         Ok(Arc::new(Self {
             sentinels: tokio::sync::Mutex::new(client),
-            current: RwLock::new((addr, manager)),
+            current: RwLock::new((info, manager)),
             last_resolve: Mutex::new(None),
             manager_config,
         }))
@@ -51,6 +51,11 @@ impl SentinelMaster {
 
     pub(crate) fn connection(&self) -> ConnectionManager {
         self.current.read().expect("sentinel lock").1.clone()
+    }
+
+    /// A plain client to the current master.
+    pub(crate) fn master_client(&self) -> Option<redis::Client> {
+        redis::Client::open(self.current.read().expect("sentinel lock").0.clone()).ok()
     }
 
     /// Called after a failed call: re-resolve in the background when the error
@@ -85,13 +90,13 @@ impl SentinelMaster {
 
     async fn resolve(&self) -> RedisResult<()> {
         let master = self.sentinels.lock().await.async_get_client().await?;
-        let addr = master.get_connection_info().addr().clone();
-        if self.current.read().expect("sentinel lock").0 == addr {
+        let info = master.get_connection_info().clone();
+        if self.current.read().expect("sentinel lock").0.addr() == info.addr() {
             return Ok(());
         }
         let manager = ConnectionManager::new_lazy_with_config(master, self.manager_config.clone())?;
-        tracing::info!(master = %addr, "sentinel: following the new master");
-        *self.current.write().expect("sentinel lock") = (addr, manager);
+        tracing::info!(master = %info.addr(), "sentinel: following the new master");
+        *self.current.write().expect("sentinel lock") = (info, manager);
         Ok(())
     }
 }

@@ -1,0 +1,251 @@
+//! Stampede protection across instances: a lease in Redis so that one
+//! instance loads a key while the others wait for its fill.
+//!
+//! The lease lives beside its entry, at `{stored key}:lease` — the same hash
+//! slot on a Cluster, so every script below touches one slot.
+//!
+//! ```text
+//! A: acquire ── SET lease tokA NX PX ──► won ── load … (keepalive extends) … ── fill: SET value if lease is tokA; DEL lease; PUBLISH
+//! B: acquire ── lost, value stale/missing ──► wait: woken by the PUBLISH (or a growing backoff) ── GET value ── done
+//! A crashes ──► no keepalive ── lease expires after lock_timeout ──► B's next acquire wins ── B loads
+//! ```
+//!
+//! Acquire returns the value as it was at that instant (one script), so a
+//! fill that landed between a reader's miss and its acquire is seen rather
+//! than loaded again. A fill only lands while the lease is still its own (or
+//! gone): a late writer whose lease was taken over cannot overwrite a newer
+//! fill. Leases are for efficiency, not for correctness of the database.
+
+pub(crate) mod waiters;
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::Script;
+
+use crate::codec::envelope::EntryMeta;
+use crate::l2::{L2Error, Write, L2};
+
+static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local won = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2])
+        local value = redis.call('GET', KEYS[1])
+        if won then return {1, value} else return {0, value} end
+        ",
+    )
+});
+
+static FILL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local holder = redis.call('GET', KEYS[2])
+        if holder and holder ~= ARGV[1] then return 0 end
+        redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+        if holder then redis.call('DEL', KEYS[2]) end
+        redis.call('PUBLISH', ARGV[4], KEYS[1])
+        return 1
+        ",
+    )
+});
+
+/// Rewrite an entry's flags (fail-safe bit only) and timestamps in place —
+/// "not modified" refreshes and fail-safe throttling send 29 bytes, not the value.
+static RETIME: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local holder = redis.call('GET', KEYS[2])
+        if holder and holder ~= ARGV[1] then return 0 end
+        local value = redis.call('GET', KEYS[1])
+        if not value or string.sub(value, 6, 13) ~= ARGV[2] then return 0 end
+        local flags = string.byte(value, 5)
+        if ARGV[4] == '1' then flags = bit.bor(flags, 4) else flags = bit.band(flags, 251) end
+        redis.call('SETRANGE', KEYS[1], 4, string.char(flags) .. ARGV[3])
+        redis.call('PEXPIRE', KEYS[1], ARGV[5])
+        if holder then redis.call('DEL', KEYS[2]) end
+        redis.call('PUBLISH', ARGV[6], KEYS[1])
+        return 1
+        ",
+    )
+});
+
+static EXTEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+        return 0
+        ",
+    )
+});
+
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+        return 0
+        ",
+    )
+});
+
+/// The outcome of trying to take the lease.
+pub(crate) enum Acquired {
+    /// This caller holds the lease and should load — unless `current` (the
+    /// value as it was when the lease was taken) makes the load moot.
+    Won {
+        /// The lease.
+        lease: Lease,
+        /// The value key at that instant.
+        current: Option<Vec<u8>>,
+    },
+    /// Another instance holds it; `current` is the value key as it is now.
+    Lost { current: Option<Vec<u8>> },
+}
+
+/// A held lease. Dropping it stops the keepalive; the lease then expires on
+/// its own unless released or consumed by a fill.
+pub(crate) struct Lease {
+    lease_key: String,
+    token: String,
+    keepalive: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.keepalive.abort();
+    }
+}
+
+pub(crate) fn lease_key(stored: &str) -> String {
+    format!("{stored}:lease")
+}
+
+/// Try to take the lease on `stored`, reading the value in the same step.
+pub(crate) async fn acquire(
+    l2: &std::sync::Arc<L2>,
+    stored: &str,
+    ttl: Duration,
+) -> Result<Acquired, L2Error> {
+    let lease_key = lease_key(stored);
+    let token = format!("{:032x}", rand::random::<u128>());
+    let ttl_ms = ttl.as_millis().max(1).to_string();
+    let (won, current): (i64, Option<Vec<u8>>) = l2
+        .run_script(
+            &ACQUIRE,
+            &[stored, &lease_key],
+            &[token.as_bytes(), ttl_ms.as_bytes()],
+            false,
+        )
+        .await?;
+    if won == 0 {
+        return Ok(Acquired::Lost { current });
+    }
+    let keepalive = spawn_keepalive(
+        std::sync::Arc::clone(l2),
+        lease_key.clone(),
+        token.clone(),
+        ttl,
+    );
+    Ok(Acquired::Won {
+        lease: Lease {
+            lease_key,
+            token,
+            keepalive,
+        },
+        current,
+    })
+}
+
+/// While the holder works, push the lease's expiry forward every third of its
+/// lifetime, so a long load keeps it and a crashed holder loses it quickly.
+fn spawn_keepalive(
+    l2: std::sync::Arc<L2>,
+    lease_key: String,
+    token: String,
+    ttl: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let ttl_ms = ttl.as_millis().max(1).to_string();
+        loop {
+            tokio::time::sleep(ttl / 3).await;
+            let extended: Result<i64, _> = l2
+                .run_script(
+                    &EXTEND,
+                    &[&lease_key],
+                    &[token.as_bytes(), ttl_ms.as_bytes()],
+                    true,
+                )
+                .await;
+            if matches!(extended, Ok(0)) {
+                return; // taken over or released: nothing left to keep alive
+            }
+        }
+    })
+}
+
+impl Lease {
+    /// Give the lease up without filling (the load failed or was not needed).
+    pub(crate) async fn release(self, l2: &L2) {
+        let _: Result<i64, _> = l2
+            .run_script(&RELEASE, &[&self.lease_key], &[self.token.as_bytes()], true)
+            .await;
+    }
+}
+
+/// Write `write` if `lease` (or no lease at all) still guards the key, release
+/// the lease and wake the waiters. `Ok(false)`: another holder took over; the
+/// write was dropped.
+pub(crate) async fn fill(
+    l2: &L2,
+    lease: Option<&Lease>,
+    write: &Write,
+    channel: &str,
+) -> Result<bool, L2Error> {
+    let lease_key = lease_key(&write.key);
+    let token = lease.map_or(&[][..], |l| l.token.as_bytes());
+    let ttl_ms = write.ttl_ms.max(1).to_string();
+    let landed: i64 = l2
+        .run_script(
+            &FILL,
+            &[&write.key, &lease_key],
+            &[token, &write.bytes, ttl_ms.as_bytes(), channel.as_bytes()],
+            false,
+        )
+        .await?;
+    Ok(landed == 1)
+}
+
+/// Give the entry created at `old_created_at_ms` the timestamps and
+/// fail-safe flag of `renewed`, if it is still that entry and `lease` (or no
+/// lease at all) still guards it.
+pub(crate) async fn retime(
+    l2: &L2,
+    lease: Option<&Lease>,
+    stored: &str,
+    old_created_at_ms: u64,
+    renewed: &EntryMeta,
+    ttl: Duration,
+    channel: &str,
+) -> Result<bool, L2Error> {
+    let lease_key = lease_key(stored);
+    let token = lease.map_or(&[][..], |l| l.token.as_bytes());
+    let ttl_ms = ttl.as_millis().max(1).to_string();
+    let created = old_created_at_ms.to_le_bytes();
+    let times = renewed.times_bytes();
+    let flag: &[u8] = if renewed.fail_safe { b"1" } else { b"0" };
+    let landed: i64 = l2
+        .run_script(
+            &RETIME,
+            &[stored, &lease_key],
+            &[
+                token,
+                &created,
+                &times,
+                flag,
+                ttl_ms.as_bytes(),
+                channel.as_bytes(),
+            ],
+            false,
+        )
+        .await?;
+    Ok(landed == 1)
+}
