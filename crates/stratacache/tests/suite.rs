@@ -1,6 +1,7 @@
 //! The core behaviour of the cache, run twice: against a single Redis node and
 //! against a throwaway 3-master Redis Cluster.
 
+#[macro_use]
 mod common;
 
 use std::collections::HashMap;
@@ -10,27 +11,6 @@ use std::time::Duration;
 
 use common::{counter, stored_key, Raw, Target};
 use stratacache::{Cache, EntryOptions, Error, Loaded, Loader, Resource};
-
-macro_rules! against_every_target {
-    ($($test:ident),* $(,)?) => {
-        mod single_node {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::Target::Single).await;
-                }
-            )*
-        }
-        mod cluster {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::Target::Cluster).await;
-                }
-            )*
-        }
-    };
-}
 
 against_every_target!(
     a_value_is_served_from_l1_then_from_l2_by_another_instance,

@@ -1,6 +1,29 @@
 //! Shared set-up of the integration tests: real Redis, unique namespaces,
 //! metric readings.
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
+
+/// Generate one test per target (single node, Cluster) for each async test
+/// function named, each taking the `Target`.
+macro_rules! against_every_target {
+    ($($test:ident),* $(,)?) => {
+        mod single_node {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Target::Single).await;
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Target::Cluster).await;
+                }
+            )*
+        }
+    };
+}
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
