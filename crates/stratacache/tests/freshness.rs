@@ -40,17 +40,15 @@ async fn two_instances(target: Target, test: &str) -> (Cache, Cache) {
     (build().await.unwrap(), build().await.unwrap())
 }
 
+type BoxedLoad<V> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Loaded<V>, std::io::Error>> + Send>>;
+
 /// A loader that counts its calls, waits `delay` and returns `value`.
 fn counting<V: Clone + Send + 'static>(
     calls: &Arc<AtomicUsize>,
     delay: Duration,
     value: V,
-) -> impl FnOnce(
-    LoadContext<V>,
-) -> std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<Loaded<V>, std::io::Error>> + Send>,
-> + Send
-       + 'static {
+) -> impl FnOnce(LoadContext<V>) -> BoxedLoad<V> + Send + 'static {
     let calls = calls.clone();
     move |_| {
         Box::pin(async move {
