@@ -507,11 +507,22 @@ impl Inner {
         let deadline = tokio::time::Instant::now() + limit;
         let mut backoff = Duration::from_millis(2);
         let mut waited = false;
+        let mut woken = false;
         loop {
             let wake = waiters.register(verdict.stored);
             let notified = wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            // Woken by a fill: read the value first. Taking (and then
+            // releasing) the lease the holder just gave up would cost two
+            // round trips and briefly block the others for nothing.
+            if woken {
+                if let Some(entry) = self.read_l2::<V>(l2, verdict.stored).await {
+                    if let Some(done) = verdict.judge(entry, known) {
+                        return Ok(Next::Done(done));
+                    }
+                }
+            }
             let (lease, current) = match lease::acquire(l2, verdict.stored, opts.lock_timeout).await
             {
                 // Redis is failing: load here rather than wait on it.
@@ -551,10 +562,12 @@ impl Inner {
                     None => Err(Error::WaitTimeout(limit)),
                 };
             }
-            tokio::select! {
-                _ = &mut notified => {}
-                _ = tokio::time::sleep(backoff.min(deadline - now)) => {}
-            }
+            // A short, growing backoff bounds the wait when a notification
+            // is lost (reconnect, failover) or the holder died.
+            woken = tokio::select! {
+                _ = &mut notified => true,
+                _ = tokio::time::sleep(backoff.min(deadline - now)) => false,
+            };
             backoff = (backoff * 2).min(MAX_WAIT_BACKOFF);
         }
     }
