@@ -28,6 +28,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::freshness::EagerRefresh;
 use crate::options::EntryOptions;
 
 /// How an application uses the cache for one kind of data. The cache itself
@@ -124,6 +125,16 @@ struct PolicySpec {
     tags: Option<Vec<String>>,
     skip_l1: Option<bool>,
     skip_l2: Option<bool>,
+    eager_refresh: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    soft_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    hard_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    lock_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    fail_safe_throttle: Option<Duration>,
+    distributed_lease: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -136,8 +147,26 @@ struct PolicyFile {
 }
 
 impl PolicySpec {
-    fn apply(&self, base: &EntryOptions) -> EntryOptions {
+    fn apply(&self, base: &EntryOptions) -> Result<EntryOptions> {
         let mut opts = base.clone();
+        if let Some(v) = &self.eager_refresh {
+            opts.eager_refresh = Some(EagerRefresh::parse(v)?);
+        }
+        if let Some(v) = self.soft_timeout {
+            opts.soft_timeout = Some(v);
+        }
+        if let Some(v) = self.hard_timeout {
+            opts.hard_timeout = Some(v);
+        }
+        if let Some(v) = self.lock_timeout {
+            opts.lock_timeout = v;
+        }
+        if let Some(v) = self.fail_safe_throttle {
+            opts.fail_safe_throttle = v;
+        }
+        if let Some(v) = self.distributed_lease {
+            opts.distributed_lease = v;
+        }
         if let Some(v) = self.ttl {
             opts.ttl = v;
         }
@@ -162,7 +191,7 @@ impl PolicySpec {
         if let Some(v) = self.skip_l2 {
             opts.skip_l2 = v;
         }
-        opts
+        Ok(opts)
     }
 
     fn set_from_env(&mut self, field: &str, value: &str) -> Result<()> {
@@ -187,6 +216,17 @@ impl PolicySpec {
             }
             "skip_l1" => self.skip_l1 = Some(value.parse().map_err(|_| bad("not a bool"))?),
             "skip_l2" => self.skip_l2 = Some(value.parse().map_err(|_| bad("not a bool"))?),
+            "eager_refresh" => {
+                EagerRefresh::parse(value)?;
+                self.eager_refresh = Some(value.to_string());
+            }
+            "soft_timeout" => self.soft_timeout = Some(duration()?),
+            "hard_timeout" => self.hard_timeout = Some(duration()?),
+            "lock_timeout" => self.lock_timeout = Some(duration()?),
+            "fail_safe_throttle" => self.fail_safe_throttle = Some(duration()?),
+            "distributed_lease" => {
+                self.distributed_lease = Some(value.parse().map_err(|_| bad("not a bool"))?)
+            }
             _ => return Err(bad("unknown policy field")),
         }
         Ok(())
@@ -227,11 +267,16 @@ impl Policies {
     pub fn from_toml_str(text: &str) -> Result<Self> {
         let file: PolicyFile =
             toml::from_str(text).map_err(|e| Error::config(format!("policy file: {e}")))?;
-        let defaults = file.defaults.apply(&EntryOptions::default());
+        let defaults = file.defaults.apply(&EntryOptions::default())?;
         let mut policies = Policies::new();
         for (name, spec) in &file.policies {
             let strategy = spec.strategy.or(file.defaults.strategy).unwrap_or_default();
-            policies.insert(Policy::new(name, strategy, spec.apply(&defaults)))?;
+            policies.insert(Policy::new(
+                name,
+                strategy,
+                spec.apply(&defaults)
+                    .map_err(|e| Error::config(format!("policy {name:?}: {e}")))?,
+            ))?;
         }
         Ok(policies)
     }
@@ -284,7 +329,7 @@ impl Policies {
                 None => (Strategy::default(), EntryOptions::default()),
             };
             let strategy = spec.strategy.unwrap_or(strategy);
-            self.insert(Policy::new(&name, strategy, spec.apply(&base)))?;
+            self.insert(Policy::new(&name, strategy, spec.apply(&base)?))?;
         }
         Ok(())
     }
@@ -316,6 +361,38 @@ mod tests {
         assert_eq!(profile.policy_name(), Some("profile"));
         assert_eq!(p.get("session").unwrap().options().jitter, 0.0);
         assert!(matches!(p.get("nope"), Err(Error::UnknownPolicy(_))));
+    }
+
+    #[test]
+    fn freshness_settings_load_from_files() {
+        let p = Policies::from_toml_str(
+            r#"
+            [policies.overview]
+            ttl = "5s"
+            stale_for = "10m"
+            soft_timeout = "50ms"
+            hard_timeout = "2s"
+            lock_timeout = "3s"
+            fail_safe_throttle = "30s"
+            eager_refresh = "xfetch:2"
+            distributed_lease = false
+            "#,
+        )
+        .unwrap();
+        let o = p.get("overview").unwrap().options();
+        assert_eq!(o.stale_for, Duration::from_secs(600));
+        assert_eq!(o.soft_timeout, Some(Duration::from_millis(50)));
+        assert_eq!(o.hard_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(o.lock_timeout, Duration::from_secs(3));
+        assert_eq!(o.fail_safe_throttle, Duration::from_secs(30));
+        assert_eq!(o.eager_refresh, Some(EagerRefresh::XFetch { beta: 2.0 }));
+        assert!(!o.distributed_lease);
+        let err = Policies::from_toml_str("[policies.a]\neager_refresh = \"2.5\"").unwrap_err();
+        assert!(err.to_string().contains("eager_refresh"), "{err}");
+        let err =
+            Policies::from_toml_str("[policies.a]\nsoft_timeout = \"5s\"\nhard_timeout = \"1s\"")
+                .unwrap_err();
+        assert!(err.to_string().contains("soft_timeout"), "{err}");
     }
 
     #[test]
