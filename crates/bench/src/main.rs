@@ -1,0 +1,110 @@
+//! `bench`: stratacache measured against its own building blocks in the same
+//! run (bare moka, bare redis-rs, `redis-benchmark`).
+//!
+//! Every scenario writes progress to stderr and exactly one JSON object as the
+//! last line of stdout, with both figures and their ratio.
+
+mod external;
+mod l1_hit;
+mod l2_hit;
+mod l2_throughput;
+mod report;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "bench",
+    about = "stratacache benchmarks: each figure next to its baseline, measured in the same run"
+)]
+struct Cli {
+    /// Redis to benchmark against (the L2 scenarios write only keys under a
+    /// unique namespace, and delete them afterwards).
+    #[arg(long, global = true, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+
+    /// Worker threads of the tokio multi-thread runtime (default: one per core).
+    #[arg(long, global = true)]
+    worker_threads: Option<usize>,
+
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// L1 hit: `cache.get` on a filled L1 vs a bare moka get of the same keys.
+    L1Hit(L1HitArgs),
+    /// L2 hit, one task: `cache.get` without L1 vs a bare redis-rs GET + decode.
+    L2Hit(L2HitArgs),
+    /// L2 hits from many tasks vs bare redis-rs and `redis-benchmark` ceilings.
+    L2Throughput(L2ThroughputArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct L1HitArgs {
+    /// Distinct keys, all in L1.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// Total measuring time, split evenly over the rounds and both sides.
+    #[arg(long, default_value_t = 5)]
+    duration_secs: u64,
+    /// Interleaved rounds (stratacache, bare, bare, stratacache, …); medians are reported.
+    #[arg(long, default_value_t = 10)]
+    rounds: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct L2HitArgs {
+    /// Total measuring time, split evenly over the rounds and both sides.
+    #[arg(long, default_value_t = 5)]
+    duration_secs: u64,
+    /// Interleaved rounds; latencies of all rounds are pooled per side.
+    #[arg(long, default_value_t = 10)]
+    rounds: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct L2ThroughputArgs {
+    /// Concurrent tasks on each side (and `redis-benchmark -c`).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Distinct keys, read uniformly at random.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// Total measuring time of the two Rust sides, split evenly over the rounds.
+    #[arg(long, default_value_t = 5)]
+    duration_secs: u64,
+    /// Interleaved rounds; the median ops/s per side is reported.
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
+    /// Requests per `redis-benchmark` run (`-n`).
+    #[arg(long, default_value_t = 200_000)]
+    requests: u64,
+    /// Runs of each `redis-benchmark` variant; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    external_runs: u32,
+    /// Skip the `redis-benchmark` ceilings.
+    #[arg(long)]
+    no_external: bool,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = cli.worker_threads {
+        runtime.worker_threads(n.max(1));
+    }
+    let runtime = runtime.build()?;
+    let report = runtime.block_on(async {
+        match cli.scenario {
+            Scenario::L1Hit(args) => l1_hit::run(&args).await,
+            Scenario::L2Hit(args) => l2_hit::run(&cli.redis_url, &args).await,
+            Scenario::L2Throughput(args) => l2_throughput::run(&cli.redis_url, &args).await,
+        }
+    })?;
+    report::emit(&report);
+    Ok(())
+}
