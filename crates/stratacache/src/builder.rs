@@ -250,7 +250,9 @@ impl CacheBuilder {
         }
 
         let metrics = Metrics::new(self.metrics, &self.namespace);
-        let l1 = self.l1.map(|config| L1::new(config, &metrics.global));
+        let l1 = self
+            .l1
+            .map(|config| L1::new(config, keys.prefix_len(), &metrics.global));
         let l2 = match self.l2 {
             None => None,
             Some(topology) => {

@@ -6,7 +6,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -179,11 +179,17 @@ impl Cache {
         key: &str,
         opts: &EntryOptions,
     ) -> Result<Option<V>> {
-        let started = Instant::now();
-        let stored = self.inner.keys.stored(key)?;
         let m = self.inner.metrics.policy(opts.policy.as_ref());
-        let found = self.inner.lookup::<V>(&stored, opts, &m).await;
-        m.get_seconds.record(started.elapsed().as_secs_f64());
+        let started = m.start();
+        let inner_key = self.inner.keys.inner_key(key)?;
+        let l1_entry = self.inner.l1_entry_inner(&inner_key, opts);
+        if let Some(found) = self.inner.judge_l1::<V>(l1_entry, &m) {
+            m.record_get(started);
+            return Ok(found);
+        }
+        let stored = self.inner.keys.stored(key)?;
+        let found = self.inner.lookup_l2_into_l1::<V>(&stored, opts, &m).await;
+        m.record_get(started);
         Ok(found.flatten())
     }
 
@@ -323,19 +329,6 @@ pub(crate) fn entry_value<V: CacheValue>(entry: &L1Entry) -> Option<Found<V>> {
 }
 
 impl Inner {
-    /// L1 then L2. `None`: a miss in every tier consulted.
-    pub(crate) async fn lookup<V: CacheValue>(
-        &self,
-        stored: &str,
-        opts: &EntryOptions,
-        m: &PolicyMetrics,
-    ) -> Option<Found<V>> {
-        if let Some(found) = self.lookup_l1::<V>(stored, opts, m) {
-            return Some(found);
-        }
-        self.lookup_l2_into_l1(stored, opts, m).await
-    }
-
     /// L2 only; a hit is copied into L1.
     pub(crate) async fn lookup_l2_into_l1<V: CacheValue>(
         &self,
@@ -344,7 +337,9 @@ impl Inner {
         m: &PolicyMetrics,
     ) -> Option<Found<V>> {
         let (found, meta, encoded_len) = self.lookup_l2::<V>(stored, opts, m).await?;
-        self.fill_l1(stored.to_owned(), found.clone(), meta, encoded_len, opts);
+        if self.l1.is_some() && !opts.skip_l1 {
+            self.fill_l1(stored.to_owned(), found.clone(), meta, encoded_len, opts);
+        }
         Some(found)
     }
 
@@ -354,9 +349,17 @@ impl Inner {
         opts: &EntryOptions,
         m: &PolicyMetrics,
     ) -> Option<Found<V>> {
-        let hit = self
-            .l1_entry(stored, opts)
-            .filter(|entry| entry.meta.is_fresh(now_ms()) && !entry.meta.fail_safe)
+        self.judge_l1(self.l1_entry(stored, opts), m)
+    }
+
+    /// A fresh L1 entry's value (counted as a hit), else a miss (counted).
+    pub(crate) fn judge_l1<V: CacheValue>(
+        &self,
+        entry: Option<Arc<L1Entry>>,
+        m: &PolicyMetrics,
+    ) -> Option<Found<V>> {
+        let hit = entry
+            .filter(|entry| fresh(&entry.meta))
             .and_then(|entry| entry_value::<V>(&entry));
         match &hit {
             Some(Some(_)) => m.l1_hits.increment(1),
@@ -387,6 +390,18 @@ impl Inner {
     /// This instance's L1 entry for `stored`, whatever its freshness.
     pub(crate) fn l1_entry(&self, stored: &str, opts: &EntryOptions) -> Option<Arc<L1Entry>> {
         self.l1.as_ref().filter(|_| !opts.skip_l1)?.get(stored)
+    }
+
+    /// [`l1_entry`](Self::l1_entry) by the key within the namespace (no allocation).
+    pub(crate) fn l1_entry_inner(
+        &self,
+        inner_key: &str,
+        opts: &EntryOptions,
+    ) -> Option<Arc<L1Entry>> {
+        self.l1
+            .as_ref()
+            .filter(|_| !opts.skip_l1)?
+            .get_inner(inner_key)
     }
 
     /// The L2 entry for `stored` if it is still usable (fresh or stale), with

@@ -7,6 +7,8 @@
 //! configured bound are replaced by a SHA-256 digest so that huge keys cannot
 //! bloat Redis memory or the network.
 
+use std::borrow::Cow;
+
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
@@ -46,31 +48,44 @@ impl KeySpace {
         &self.namespace
     }
 
-    /// The key under which `key` is stored in L1 and L2.
+    /// The key under which `key` is stored in L2: `{namespace}:{<inner key>}`.
     pub(crate) fn stored(&self, key: &str) -> Result<String> {
+        let inner = self.inner_key(key)?;
+        let mut out = String::with_capacity(self.prefix.len() + inner.len() + 1);
+        out.push_str(&self.prefix);
+        out.push_str(&inner);
+        out.push('}');
+        Ok(out)
+    }
+
+    /// The key within the namespace: `key` itself, or its digest form when it
+    /// is over-long. L1 is keyed by it (L1 belongs to one namespace), so an L1
+    /// hit on an ordinary key allocates nothing.
+    pub(crate) fn inner_key<'k>(&self, key: &'k str) -> Result<Cow<'k, str>> {
         if key.is_empty() {
             return Err(Error::InvalidKey {
                 key: String::new(),
                 reason: "keys must not be empty",
             });
         }
-        let mut out =
-            String::with_capacity(self.prefix.len() + key.len().min(self.max_key_len) + 1);
-        out.push_str(&self.prefix);
-        if key.len() > self.max_key_len {
-            // Keep a readable head so operators can still tell keys apart in Redis.
-            let head_end = floor_char_boundary(key, 32);
-            out.push_str(&key[..head_end]);
-            out.push_str("#sha256:");
-            for byte in Sha256::digest(key.as_bytes()) {
-                use std::fmt::Write;
-                let _ = write!(out, "{byte:02x}");
-            }
-        } else {
-            out.push_str(key);
+        if key.len() <= self.max_key_len {
+            return Ok(Cow::Borrowed(key));
         }
-        out.push('}');
-        Ok(out)
+        // Keep a readable head so operators can still tell keys apart in Redis.
+        let head_end = floor_char_boundary(key, 32);
+        let mut out = String::with_capacity(head_end + 8 + 64);
+        out.push_str(&key[..head_end]);
+        out.push_str("#sha256:");
+        for byte in Sha256::digest(key.as_bytes()) {
+            use std::fmt::Write;
+            let _ = write!(out, "{byte:02x}");
+        }
+        Ok(Cow::Owned(out))
+    }
+
+    /// The length of the prefix every stored key starts with (`{namespace}:{`).
+    pub(crate) fn prefix_len(&self) -> usize {
+        self.prefix.len()
     }
 }
 

@@ -96,12 +96,16 @@ impl moka::Expiry<String, Arc<L1Entry>> for ExpireAtDeadline {
     }
 }
 
+/// The moka map is keyed by the key within the namespace (see
+/// `KeySpace::inner_key`); methods taking a `stored` key strip the namespace
+/// prefix and closing brace themselves.
 pub(crate) struct L1 {
     entries: Moka<String, Arc<L1Entry>>,
+    prefix_len: usize,
 }
 
 impl L1 {
-    pub(crate) fn new(config: L1Config, metrics: &CacheMetrics) -> Self {
+    pub(crate) fn new(config: L1Config, prefix_len: usize, metrics: &CacheMetrics) -> Self {
         let min_weight =
             (config.max_bytes / config.max_entries.max(1)).clamp(1, u32::MAX as u64) as u32;
         let (evicted_size, evicted_expired) = (
@@ -118,21 +122,35 @@ impl L1 {
                 RemovalCause::Explicit | RemovalCause::Replaced => {}
             })
             .build();
-        Self { entries }
+        Self {
+            entries,
+            prefix_len,
+        }
+    }
+
+    fn inner<'a>(&self, stored: &'a str) -> &'a str {
+        &stored[self.prefix_len..stored.len() - 1]
+    }
+
+    /// Look up by the key within the namespace.
+    pub(crate) fn get_inner(&self, inner_key: &str) -> Option<Arc<L1Entry>> {
+        self.entries.get(inner_key)
     }
 
     pub(crate) fn get(&self, stored_key: &str) -> Option<Arc<L1Entry>> {
-        self.entries.get(stored_key)
+        self.get_inner(self.inner(stored_key))
     }
 
-    pub(crate) fn insert(&self, stored_key: String, entry: L1Entry, metrics: &CacheMetrics) {
+    pub(crate) fn insert(&self, mut stored_key: String, entry: L1Entry, metrics: &CacheMetrics) {
+        stored_key.truncate(stored_key.len() - 1);
+        stored_key.drain(..self.prefix_len);
         self.entries.insert(stored_key, Arc::new(entry));
         metrics.l1_bytes.set(self.entries.weighted_size() as f64);
         metrics.l1_entries.set(self.entries.entry_count() as f64);
     }
 
     pub(crate) fn remove(&self, stored_key: &str) {
-        self.entries.invalidate(stored_key);
+        self.entries.invalidate(self.inner(stored_key));
     }
 
     /// Drop every entry (for example when invalidations may have been missed).

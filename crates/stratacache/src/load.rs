@@ -337,11 +337,11 @@ impl Cache {
         Fut: Future<Output = std::result::Result<Loaded<V>, E>> + Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        let started = Instant::now();
-        let stored = self.inner.keys.stored(key)?;
         let m = self.inner.metrics.policy(opts.policy.as_ref());
+        let started = m.start();
+        let inner_key = self.inner.keys.inner_key(key)?;
         let mut stale_here: Option<Known<V>> = None;
-        if let Some(entry) = self.inner.l1_entry(&stored, opts) {
+        if let Some(entry) = self.inner.l1_entry_inner(&inner_key, opts) {
             if let Some(found) = entry_value::<V>(&entry) {
                 let acceptable = found.is_some() || accept_absent;
                 match classify(&entry.meta, now_ms(), opts.eager_refresh) {
@@ -352,6 +352,7 @@ impl Cache {
                         }
                         if refresh_early {
                             let current = (found.clone(), entry.meta.clone(), entry.encoded_len());
+                            let stored = self.inner.keys.stored(key)?;
                             self.refresh_in_background(
                                 stored,
                                 opts,
@@ -361,7 +362,7 @@ impl Cache {
                                 &m,
                             );
                         }
-                        m.get_seconds.record(started.elapsed().as_secs_f64());
+                        m.record_get(started);
                         return Ok(Fetched::fresh(found));
                     }
                     Usability::Throttled if acceptable => {
@@ -378,6 +379,7 @@ impl Cache {
         }
         m.l1_misses.increment(1);
 
+        let stored = self.inner.keys.stored(key)?;
         let inner = Arc::clone(&self.inner);
         let (flight, role) = self.inner.flights.join_or_start(&stored, |progress| {
             let span = tracing::debug_span!("stratacache.load", key = %stored, policy = opts.policy_name().unwrap_or("default"));
@@ -394,7 +396,7 @@ impl Cache {
         if matches!(&result, Ok(fetched) if fetched.stale) {
             m.stale_served.increment(1);
         }
-        m.get_seconds.record(started.elapsed().as_secs_f64());
+        m.record_get(started);
         result
     }
 

@@ -30,6 +30,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram, Label};
 
@@ -50,6 +51,23 @@ pub(crate) struct PolicyMetrics {
     pub(crate) not_modified: Counter,
     pub(crate) get_seconds: Histogram,
     pub(crate) load_seconds: Histogram,
+    /// Whether latencies are recorded: reading the clock costs tens of ns
+    /// on the L1 hit path, not worth paying when nobody listens.
+    timed: bool,
+}
+
+impl PolicyMetrics {
+    /// Start timing a call (a no-op when metrics are off).
+    pub(crate) fn start(&self) -> Option<Instant> {
+        self.timed.then(Instant::now)
+    }
+
+    /// Record a get's latency from [`start`](Self::start).
+    pub(crate) fn record_get(&self, started: Option<Instant>) {
+        if let Some(started) = started {
+            self.get_seconds.record(started.elapsed().as_secs_f64());
+        }
+    }
 }
 
 /// Handles that belong to the cache as a whole.
@@ -139,6 +157,7 @@ impl Metrics {
                 not_modified: Counter::noop(),
                 get_seconds: Histogram::noop(),
                 load_seconds: Histogram::noop(),
+                timed: false,
             };
         }
         let (cache, policy) = (cache.to_string(), policy.to_string());
@@ -161,6 +180,7 @@ impl Metrics {
             not_modified: plain("stratacache_not_modified_total"),
             get_seconds: hist("stratacache_get_duration_seconds"),
             load_seconds: hist("stratacache_load_duration_seconds"),
+            timed: true,
         }
     }
 

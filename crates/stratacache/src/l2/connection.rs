@@ -35,7 +35,9 @@ impl Connection {
         connect_timeout: Duration,
     ) -> RedisResult<Self> {
         let manager_config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(response_timeout))
+            // The tier above bounds every call (retry included) with the same
+            // timeout; a second timer per request inside the client only costs.
+            .set_response_timeout(None)
             .set_connection_timeout(Some(connect_timeout))
             .set_number_of_retries(2)
             .set_min_delay(Duration::from_millis(10))

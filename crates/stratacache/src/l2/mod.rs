@@ -173,11 +173,8 @@ impl L2 {
 
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, L2Error> {
         let cmd = redis::cmd("GET").arg(key).to_owned();
-        self.call(true, |c| {
-            let cmd = cmd.clone();
-            async move { c.query(&cmd).await }
-        })
-        .await
+        let cmd = &cmd;
+        self.call(true, |c| async move { c.query(cmd).await }).await
     }
 
     /// Read many keys in one round trip (MGET; on a Cluster the client splits
@@ -187,20 +184,14 @@ impl L2 {
             return Ok(Vec::new());
         }
         let cmd = redis::cmd("MGET").arg(keys).to_owned();
-        self.call(true, |c| {
-            let cmd = cmd.clone();
-            async move { c.query(&cmd).await }
-        })
-        .await
+        let cmd = &cmd;
+        self.call(true, |c| async move { c.query(cmd).await }).await
     }
 
     pub(crate) async fn set(&self, write: &Write) -> Result<(), L2Error> {
-        let cmd = set_cmd(write);
-        self.call(false, |c| {
-            let cmd = cmd.clone();
-            async move { c.query::<()>(&cmd).await }
-        })
-        .await
+        let cmd = &set_cmd(write);
+        self.call(false, |c| async move { c.query::<()>(cmd).await })
+            .await
     }
 
     /// Write many entries: one pipeline on a single node, one pipeline per
