@@ -9,6 +9,8 @@ use crate::cache::{Cache, Inner};
 use crate::coalesce::Flights;
 use crate::codec::Codec;
 use crate::error::{Error, Result};
+use crate::invalidate::backplane::{self, Backplane};
+use crate::invalidate::tags::TagClock;
 use crate::key::{KeySpace, DEFAULT_MAX_KEY_LEN};
 use crate::l1::{L1Config, L1};
 use crate::l2::{redact, RedisTopology, L2};
@@ -56,6 +58,7 @@ pub struct CacheBuilder {
     policy_files: Vec<PathBuf>,
     policy_env_prefix: Option<String>,
     metrics: bool,
+    outage_l1_max_age: Duration,
 }
 
 impl Default for CacheBuilder {
@@ -85,6 +88,7 @@ impl CacheBuilder {
             policy_files: Vec::new(),
             policy_env_prefix: None,
             metrics: true,
+            outage_l1_max_age: Duration::from_secs(5),
         }
     }
 
@@ -205,6 +209,14 @@ impl CacheBuilder {
         self
     }
 
+    /// While the invalidation backplane is disconnected, serve L1 entries
+    /// only up to this age (default 5 s): invalidations sent meanwhile may be
+    /// missed. L1 is cleared when the backplane is back.
+    pub fn backplane_outage_l1_max_age(mut self, age: Duration) -> Self {
+        self.outage_l1_max_age = age;
+        self
+    }
+
     /// Report metrics through the `metrics` facade (on by default).
     pub fn metrics(mut self, enabled: bool) -> Self {
         self.metrics = enabled;
@@ -270,17 +282,20 @@ impl CacheBuilder {
                 ))
             }
         };
-        let waiters = l2.as_ref().map(|l2| {
-            let l2 = Arc::clone(l2);
-            let channel = format!("{}:__stratacache:fills", self.namespace);
-            FillWaiters::new(channel, Arc::new(move || l2.node_client()))
-        });
+        let waiters = l2
+            .as_ref()
+            .map(|_| FillWaiters::new(format!("{}:__stratacache:fills", self.namespace)));
+        let backplane = l2
+            .as_ref()
+            .map(|_| Backplane::new(&self.namespace, self.outage_l1_max_age));
         let inner = Arc::new_cyclic(|this| Inner {
             this: this.clone(),
             keys,
             l1,
             l2,
             waiters,
+            backplane,
+            tags: TagClock::new(),
             codec: self.codec,
             compress_above: self.compress_above,
             max_value_bytes: self.max_value_bytes,
@@ -289,6 +304,10 @@ impl CacheBuilder {
             flights: Arc::new(Flights::default()),
             metrics,
         });
+        if inner.l2.is_some() {
+            inner.refresh_invalidation_state().await;
+            backplane::spawn_subscriber(Arc::downgrade(&inner));
+        }
         Ok(Cache { inner })
     }
 }

@@ -17,6 +17,9 @@ use crate::coalesce::Flights;
 use crate::codec::envelope::{self, DecodeError, EntryMeta};
 use crate::codec::Codec;
 use crate::error::{Error, Result};
+use crate::invalidate::backplane::Backplane;
+use crate::invalidate::message::Invalidation;
+use crate::invalidate::tags::TagClock;
 use crate::key::KeySpace;
 use crate::l1::{L1Entry, L1};
 use crate::l2::{Write, L2};
@@ -62,6 +65,10 @@ pub(crate) struct Inner {
     pub(crate) l2: Option<Arc<L2>>,
     /// Wakes this instance's waiters when another instance fills a key.
     pub(crate) waiters: Option<Arc<FillWaiters>>,
+    /// Carries invalidations between instances (with L2 only).
+    pub(crate) backplane: Option<Backplane>,
+    /// Tag and namespace invalidation timestamps.
+    pub(crate) tags: TagClock,
     pub(crate) codec: Codec,
     pub(crate) compress_above: Option<usize>,
     pub(crate) max_value_bytes: usize,
@@ -82,6 +89,9 @@ pub(crate) struct FillHints {
     pub(crate) tags: Option<Vec<String>>,
     pub(crate) etag: Option<String>,
     pub(crate) load_micros: u32,
+    /// When the load began: the entry reflects the source as of then, so
+    /// that is its creation time for tag and namespace invalidations.
+    pub(crate) started_at_ms: Option<u64>,
 }
 
 /// An entry ready to be stored in both tiers.
@@ -132,6 +142,12 @@ impl Cache {
     /// Every registered policy.
     pub fn policies(&self) -> &Policies {
         &self.inner.policies
+    }
+
+    /// Whether this instance currently hears the invalidation backplane
+    /// (`None` without L2).
+    pub fn backplane_connected(&self) -> Option<bool> {
+        self.inner.backplane.as_ref().map(|b| b.is_connected())
     }
 
     /// The Redis circuit breaker's state, or `None` without L2.
@@ -303,6 +319,9 @@ impl Cache {
         };
         match envelope::decode(&bytes, self.inner.max_value_bytes) {
             Ok(decoded) if fresh(&decoded.meta) => {
+                if self.inner.is_invalidated(&decoded.meta).await {
+                    return Ok(None);
+                }
                 Ok(Some((decoded.value.is_some(), decoded.meta)))
             }
             Ok(_) | Err(DecodeError::NewerFormat(_)) => Ok(None),
@@ -389,7 +408,16 @@ impl Inner {
 
     /// This instance's L1 entry for `stored`, whatever its freshness.
     pub(crate) fn l1_entry(&self, stored: &str, opts: &EntryOptions) -> Option<Arc<L1Entry>> {
-        self.l1.as_ref().filter(|_| !opts.skip_l1)?.get(stored)
+        let entry = self.l1.as_ref().filter(|_| !opts.skip_l1)?.get(stored)?;
+        self.trusted(entry)
+    }
+
+    /// While the backplane is down, only recently filled L1 entries are served.
+    fn trusted(&self, entry: Arc<L1Entry>) -> Option<Arc<L1Entry>> {
+        match &self.backplane {
+            Some(b) if !b.trusts(entry.inserted_at()) => None,
+            _ => Some(entry),
+        }
     }
 
     /// [`l1_entry`](Self::l1_entry) by the key within the namespace (no allocation).
@@ -412,8 +440,21 @@ impl Inner {
         stored: &str,
     ) -> Option<(Found<V>, EntryMeta, usize)> {
         let bytes = l2.get(stored).await.ok().flatten()?;
-        self.decode_usable::<V>(stored, &bytes)
-            .map(|(found, meta)| (found, meta, bytes.len()))
+        self.decode_valid::<V>(stored, &bytes).await
+    }
+
+    /// Decode an L2 entry that is neither expired nor invalidated by a tag
+    /// or `clear`, with its stored size.
+    pub(crate) async fn decode_valid<V: CacheValue>(
+        &self,
+        stored: &str,
+        bytes: &[u8],
+    ) -> Option<(Found<V>, EntryMeta, usize)> {
+        let (found, meta) = self.decode_usable::<V>(stored, bytes)?;
+        if self.is_invalidated(&meta).await {
+            return None;
+        }
+        Some((found, meta, bytes.len()))
     }
 
     /// Batch form of [`lookup`](Self::lookup), in the order of `stored`.
@@ -443,11 +484,13 @@ impl Inner {
             return found;
         };
         for (&i, bytes) in missing.iter().zip(values) {
-            let hit = bytes.and_then(|b| {
-                self.decode_usable::<V>(&stored[i], &b)
-                    .filter(|(_, meta)| fresh(meta))
-                    .map(|(f, meta)| (f, meta, b.len()))
-            });
+            let hit = match bytes {
+                Some(b) => self
+                    .decode_valid::<V>(&stored[i], &b)
+                    .await
+                    .filter(|(_, meta, _)| fresh(meta)),
+                None => None,
+            };
             self.count_l2(hit.as_ref().map(|(f, _, _)| f.is_some()), m);
             if let Some((value, meta, encoded_len)) = hit {
                 self.fill_l1(stored[i].clone(), value.clone(), meta, encoded_len, opts);
@@ -560,7 +603,7 @@ impl Inner {
         let now = now_ms();
         let fresh_until_ms = now + ttl.as_millis() as u64;
         let meta = EntryMeta {
-            created_at_ms: now,
+            created_at_ms: hints.started_at_ms.unwrap_or(now).min(now),
             fresh_until_ms,
             stale_until_ms: fresh_until_ms + stale_for.as_millis() as u64,
             load_micros: hints.load_micros,
@@ -637,13 +680,27 @@ impl Inner {
             [one] => l2.set(one).await,
             _ => l2.set_many(&writes).await,
         };
+        let keys: Vec<String> = writes.into_iter().map(|w| w.key).collect();
+        self.announce_written(&keys).await;
         if let Err(err) = result {
-            tracing::warn!(error = ?err, keys = writes.len(), "redis write failed; value kept in L1 only");
-            let keys: Vec<String> = writes.into_iter().map(|w| w.key).collect();
+            tracing::warn!(error = ?err, keys = keys.len(), "redis write failed; value kept in L1 only");
             let _ = l2.delete(&keys).await;
             return false;
         }
         true
+    }
+
+    /// Keys were written or deleted: loads of them that began before must
+    /// not be joined here, and the other instances drop them from L1.
+    async fn announce_written(&self, stored: &[String]) {
+        for key in stored {
+            self.flights.forget(key);
+        }
+        let keys = stored
+            .iter()
+            .map(|k| self.keys.inner_of(k).to_string())
+            .collect();
+        self.publish(Invalidation::Keys { keys }).await;
     }
 
     /// Fill L1 from an L2 hit, for at most the entry's remaining lifetime.
@@ -680,9 +737,9 @@ impl Inner {
                 l1.remove(key);
             }
         }
-        match &self.l2 {
-            Some(l2) => l2.delete(stored).await.map_err(Error::from),
-            None => Ok(()),
-        }
+        let Some(l2) = &self.l2 else { return Ok(()) };
+        let deleted = l2.delete(stored).await.map_err(Error::from);
+        self.announce_written(stored).await;
+        deleted
     }
 }

@@ -50,7 +50,8 @@ impl<T: Clone> Progress<T> {
 /// Outstanding loads, keyed by stored key.
 #[derive(Default)]
 pub(crate) struct Flights {
-    in_flight: Mutex<HashMap<String, Box<dyn Any + Send + Sync>>>,
+    in_flight: Mutex<HashMap<String, (u64, Box<dyn Any + Send + Sync>)>>,
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 /// Whether the caller started the flight or joined one.
@@ -75,7 +76,7 @@ impl Flights {
         Fut: Future<Output = Result<T, Error>> + Send + 'static,
     {
         let mut map = self.in_flight.lock().expect("flight map poisoned");
-        if let Some(existing) = map.get(key) {
+        if let Some((_, existing)) = map.get(key) {
             if let Some(progress) = existing.downcast_ref::<watch::Receiver<Arc<State<T>>>>() {
                 return (
                     Flight {
@@ -87,13 +88,35 @@ impl Flights {
             drop(map);
             return (Self::spawn(load, None), Role::Leader);
         }
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let leave = LeaveOnDrop {
             flights: Arc::clone(self),
             key: key.to_owned(),
+            id,
         };
         let flight = Self::spawn(load, Some(leave));
-        map.insert(key.to_owned(), Box::new(flight.progress.clone()));
+        map.insert(key.to_owned(), (id, Box::new(flight.progress.clone())));
         (flight, Role::Leader)
+    }
+
+    /// The key was invalidated: callers from now on must not join a load
+    /// that began before (it may return the old value). The running load
+    /// goes on for those already waiting; its fill is refused by the lease.
+    pub(crate) fn forget(&self, key: &str) {
+        self.in_flight
+            .lock()
+            .expect("flight map poisoned")
+            .remove(key);
+    }
+
+    /// Forget every flight whose key satisfies `matches`.
+    pub(crate) fn forget_if(&self, matches: impl Fn(&str) -> bool) {
+        self.in_flight
+            .lock()
+            .expect("flight map poisoned")
+            .retain(|key, _| !matches(key));
     }
 
     fn spawn<T, Fut>(load: impl FnOnce(Progress<T>) -> Fut, leave: Option<LeaveOnDrop>) -> Flight<T>
@@ -171,12 +194,16 @@ impl<T: Clone> Flight<T> {
 struct LeaveOnDrop {
     flights: Arc<Flights>,
     key: String,
+    id: u64,
 }
 
 impl Drop for LeaveOnDrop {
     fn drop(&mut self) {
         if let Ok(mut map) = self.flights.in_flight.lock() {
-            map.remove(&self.key);
+            // Only our own entry: a forgotten flight's key may belong to a newer one.
+            if map.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
+                map.remove(&self.key);
+            }
         }
     }
 }

@@ -83,6 +83,16 @@ impl KeySpace {
         Ok(Cow::Owned(out))
     }
 
+    /// The stored key of a key within the namespace.
+    pub(crate) fn stored_from_inner(&self, inner_key: &str) -> String {
+        format!("{}{inner_key}}}", self.prefix)
+    }
+
+    /// The key within the namespace of a stored key.
+    pub(crate) fn inner_of<'s>(&self, stored: &'s str) -> &'s str {
+        &stored[self.prefix.len()..stored.len() - 1]
+    }
+
     /// The length of the prefix every stored key starts with (`{namespace}:{`).
     pub(crate) fn prefix_len(&self) -> usize {
         self.prefix.len()

@@ -44,6 +44,7 @@ pub(crate) struct L1Entry {
     pub(crate) value: Option<Arc<dyn Any + Send + Sync>>,
     pub(crate) meta: EntryMeta,
     expires_at: Instant,
+    inserted_at: Instant,
     weight: u32,
     encoded_len: u32,
 }
@@ -62,9 +63,15 @@ impl L1Entry {
             value,
             meta,
             expires_at: Instant::now() + lifetime,
+            inserted_at: Instant::now(),
             weight,
             encoded_len: encoded_len.min(u32::MAX as usize) as u32,
         }
+    }
+
+    /// When this instance put the entry in L1.
+    pub(crate) fn inserted_at(&self) -> Instant {
+        self.inserted_at
     }
 
     /// The size of the entry's stored form.
@@ -116,6 +123,7 @@ impl L1 {
             .max_capacity(config.max_bytes)
             .weigher(move |_: &String, entry: &Arc<L1Entry>| entry.weight.max(min_weight))
             .expire_after(ExpireAtDeadline)
+            .support_invalidation_closures()
             .eviction_listener(move |_, _, cause| match cause {
                 RemovalCause::Size => evicted_size.increment(1),
                 RemovalCause::Expired => evicted_expired.increment(1),
@@ -151,6 +159,25 @@ impl L1 {
 
     pub(crate) fn remove(&self, stored_key: &str) {
         self.entries.invalidate(self.inner(stored_key));
+    }
+
+    /// Remove by the key within the namespace.
+    pub(crate) fn remove_inner(&self, inner_key: &str) {
+        self.entries.invalidate(inner_key);
+    }
+
+    /// Remove every entry for which `matches(inner key, entry)` holds.
+    pub(crate) fn remove_if(
+        &self,
+        matches: impl Fn(&str, &L1Entry) -> bool + Send + Sync + 'static,
+    ) {
+        if self
+            .entries
+            .invalidate_entries_if(move |key, entry| matches(key, entry))
+            .is_err()
+        {
+            self.entries.invalidate_all();
+        }
     }
 
     /// Drop every entry (for example when invalidations may have been missed).

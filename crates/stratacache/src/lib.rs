@@ -50,6 +50,7 @@ mod coalesce;
 mod codec;
 mod error;
 mod freshness;
+mod invalidate;
 mod key;
 mod l1;
 mod l2;

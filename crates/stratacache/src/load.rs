@@ -533,10 +533,7 @@ impl Inner {
                 Ok(Acquired::Lost { current }) => (None, current),
             };
             if let Some(bytes) = current {
-                let decoded = self
-                    .decode_usable::<V>(verdict.stored, &bytes)
-                    .map(|(found, meta)| (found, meta, bytes.len()));
-                if let Some(entry) = decoded {
+                if let Some(entry) = self.decode_valid::<V>(verdict.stored, &bytes).await {
                     if let Some(done) = verdict.judge(entry, known) {
                         if let Some(lease) = lease {
                             lease.release(l2).await;
@@ -596,6 +593,7 @@ impl Inner {
             etag: known.as_ref().and_then(|(_, meta, _)| meta.etag.clone()),
         };
         let started = Instant::now();
+        let started_at_ms = now_ms();
         let outcome = match opts.hard_timeout {
             Some(limit) => match tokio::time::timeout(limit, loader(context)).await {
                 Ok(result) => result.map_err(Error::loader),
@@ -632,6 +630,7 @@ impl Inner {
                         tags: loaded.tags,
                         etag: loaded.etag,
                         load_micros,
+                        started_at_ms: Some(started_at_ms),
                     };
                     match self.prepare(stored, loaded.value.as_ref(), opts, &hints) {
                         Ok(prepared) => {
@@ -640,7 +639,13 @@ impl Inner {
                                 bytes: prepared.bytes,
                                 ttl_ms: prepared.l2_ttl.as_millis() as u64,
                             };
-                            if let Some(l1) = self.l1.as_ref().filter(|_| !opts.skip_l1) {
+                            // Redis first: if the fill is refused (the key was
+                            // invalidated while we loaded), L1 must not keep it either.
+                            let keep = match l2 {
+                                Some(l2) => self.fill_l2(l2, lease.as_ref(), &write).await,
+                                None => true,
+                            };
+                            if let Some(l1) = self.l1.as_ref().filter(|_| keep && !opts.skip_l1) {
                                 l1.insert(
                                     stored.to_owned(),
                                     crate::l1::L1Entry::new(
@@ -652,9 +657,6 @@ impl Inner {
                                     ),
                                     &self.metrics.global,
                                 );
-                            }
-                            if let Some(l2) = l2 {
-                                self.fill_l2(l2, lease.as_ref(), &write).await;
                             }
                         }
                         // The caller still gets the value; it is just not cached.
@@ -730,20 +732,21 @@ impl Inner {
         }
     }
 
-    async fn fill_l2(&self, l2: &L2, lease: Option<&Lease>, write: &Write) {
+    /// Fill L2 through the lease; returns whether L1 may keep the value
+    /// (false when the fill was refused because the key was invalidated or
+    /// taken over meanwhile).
+    async fn fill_l2(&self, l2: &L2, lease: Option<&Lease>, write: &Write) -> bool {
         let channel = self.waiters.as_ref().map_or("", |w| w.channel());
         match lease::fill(l2, lease, write, channel).await {
-            Ok(true) => {}
-            Ok(false) => {
-                // Another instance took the key over; its fill wins, and ours
-                // must not linger in L1 either.
-                tracing::debug!(key = %write.key, "fill dropped: the lease was taken over");
-                if let Some(l1) = &self.l1 {
-                    l1.remove(&write.key);
+            Ok(landed) => {
+                if !landed {
+                    tracing::debug!(key = %write.key, "fill refused: the key was invalidated or taken over");
                 }
+                landed
             }
             Err(err) => {
                 tracing::warn!(key = %write.key, error = ?err, "redis fill failed; value kept in L1 only");
+                true
             }
         }
     }

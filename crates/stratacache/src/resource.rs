@@ -174,6 +174,7 @@ where
         let missing_keys: Vec<K> = missing.iter().map(|&i| unique[i].clone()).collect();
         m.loads.increment(1);
         let load_started = Instant::now();
+        let started_at_ms = crate::cache::now_ms();
         let outcome = self.loader.load_many(&missing_keys).await;
         let took = load_started.elapsed();
         m.load_seconds.record(took.as_secs_f64());
@@ -184,6 +185,7 @@ where
 
         let hints = FillHints {
             load_micros: took.as_micros().min(u32::MAX as u128) as u32,
+            started_at_ms: Some(started_at_ms),
             ..FillHints::default()
         };
         let mut batch = Vec::with_capacity(missing.len());

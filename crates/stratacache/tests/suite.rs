@@ -16,6 +16,7 @@ against_every_target!(
     a_value_is_served_from_l1_then_from_l2_by_another_instance,
     entries_expire_after_their_ttl,
     l1_ttl_bounds_how_long_an_instance_trusts_its_copy,
+    a_write_reaches_every_instances_l1_through_the_backplane,
     jitter_spreads_expiries_below_the_ttl,
     absent_values_are_cached_as_a_distinct_negative_marker,
     a_thousand_concurrent_callers_on_a_cold_key_cause_one_load,
@@ -121,12 +122,64 @@ async fn l1_ttl_bounds_how_long_an_instance_trusts_its_copy(target: Target) {
         .ttl(secs(60))
         .l1_ttl(Duration::from_millis(300));
     writer.set("k", &1u32, &opts).await.unwrap();
+    writer.set("other", &2u32, &opts).await.unwrap();
     assert_eq!(reader.get_with::<u32>("k", &opts).await.unwrap(), Some(1));
-    writer.set("k", &2u32, &opts).await.unwrap();
+    // Change the entry behind the caches' backs: no invalidation message, as
+    // if it were lost.
+    let mut raw = Raw::connect(target).await;
+    let newer = raw.get(&stored_key(&ns, "other")).await.unwrap();
+    raw.set(&stored_key(&ns, "k"), &newer).await;
     // Within l1_ttl the reader may serve its copy; after it, it must re-read Redis.
     assert_eq!(reader.get_with::<u32>("k", &opts).await.unwrap(), Some(1));
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(reader.get_with::<u32>("k", &opts).await.unwrap(), Some(2));
+}
+
+async fn a_write_reaches_every_instances_l1_through_the_backplane(target: Target) {
+    let ns = common::namespace("backplane");
+    let build = || {
+        Cache::builder()
+            .namespace(ns.clone())
+            .redis(target.topology())
+            .build()
+    };
+    let (a, b, c) = (
+        build().await.unwrap(),
+        build().await.unwrap(),
+        build().await.unwrap(),
+    );
+    let opts = EntryOptions::new().ttl(secs(60));
+    for cache in [&a, &b, &c] {
+        assert!(
+            common::eventually(secs(3), || async {
+                cache.backplane_connected() == Some(true)
+            })
+            .await,
+            "backplane subscribed"
+        );
+    }
+    a.set("k", &1u32, &opts).await.unwrap();
+    assert_eq!(b.get::<u32>("k").await.unwrap(), Some(1));
+    assert_eq!(c.get::<u32>("k").await.unwrap(), Some(1));
+    a.set("k", &2u32, &opts).await.unwrap();
+    for cache in [&b, &c] {
+        assert!(
+            common::eventually(Duration::from_millis(50), || async {
+                cache.get::<u32>("k").await.unwrap() == Some(2)
+            })
+            .await,
+            "the old L1 copy is dropped within 50 ms"
+        );
+    }
+    a.delete("k").await.unwrap();
+    for cache in [&b, &c] {
+        assert!(
+            common::eventually(Duration::from_millis(50), || async {
+                cache.get::<u32>("k").await.unwrap().is_none()
+            })
+            .await
+        );
+    }
 }
 
 async fn jitter_spreads_expiries_below_the_ttl(target: Target) {

@@ -152,6 +152,46 @@ impl Connection {
         }
     }
 
+    /// Clients to every master: the node, the Sentinel master, or every
+    /// Cluster master (from `CLUSTER NODES`), for per-node commands like SCAN.
+    pub(crate) async fn master_clients(&self) -> RedisResult<Vec<redis::Client>> {
+        match self {
+            Connection::Single { client, .. } => Ok(vec![client.clone()]),
+            Connection::Sentinel(s) => Ok(s.master_client().into_iter().collect()),
+            Connection::Cluster {
+                connection, seeds, ..
+            } => {
+                let nodes: String = redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query_async(&mut connection.clone())
+                    .await?;
+                // Credentials and TLS as in the first seed URL.
+                let seed = seeds.first().map(String::as_str).unwrap_or("redis://");
+                let (scheme, rest) = seed.split_once("://").unwrap_or(("redis", ""));
+                let userinfo = rest
+                    .rsplit_once('@')
+                    .map(|(u, _)| format!("{u}@"))
+                    .unwrap_or_default();
+                nodes
+                    .lines()
+                    .filter_map(|line| {
+                        let mut fields = line.split_whitespace();
+                        let addr = fields.nth(1)?;
+                        let flags = fields.next()?;
+                        let is_master = flags.split(',').any(|f| f == "master")
+                            && !flags
+                                .split(',')
+                                .any(|f| f == "fail" || f == "handshake" || f == "noaddr");
+                        is_master.then(|| addr.split('@').next().unwrap_or(addr).to_string())
+                    })
+                    .map(|addr| {
+                        redis::Client::open(format!("{scheme}://{userinfo}{addr}").as_str())
+                    })
+                    .collect()
+            }
+        }
+    }
+
     /// A call timed out: on Sentinel, the master may have moved.
     pub(crate) fn on_timeout(&self) {
         if let Connection::Sentinel(s) = self {

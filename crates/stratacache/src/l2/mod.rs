@@ -23,6 +23,7 @@ pub use topology::RedisTopology;
 use crate::breaker::{Breaker, BreakerConfig, BreakerState};
 use crate::error::Error;
 use crate::key::hash_slot;
+use crate::lease::lease_key;
 use crate::metrics::CacheMetrics;
 use connection::Connection;
 
@@ -188,14 +189,14 @@ impl L2 {
         self.call(true, |c| async move { c.query(cmd).await }).await
     }
 
+    /// Write one entry (and revoke its lease, see [`set_many`](Self::set_many)).
     pub(crate) async fn set(&self, write: &Write) -> Result<(), L2Error> {
-        let cmd = &set_cmd(write);
-        self.call(false, |c| async move { c.query::<()>(cmd).await })
-            .await
+        self.set_many(std::slice::from_ref(write)).await
     }
 
     /// Write many entries: one pipeline on a single node, one pipeline per
-    /// hash slot (run concurrently) on a Cluster.
+    /// hash slot (run concurrently) on a Cluster. Each write also deletes the
+    /// key's lease: a load that began before this write must not land after it.
     pub(crate) async fn set_many(&self, writes: &[Write]) -> Result<(), L2Error> {
         let groups = self.group_by_slot(writes.iter().map(|w| w.key.as_str()));
         let pipelines: Vec<redis::Pipeline> = groups
@@ -204,6 +205,7 @@ impl L2 {
                 let mut pipe = redis::pipe();
                 for i in indices {
                     pipe.add_command(set_cmd(&writes[i])).ignore();
+                    pipe.cmd("DEL").arg(lease_key(&writes[i].key)).ignore();
                 }
                 pipe
             })
@@ -218,7 +220,8 @@ impl L2 {
         .await
     }
 
-    /// Delete keys (UNLINK: the memory is reclaimed off Redis's main thread).
+    /// Delete keys and their leases (UNLINK: the memory is reclaimed off
+    /// Redis's main thread). Deleting the lease revokes any load in progress.
     pub(crate) async fn delete(&self, keys: &[String]) -> Result<(), L2Error> {
         if keys.is_empty() {
             return Ok(());
@@ -229,7 +232,7 @@ impl L2 {
             .map(|indices| {
                 let mut cmd = redis::cmd("UNLINK");
                 for i in indices {
-                    cmd.arg(&keys[i]);
+                    cmd.arg(&keys[i]).arg(lease_key(&keys[i]));
                 }
                 cmd
             })
@@ -285,6 +288,87 @@ impl L2 {
     /// A plain client to one node, for the fill-notification subscriber.
     pub(crate) fn node_client(&self) -> Option<redis::Client> {
         self.connection.node_client()
+    }
+
+    /// Publish `payload` on `channel` (a Cluster forwards it to every node).
+    pub(crate) async fn publish(&self, channel: &str, payload: &str) -> Result<(), L2Error> {
+        let cmd = &redis::cmd("PUBLISH").arg(channel).arg(payload).to_owned();
+        self.call(
+            false,
+            |c| async move { c.query::<i64>(cmd).await.map(|_| ()) },
+        )
+        .await
+    }
+
+    /// Set a plain value (no envelope), optionally with a TTL.
+    pub(crate) async fn set_plain(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Option<Duration>,
+    ) -> Result<(), L2Error> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value);
+        if let Some(ttl) = ttl {
+            cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
+        }
+        let cmd = &cmd;
+        self.call(false, |c| async move { c.query::<()>(cmd).await })
+            .await
+    }
+
+    /// Delete every key matching `pattern` on every master (SCAN in batches,
+    /// UNLINK per batch — never KEYS); returns how many were deleted.
+    pub(crate) async fn delete_matching(&self, pattern: &str, batch: usize) -> Result<u64, Error> {
+        if !self.breaker.allows_calls() {
+            return Err(Error::RedisUnavailable);
+        }
+        let mut deleted = 0u64;
+        for client in self
+            .connection
+            .master_clients()
+            .await
+            .map_err(Error::from)?
+        {
+            let mut conn =
+                tokio::time::timeout(self.timeout, client.get_multiplexed_async_connection())
+                    .await
+                    .map_err(|_| Error::RedisTimeout(self.timeout))?
+                    .map_err(Error::from)?;
+            let mut cursor: u64 = 0;
+            loop {
+                let scan = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(batch)
+                    .to_owned();
+                let (next, keys): (u64, Vec<String>) =
+                    tokio::time::timeout(self.timeout, scan.query_async(&mut conn))
+                        .await
+                        .map_err(|_| Error::RedisTimeout(self.timeout))?
+                        .map_err(Error::from)?;
+                // On a Cluster one node's keys span many slots; UNLINK per slot.
+                for (_, indices) in self.group_by_slot(keys.iter().map(String::as_str)) {
+                    let mut unlink = redis::cmd("UNLINK");
+                    for i in &indices {
+                        unlink.arg(&keys[*i]);
+                    }
+                    let removed: u64 =
+                        tokio::time::timeout(self.timeout, unlink.query_async(&mut conn))
+                            .await
+                            .map_err(|_| Error::RedisTimeout(self.timeout))?
+                            .map_err(Error::from)?;
+                    deleted += removed;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(deleted)
     }
 
     pub(crate) async fn ping(&self) -> Result<(), L2Error> {

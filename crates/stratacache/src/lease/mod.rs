@@ -12,9 +12,12 @@
 //!
 //! Acquire returns the value as it was at that instant (one script), so a
 //! fill that landed between a reader's miss and its acquire is seen rather
-//! than loaded again. A fill only lands while the lease is still its own (or
-//! gone): a late writer whose lease was taken over cannot overwrite a newer
-//! fill. Leases are for efficiency, not for correctness of the database.
+//! than loaded again. A leased fill lands only while the lease is still its
+//! own; an unleased one only while nobody holds a lease. Every write and
+//! invalidation of a key deletes its lease, so a load that began before the
+//! invalidation can never put its older value back (the stale-set race of
+//! cache-aside; Facebook's memcache leases close it the same way). Leases
+//! are for efficiency and cache consistency, not for the database's.
 
 pub(crate) mod waiters;
 
@@ -40,7 +43,11 @@ static FILL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local holder = redis.call('GET', KEYS[2])
-        if holder and holder ~= ARGV[1] then return 0 end
+        if ARGV[1] ~= '' then
+            if holder ~= ARGV[1] then return 0 end
+        elseif holder then
+            return 0
+        end
         redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
         if holder then redis.call('DEL', KEYS[2]) end
         redis.call('PUBLISH', ARGV[4], KEYS[1])
@@ -55,7 +62,11 @@ static RETIME: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local holder = redis.call('GET', KEYS[2])
-        if holder and holder ~= ARGV[1] then return 0 end
+        if ARGV[1] ~= '' then
+            if holder ~= ARGV[1] then return 0 end
+        elseif holder then
+            return 0
+        end
         local value = redis.call('GET', KEYS[1])
         if not value or string.sub(value, 6, 13) ~= ARGV[2] then return 0 end
         local flags = string.byte(value, 5)
