@@ -47,10 +47,13 @@ impl<T: Clone> Progress<T> {
     }
 }
 
+/// A flight's progress receiver with its result type erased.
+type ErasedFlight = Box<dyn Any + Send + Sync>;
+
 /// Outstanding loads, keyed by stored key.
 #[derive(Default)]
 pub(crate) struct Flights {
-    in_flight: Mutex<HashMap<String, (u64, Box<dyn Any + Send + Sync>)>>,
+    in_flight: Mutex<HashMap<String, (u64, ErasedFlight)>>,
     next_id: std::sync::atomic::AtomicU64,
 }
 

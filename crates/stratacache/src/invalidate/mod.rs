@@ -137,8 +137,7 @@ impl Inner {
                 let (tag, at_ms) = (tag.clone(), *at_ms);
                 if let Some(l1) = &self.l1 {
                     l1.remove_if(move |_, entry| {
-                        entry.meta.created_at_ms <= at_ms
-                            && entry.meta.tags.iter().any(|t| *t == tag)
+                        entry.meta.created_at_ms <= at_ms && entry.meta.tags.contains(&tag)
                     });
                 }
             }
