@@ -9,6 +9,8 @@ mod l1_hit;
 mod l2_hit;
 mod l2_throughput;
 mod report;
+mod stampede;
+mod stampede_worker;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -40,6 +42,12 @@ enum Scenario {
     L2Hit(L2HitArgs),
     /// L2 hits from many tasks vs bare redis-rs and `redis-benchmark` ceilings.
     L2Throughput(L2ThroughputArgs),
+    /// Many processes × tasks miss the same cold key at once: stratacache's
+    /// `get_or_load` vs naive cache-aside vs a polling mutex.
+    Stampede(StampedeArgs),
+    /// One process of `stampede` (started by it; the plan is JSON).
+    #[command(hide = true)]
+    StampedeWorker { plan: String },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -90,6 +98,25 @@ pub struct L2ThroughputArgs {
     no_external: bool,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct StampedeArgs {
+    /// OS processes per strategy, each a `bench stampede-worker`.
+    #[arg(long, default_value_t = 4)]
+    processes: usize,
+    /// Tasks per process, all asking for the same cold key at one instant.
+    #[arg(long, default_value_t = 250)]
+    tasks: usize,
+    /// How long the loader takes, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    loader_ms: u64,
+    /// Rounds; each runs every strategy once, on a fresh key.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// The agreed start instant lies this far after the workers are started, in ms.
+    #[arg(long, default_value_t = 2_000)]
+    lead_ms: u64,
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -103,6 +130,10 @@ fn main() -> Result<()> {
             Scenario::L1Hit(args) => l1_hit::run(&args).await,
             Scenario::L2Hit(args) => l2_hit::run(&cli.redis_url, &args).await,
             Scenario::L2Throughput(args) => l2_throughput::run(&cli.redis_url, &args).await,
+            Scenario::Stampede(args) => {
+                stampede::run(&cli.redis_url, cli.worker_threads, &args).await
+            }
+            Scenario::StampedeWorker { plan } => stampede_worker::run(&plan).await,
         }
     })?;
     report::emit(&report);

@@ -1,0 +1,319 @@
+//! Invalidation by key, tag, prefix and namespace reaches every instance,
+//! and no load that began before an invalidation puts the old value back.
+
+#[macro_use]
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{stored_key, Raw, Target};
+use stratacache::{Cache, EntryOptions};
+use stratacache_testkit::RedisServer;
+use tokio::sync::Notify;
+
+against_every_target!(
+    a_tag_invalidation_hides_every_tagged_entry_from_every_instance,
+    a_prefix_invalidation_deletes_the_keys_everywhere,
+    clear_invalidates_the_namespace_in_constant_time,
+    a_load_that_began_before_a_delete_never_lands_after_it,
+);
+
+async fn instances(target: Target, test: &str, n: usize) -> Vec<Cache> {
+    let ns = common::namespace(test);
+    let mut caches = Vec::new();
+    for _ in 0..n {
+        let cache = Cache::builder()
+            .namespace(ns.clone())
+            .redis(target.topology())
+            .build()
+            .await
+            .unwrap();
+        assert!(
+            common::eventually(Duration::from_secs(3), || async {
+                cache.backplane_connected() == Some(true)
+            })
+            .await
+        );
+        caches.push(cache);
+    }
+    caches
+}
+
+async fn a_tag_invalidation_hides_every_tagged_entry_from_every_instance(target: Target) {
+    let caches = instances(target, "tag", 2).await;
+    let (a, b) = (&caches[0], &caches[1]);
+    let entries = if target == Target::Cluster {
+        100_000
+    } else {
+        20_000
+    };
+    let tagged = EntryOptions::new()
+        .ttl(Duration::from_secs(600))
+        .tags(["sector:tech"]);
+    let untagged = EntryOptions::new()
+        .ttl(Duration::from_secs(600))
+        .tags(["sector:energy"]);
+    let started = Instant::now();
+    for chunk in (0..entries).collect::<Vec<_>>().chunks(2_000) {
+        let owned: Vec<(String, u32)> = chunk
+            .iter()
+            .map(|i| (format!("stock:{i}"), *i as u32))
+            .collect();
+        let batch: Vec<(&str, u32)> = owned.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        a.set_many(&batch, &tagged).await.unwrap();
+    }
+    a.set("oil", &1u32, &untagged).await.unwrap();
+    eprintln!(
+        "{entries} tagged entries written in {:?}",
+        started.elapsed()
+    );
+    // B holds some of them in L1.
+    let sample: Vec<String> = (0..entries)
+        .step_by(entries / 50)
+        .map(|i| format!("stock:{i}"))
+        .collect();
+    for key in &sample {
+        assert!(b.get::<u32>(key).await.unwrap().is_some());
+    }
+
+    let started = Instant::now();
+    a.invalidate_tag("sector:tech").await.unwrap();
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(200), "O(1): {took:?}");
+
+    let c = Cache::builder()
+        .namespace(a.namespace().to_string())
+        .redis(target.topology())
+        .build()
+        .await
+        .unwrap();
+    for cache in [a, b, &c] {
+        assert!(
+            common::eventually(Duration::from_millis(100), || async {
+                let mut none = true;
+                for key in &sample {
+                    none &= cache.get::<u32>(key).await.unwrap().is_none();
+                }
+                none
+            })
+            .await,
+            "tagged entries are gone for every instance"
+        );
+        assert_eq!(
+            cache.get::<u32>("oil").await.unwrap(),
+            Some(1),
+            "other tags are untouched"
+        );
+    }
+    // Reloading after the invalidation works and is not hidden.
+    let v: u32 = b
+        .get_or_load("stock:0", &tagged, || async { Ok::<_, std::io::Error>(7) })
+        .await
+        .unwrap();
+    assert_eq!(v, 7);
+    assert_eq!(c.get::<u32>("stock:0").await.unwrap(), Some(7));
+}
+
+async fn a_prefix_invalidation_deletes_the_keys_everywhere(target: Target) {
+    let caches = instances(target, "prefix", 2).await;
+    let (a, b) = (&caches[0], &caches[1]);
+    let opts = EntryOptions::new().ttl(Duration::from_secs(600));
+    for user in 1..=2 {
+        for item in 0..300 {
+            a.set(&format!("user:{user}:item:{item}"), &item, &opts)
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(b.get::<u32>("user:1:item:7").await.unwrap(), Some(7));
+    let deleted = a.invalidate_prefix("user:1:").await.unwrap();
+    assert_eq!(deleted, 300);
+    let mut raw = Raw::connect(target).await;
+    assert!(
+        !raw.exists(&stored_key(a.namespace(), "user:1:item:7"))
+            .await
+    );
+    assert!(
+        raw.exists(&stored_key(a.namespace(), "user:2:item:7"))
+            .await
+    );
+    assert!(
+        common::eventually(Duration::from_millis(100), || async {
+            b.get::<u32>("user:1:item:7").await.unwrap().is_none()
+        })
+        .await
+    );
+    assert_eq!(b.get::<u32>("user:2:item:7").await.unwrap(), Some(7));
+    // Glob characters in a prefix are literal.
+    a.set("odd*key", &1u32, &opts).await.unwrap();
+    assert_eq!(a.invalidate_prefix("odd?").await.unwrap(), 0);
+    assert_eq!(a.invalidate_prefix("odd*").await.unwrap(), 1);
+}
+
+async fn clear_invalidates_the_namespace_in_constant_time(target: Target) {
+    let caches = instances(target, "clear", 2).await;
+    let (a, b) = (&caches[0], &caches[1]);
+    let opts = EntryOptions::new().ttl(Duration::from_secs(600));
+    for i in 0..500 {
+        a.set(&format!("k{i}"), &i, &opts).await.unwrap();
+    }
+    assert_eq!(b.get::<u32>("k1").await.unwrap(), Some(1));
+    a.clear().await.unwrap();
+    assert!(
+        common::eventually(Duration::from_millis(100), || async {
+            b.get::<u32>("k1").await.unwrap().is_none()
+        })
+        .await
+    );
+    assert_eq!(a.get::<u32>("k2").await.unwrap(), None);
+    let late = Cache::builder()
+        .namespace(a.namespace().to_string())
+        .redis(target.topology())
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(
+        late.get::<u32>("k3").await.unwrap(),
+        None,
+        "an instance started later knows too"
+    );
+    // Entries written after the clear are served.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    a.set("k1", &10u32, &opts).await.unwrap();
+    assert_eq!(late.get::<u32>("k1").await.unwrap(), Some(10));
+}
+
+async fn a_load_that_began_before_a_delete_never_lands_after_it(target: Target) {
+    let caches = instances(target, "staleset", 2).await;
+    let (reader, writer) = (&caches[0], &caches[1]);
+    let opts = EntryOptions::new().ttl(Duration::from_secs(600));
+    let read_db = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    // The reader misses and reads version 1 from the "database"…
+    let slow_read = {
+        let (reader, opts, read_db, release) = (
+            reader.clone(),
+            opts.clone(),
+            read_db.clone(),
+            release.clone(),
+        );
+        tokio::spawn(async move {
+            reader
+                .get_or_load("row", &opts, move || async move {
+                    read_db.notify_one();
+                    release.notified().await;
+                    Ok::<_, std::io::Error>(1u32)
+                })
+                .await
+        })
+    };
+    // A canary in the reader's L1 shows when the writer's invalidation message
+    // (which carries both keys) has reached the reader.
+    writer.set("canary", &0u32, &opts).await.unwrap();
+    assert_eq!(reader.get::<u32>("canary").await.unwrap(), Some(0));
+    read_db.notified().await;
+    // …the writer commits version 2 and invalidates…
+    writer.delete_many(&["row", "canary"]).await.unwrap();
+    assert!(
+        common::eventually(Duration::from_secs(1), || async {
+            reader.get::<u32>("canary").await.unwrap().is_none()
+        })
+        .await
+    );
+    // …a reader arriving after the invalidation does not join the old load…
+    let fresh: u32 = reader
+        .get_or_load("row", &opts, || async { Ok::<_, std::io::Error>(2) })
+        .await
+        .unwrap();
+    assert_eq!(fresh, 2);
+    // …and the old load's late fill is refused.
+    release.notify_one();
+    assert_eq!(
+        slow_read.await.unwrap().unwrap(),
+        1,
+        "its own caller overlapped the write"
+    );
+    let mut raw = Raw::connect(target).await;
+    let stored = raw.get(&stored_key(reader.namespace(), "row")).await;
+    let other = Cache::builder()
+        .namespace(reader.namespace().to_string())
+        .redis(target.topology())
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(
+        other.get::<u32>("row").await.unwrap(),
+        Some(2),
+        "{stored:?}"
+    );
+    assert_eq!(reader.get::<u32>("row").await.unwrap(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_lost_the_backplane_stops_trusting_its_l1() {
+    let mut server = RedisServer::start();
+    let build = || {
+        Cache::builder()
+            .namespace(common::namespace("backplane-loss"))
+            .redis_url(&server.url())
+            .redis_timeout(Duration::from_millis(200))
+            .backplane_outage_l1_max_age(Duration::from_millis(300))
+    };
+    let a = build().build().await.unwrap();
+    let b = Cache::builder()
+        .namespace(a.namespace().to_string())
+        .redis_url(&server.url())
+        .redis_timeout(Duration::from_millis(200))
+        .backplane_outage_l1_max_age(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    drop(build);
+    for cache in [&a, &b] {
+        assert!(
+            common::eventually(Duration::from_secs(3), || async {
+                cache.backplane_connected() == Some(true)
+            })
+            .await
+        );
+    }
+    let opts = EntryOptions::new().ttl(Duration::from_secs(600));
+
+    // 1. The subscriber's connection is killed; a write happens meanwhile.
+    a.set("k", &1u32, &opts).await.unwrap();
+    assert_eq!(b.get::<u32>("k").await.unwrap(), Some(1));
+    server.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    a.set("k", &2u32, &opts).await.unwrap();
+    assert!(
+        common::eventually(Duration::from_millis(500), || async {
+            b.get::<u32>("k").await.unwrap() == Some(2)
+        })
+        .await,
+        "b re-reads Redis after the outage"
+    );
+    assert!(
+        common::eventually(Duration::from_secs(3), || async {
+            b.backplane_connected() == Some(true)
+        })
+        .await
+    );
+
+    // 2. Redis restarts (all connections drop, nothing persisted).
+    server.kill();
+    server.restart();
+    assert!(
+        common::eventually(Duration::from_secs(5), || async {
+            b.backplane_connected() == Some(true)
+        })
+        .await
+    );
+    a.set("k", &3u32, &opts).await.unwrap();
+    assert!(
+        common::eventually(Duration::from_millis(500), || async {
+            b.get::<u32>("k").await.unwrap() == Some(3)
+        })
+        .await,
+        "no invalidated L1 entry is served after the restart"
+    );
+}
