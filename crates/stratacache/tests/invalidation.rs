@@ -253,23 +253,17 @@ async fn a_load_that_began_before_a_delete_never_lands_after_it(target: Target) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_that_lost_the_backplane_stops_trusting_its_l1() {
     let mut server = RedisServer::start();
+    let namespace = common::namespace("backplane-loss");
     let build = || {
         Cache::builder()
-            .namespace(common::namespace("backplane-loss"))
+            .namespace(namespace.clone())
             .redis_url(&server.url())
             .redis_timeout(Duration::from_millis(200))
             .backplane_outage_l1_max_age(Duration::from_millis(300))
+            .build()
     };
-    let a = build().build().await.unwrap();
-    let b = Cache::builder()
-        .namespace(a.namespace().to_string())
-        .redis_url(&server.url())
-        .redis_timeout(Duration::from_millis(200))
-        .backplane_outage_l1_max_age(Duration::from_millis(300))
-        .build()
-        .await
-        .unwrap();
-    drop(build);
+    let a = build().await.unwrap();
+    let b = build().await.unwrap();
     for cache in [&a, &b] {
         assert!(
             common::eventually(Duration::from_secs(3), || async {
