@@ -10,7 +10,7 @@ use crate::coalesce::Flights;
 use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::invalidate::backplane::{self, Backplane};
-use crate::invalidate::tags::TagClock;
+use crate::invalidate::tags::{InvalidationLog, TagClock};
 use crate::key::{KeySpace, DEFAULT_MAX_KEY_LEN};
 use crate::l1::{L1Config, L1};
 use crate::l2::{redact, RedisTopology, L2};
@@ -296,6 +296,7 @@ impl CacheBuilder {
             waiters,
             backplane,
             tags: TagClock::new(),
+            invalidations: InvalidationLog::new(),
             codec: self.codec,
             compress_above: self.compress_above,
             max_value_bytes: self.max_value_bytes,

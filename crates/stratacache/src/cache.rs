@@ -19,7 +19,7 @@ use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::invalidate::backplane::Backplane;
 use crate::invalidate::message::Invalidation;
-use crate::invalidate::tags::TagClock;
+use crate::invalidate::tags::{InvalidationLog, TagClock};
 use crate::key::KeySpace;
 use crate::l1::{L1Entry, L1};
 use crate::l2::{Write, L2};
@@ -69,6 +69,8 @@ pub(crate) struct Inner {
     pub(crate) backplane: Option<Backplane>,
     /// Tag and namespace invalidation timestamps.
     pub(crate) tags: TagClock,
+    /// What was invalidated here recently, to keep racing reads out of L1.
+    pub(crate) invalidations: InvalidationLog,
     pub(crate) codec: Codec,
     pub(crate) compress_above: Option<usize>,
     pub(crate) max_value_bytes: usize,
@@ -355,9 +357,17 @@ impl Inner {
         opts: &EntryOptions,
         m: &PolicyMetrics,
     ) -> Option<Found<V>> {
+        let since = self.invalidations.mark();
         let (found, meta, encoded_len) = self.lookup_l2::<V>(stored, opts, m).await?;
         if self.l1.is_some() && !opts.skip_l1 {
-            self.fill_l1(stored.to_owned(), found.clone(), meta, encoded_len, opts);
+            self.fill_l1(
+                stored.to_owned(),
+                found.clone(),
+                meta,
+                encoded_len,
+                opts,
+                since,
+            );
         }
         Some(found)
     }
@@ -477,6 +487,7 @@ impl Inner {
             return found;
         };
         let keys: Vec<String> = missing.iter().map(|&i| stored[i].clone()).collect();
+        let since = self.invalidations.mark();
         let Ok(values) = l2.get_many(&keys).await else {
             for _ in &missing {
                 m.l2_misses.increment(1);
@@ -493,7 +504,14 @@ impl Inner {
             };
             self.count_l2(hit.as_ref().map(|(f, _, _)| f.is_some()), m);
             if let Some((value, meta, encoded_len)) = hit {
-                self.fill_l1(stored[i].clone(), value.clone(), meta, encoded_len, opts);
+                self.fill_l1(
+                    stored[i].clone(),
+                    value.clone(),
+                    meta,
+                    encoded_len,
+                    opts,
+                    since,
+                );
                 found[i] = Some(value);
             }
         }
@@ -703,7 +721,9 @@ impl Inner {
         self.publish(Invalidation::Keys { keys }).await;
     }
 
-    /// Fill L1 from an L2 hit, for at most the entry's remaining lifetime.
+    /// Fill L1 from an L2 hit, for at most the entry's remaining lifetime,
+    /// unless the key was invalidated here after `since`
+    /// ([`InvalidationLog::mark`]).
     pub(crate) fn fill_l1<V: CacheValue>(
         &self,
         stored: String,
@@ -711,10 +731,20 @@ impl Inner {
         meta: EntryMeta,
         encoded_len: usize,
         opts: &EntryOptions,
+        since: u64,
     ) {
         let Some(l1) = self.l1.as_ref().filter(|_| !opts.skip_l1) else {
             return;
         };
+        // The value was read before an invalidation of its key was applied
+        // here: the invalidation has already swept L1, so this copy would
+        // outlive it.
+        if !self
+            .invalidations
+            .unchanged_since(self.keys.inner_of(&stored), since)
+        {
+            return;
+        }
         let now = now_ms();
         let remaining = Duration::from_millis(meta.stale_until_ms.saturating_sub(now));
         let lifetime = opts

@@ -462,7 +462,10 @@ impl Inner {
             }
         }
         let l2 = self.l2.clone().filter(|_| !opts.skip_l2);
+        // Anything invalidated from here on must not enter L1 from this flight.
+        let since = self.invalidations.mark();
         let verdict = Verdict {
+            since,
             inner: &self,
             stored: &stored,
             opts: &opts,
@@ -490,7 +493,7 @@ impl Inner {
             }
             _ => None,
         };
-        self.load_and_fill(&stored, &opts, known, loader, lease, &m)
+        self.load_and_fill(&stored, &opts, known, loader, lease, &m, since)
             .await
     }
 
@@ -572,6 +575,7 @@ impl Inner {
     }
 
     /// Call the loader and store what it says; fail-safe on failure.
+    #[allow(clippy::too_many_arguments)]
     async fn load_and_fill<V, F, Fut, E>(
         &self,
         stored: &str,
@@ -580,6 +584,7 @@ impl Inner {
         loader: F,
         lease: Option<Lease>,
         m: &PolicyMetrics,
+        since: u64,
     ) -> Result<Fetched<V>>
     where
         V: CacheValue,
@@ -620,7 +625,14 @@ impl Inner {
                 let l2_ttl = Duration::from_millis(renewed.stale_until_ms.saturating_sub(now_ms()));
                 self.retime_in_l2(l2, lease.as_ref(), stored, &old, &renewed, l2_ttl)
                     .await;
-                self.fill_l1(stored.to_owned(), value.clone(), renewed, encoded_len, opts);
+                self.fill_l1(
+                    stored.to_owned(),
+                    value.clone(),
+                    renewed,
+                    encoded_len,
+                    opts,
+                    since,
+                );
                 Ok(Fetched::fresh(value))
             }
             Ok(loaded) => {
@@ -645,6 +657,10 @@ impl Inner {
                                 Some(l2) => self.fill_l2(l2, lease.as_ref(), &write).await,
                                 None => true,
                             };
+                            let keep = keep
+                                && self
+                                    .invalidations
+                                    .unchanged_since(self.keys.inner_of(stored), since);
                             if let Some(l1) = self.l1.as_ref().filter(|_| keep && !opts.skip_l1) {
                                 l1.insert(
                                     stored.to_owned(),
@@ -696,6 +712,7 @@ impl Inner {
                             throttled,
                             encoded_len,
                             opts,
+                            since,
                         );
                         Ok(Fetched::stale(Some(value)))
                     }
@@ -784,6 +801,7 @@ enum Next<V> {
 
 /// Judges entries found in L2 on a flight's behalf.
 struct Verdict<'a, V> {
+    since: u64,
     inner: &'a Inner,
     stored: &'a str,
     opts: &'a EntryOptions,
@@ -816,6 +834,7 @@ impl<V: CacheValue> Verdict<'_, V> {
                     meta,
                     encoded_len,
                     self.opts,
+                    self.since,
                 );
                 Some(Fetched::fresh(found))
             }
@@ -827,6 +846,7 @@ impl<V: CacheValue> Verdict<'_, V> {
                     meta,
                     encoded_len,
                     self.opts,
+                    self.since,
                 );
                 Some(Fetched::stale(found))
             }
@@ -838,6 +858,7 @@ impl<V: CacheValue> Verdict<'_, V> {
                     meta.clone(),
                     encoded_len,
                     self.opts,
+                    self.since,
                 );
                 if self.mode == Mode::Miss {
                     self.progress.offer_stale(Fetched::stale(found.clone()));

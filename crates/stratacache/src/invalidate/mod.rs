@@ -126,6 +126,7 @@ impl Inner {
         match what {
             Invalidation::Keys { keys } => {
                 for key in keys {
+                    self.invalidations.key_invalidated(key);
                     if let Some(l1) = &self.l1 {
                         l1.remove_inner(key);
                     }
@@ -133,6 +134,7 @@ impl Inner {
                 }
             }
             Invalidation::Tag { tag, at_ms } => {
+                self.invalidations.broad_invalidation();
                 self.tags.set_tag(tag, *at_ms);
                 let (tag, at_ms) = (tag.clone(), *at_ms);
                 if let Some(l1) = &self.l1 {
@@ -142,6 +144,7 @@ impl Inner {
                 }
             }
             Invalidation::Prefix { prefix } => {
+                self.invalidations.broad_invalidation();
                 let stored_prefix = format!("{}{prefix}", self.stored_prefix());
                 self.flights
                     .forget_if(|key| key.starts_with(&stored_prefix));
@@ -151,6 +154,7 @@ impl Inner {
                 }
             }
             Invalidation::Clear { at_ms } => {
+                self.invalidations.broad_invalidation();
                 self.tags.set_cleared_at(*at_ms);
                 self.flights.forget_if(|_| true);
                 self.clear_l1_only();
@@ -159,6 +163,7 @@ impl Inner {
     }
 
     pub(crate) fn clear_l1_only(&self) {
+        self.invalidations.broad_invalidation();
         if let Some(l1) = &self.l1 {
             l1.clear();
         }

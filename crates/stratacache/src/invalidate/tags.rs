@@ -66,3 +66,48 @@ impl TagClock {
             })
     }
 }
+
+/// A sequence of the invalidations applied in this process, so that a value
+/// read from Redis *before* an invalidation arrived is not put into L1 *after*
+/// it (the invalidation already swept L1 and would not come again).
+pub(crate) struct InvalidationLog {
+    seq: AtomicU64,
+    /// Sequence number of the last tag, prefix or namespace invalidation.
+    broad: AtomicU64,
+    /// Keys (within the namespace) invalidated recently, with their sequence number.
+    keys: moka::sync::Cache<String, u64>,
+}
+
+impl InvalidationLog {
+    pub(crate) fn new() -> Self {
+        Self {
+            seq: AtomicU64::new(0),
+            broad: AtomicU64::new(0),
+            keys: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(30))
+                .build(),
+        }
+    }
+
+    /// The current position; take it before reading Redis.
+    pub(crate) fn mark(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn key_invalidated(&self, inner_key: &str) {
+        let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
+        self.keys.insert(inner_key.to_string(), seq);
+    }
+
+    pub(crate) fn broad_invalidation(&self) {
+        let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
+        self.broad.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    /// Whether nothing affecting `inner_key` was invalidated after `since`.
+    pub(crate) fn unchanged_since(&self, inner_key: &str, since: u64) -> bool {
+        self.broad.load(Ordering::Acquire) <= since
+            && self.keys.get(inner_key).is_none_or(|seq| seq <= since)
+    }
+}
