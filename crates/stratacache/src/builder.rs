@@ -10,6 +10,7 @@ use crate::coalesce::Flights;
 use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::invalidate::backplane::{self, Backplane};
+use crate::invalidate::recovery::{self, Recovery};
 use crate::invalidate::tags::{InvalidationLog, TagClock};
 use crate::key::{KeySpace, DEFAULT_MAX_KEY_LEN};
 use crate::l1::{L1Config, L1};
@@ -297,6 +298,7 @@ impl CacheBuilder {
             backplane,
             tags: TagClock::new(),
             invalidations: InvalidationLog::new(),
+            recovery: Recovery::default(),
             codec: self.codec,
             compress_above: self.compress_above,
             max_value_bytes: self.max_value_bytes,
@@ -308,6 +310,7 @@ impl CacheBuilder {
         if inner.l2.is_some() {
             inner.refresh_invalidation_state().await;
             backplane::spawn_subscriber(Arc::downgrade(&inner));
+            recovery::spawn_replayer(Arc::downgrade(&inner));
         }
         Ok(Cache { inner })
     }

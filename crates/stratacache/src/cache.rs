@@ -19,6 +19,7 @@ use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::invalidate::backplane::Backplane;
 use crate::invalidate::message::Invalidation;
+use crate::invalidate::recovery::Recovery;
 use crate::invalidate::tags::{InvalidationLog, TagClock};
 use crate::key::KeySpace;
 use crate::l1::{L1Entry, L1};
@@ -71,6 +72,8 @@ pub(crate) struct Inner {
     pub(crate) tags: TagClock,
     /// What was invalidated here recently, to keep racing reads out of L1.
     pub(crate) invalidations: InvalidationLog,
+    /// Invalidations that could not reach Redis, replayed when it answers.
+    pub(crate) recovery: Recovery,
     pub(crate) codec: Codec,
     pub(crate) compress_above: Option<usize>,
     pub(crate) max_value_bytes: usize,
@@ -150,6 +153,12 @@ impl Cache {
     /// (`None` without L2).
     pub fn backplane_connected(&self) -> Option<bool> {
         self.inner.backplane.as_ref().map(|b| b.is_connected())
+    }
+
+    /// How many keys wait to be invalidated in Redis once it answers again
+    /// (writes and deletes that failed while it was unreachable).
+    pub fn pending_recovery(&self) -> usize {
+        self.inner.recovery.pending()
     }
 
     /// The Redis circuit breaker's state, or `None` without L2.
@@ -701,8 +710,10 @@ impl Inner {
         let keys: Vec<String> = writes.into_iter().map(|w| w.key).collect();
         self.announce_written(&keys).await;
         if let Err(err) = result {
-            tracing::warn!(error = ?err, keys = keys.len(), "redis write failed; value kept in L1 only");
-            let _ = l2.delete(&keys).await;
+            tracing::warn!(error = ?err, keys = keys.len(), "redis write failed; value kept in L1 only, key invalidated when redis is back");
+            if l2.delete(&keys).await.is_err() {
+                self.recovery.defer(&keys);
+            }
             return false;
         }
         true
@@ -718,7 +729,9 @@ impl Inner {
             .iter()
             .map(|k| self.keys.inner_of(k).to_string())
             .collect();
-        self.publish(Invalidation::Keys { keys }).await;
+        if !self.publish(Invalidation::Keys { keys }).await {
+            self.recovery.defer(stored);
+        }
     }
 
     /// Fill L1 from an L2 hit, for at most the entry's remaining lifetime,
@@ -769,6 +782,9 @@ impl Inner {
         }
         let Some(l2) = &self.l2 else { return Ok(()) };
         let deleted = l2.delete(stored).await.map_err(Error::from);
+        if deleted.is_err() {
+            self.recovery.defer(stored);
+        }
         self.announce_written(stored).await;
         deleted
     }

@@ -315,3 +315,51 @@ async fn a_read_that_meets_a_dropped_connection_is_retried_on_the_new_one() {
     );
     assert_eq!(cache.breaker_state(), Some(BreakerState::Closed));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_that_failed_while_redis_was_down_are_invalidated_when_it_returns() {
+    // AOF: what Redis held before the outage comes back with it.
+    let mut server = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let cache = cache_on(&server, "recovery").await;
+    let opts = EntryOptions::new().ttl(Duration::from_secs(600));
+    cache.set("price", &100u32, &opts).await.unwrap();
+    cache.set("gone", &1u32, &opts).await.unwrap();
+    let stored = |key: &str| format!("{}:{{{key}}}", cache.namespace());
+
+    server.kill();
+    // The database moved on; the cache could not be told.
+    cache.set("price", &101u32, &opts).await.unwrap();
+    assert!(
+        cache.delete("gone").await.is_err(),
+        "a delete that cannot reach redis says so"
+    );
+    cache.set("price", &102u32, &opts).await.unwrap();
+    assert_eq!(cache.pending_recovery(), 2, "deduplicated per key");
+
+    server.restart();
+    assert_eq!(
+        server.cli(&["EXISTS", &stored("price")]),
+        "1",
+        "the old value survived the outage"
+    );
+    assert!(
+        common::eventually(Duration::from_secs(5), || async {
+            server.cli(&["EXISTS", &stored("price")]) == "0"
+                && server.cli(&["EXISTS", &stored("gone")]) == "0"
+        })
+        .await,
+        "the outdated entries are removed once redis answers"
+    );
+    assert_eq!(cache.pending_recovery(), 0);
+    let fresh = Cache::builder()
+        .namespace(cache.namespace().to_string())
+        .redis_url(&server.url())
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(
+        fresh.get::<u32>("price").await.unwrap(),
+        None,
+        "no instance reads the pre-outage value"
+    );
+}

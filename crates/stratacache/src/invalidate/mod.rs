@@ -16,6 +16,7 @@
 
 pub(crate) mod backplane;
 pub(crate) mod message;
+pub(crate) mod recovery;
 pub(crate) mod tags;
 
 use std::time::Duration;
@@ -169,16 +170,27 @@ impl Inner {
         }
     }
 
-    /// Tell the other instances; best effort (a lost message is bounded by
-    /// their `l1_ttl` and by the backplane's outage rule).
-    pub(crate) async fn publish(&self, what: Invalidation) {
+    /// Tell the other instances; returns whether the message went out.
+    pub(crate) async fn publish(&self, what: Invalidation) -> bool {
         let (Some(l2), Some(backplane)) = (&self.l2, &self.backplane) else {
-            return;
+            return true;
         };
         let payload = Message::encode(&backplane.instance, what);
-        if let Err(err) = l2.publish(&backplane.channel, &payload).await {
-            tracing::warn!(error = ?err, "could not publish an invalidation");
+        match l2.publish(&backplane.channel, &payload).await {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(error = ?err, "could not publish an invalidation");
+                false
+            }
         }
+    }
+
+    pub(crate) async fn write_clear_timestamp(&self, at_ms: u64) -> Result<()> {
+        if let Some(l2) = &self.l2 {
+            l2.set_plain(&self.clear_key(), &at_ms.to_string(), None)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Re-read what may have been missed: the namespace timestamp; tag

@@ -81,6 +81,10 @@ impl L2 {
         })
     }
 
+    pub(crate) fn breaker_allows_calls(&self) -> bool {
+        self.breaker.allows_calls()
+    }
+
     pub(crate) fn breaker_state(&self) -> BreakerState {
         self.breaker.state()
     }
