@@ -60,6 +60,7 @@ mod metrics;
 mod options;
 mod policy;
 mod resource;
+mod warm;
 
 pub use breaker::{BreakerConfig, BreakerState};
 pub use builder::CacheBuilder;
@@ -73,3 +74,4 @@ pub use load::{Fetched, LoadContext, Loaded};
 pub use options::EntryOptions;
 pub use policy::{Policies, Policy, Strategy};
 pub use resource::{Loader, Resource, ResourceKey};
+pub use warm::{WarmProgress, WarmReport, WarmSettings};
