@@ -149,6 +149,9 @@ fn cluster_three_masters_ok() {
     let owner = c.master_port_for_key(b"hello").unwrap();
     let node = c.node_by_port(owner).unwrap();
     assert_eq!(node.cli(&["SET", "hello", "world"]), "OK");
+    // Replication is asynchronous: make sure the replica has the key before
+    // its master dies, or the promoted replica may rightly not have it.
+    assert_eq!(node.cli(&["WAIT", "1", "5000"]), "1");
 
     // Kill the master of that key: its replica takes over.
     let t = Instant::now();
