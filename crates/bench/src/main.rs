@@ -5,6 +5,7 @@
 //! last line of stdout, with both figures and their ratio.
 
 mod external;
+mod invalidate_tag;
 mod l1_hit;
 mod l2_hit;
 mod l2_throughput;
@@ -45,6 +46,9 @@ enum Scenario {
     /// Many processes × tasks miss the same cold key at once: stratacache's
     /// `get_or_load` vs naive cache-aside vs a polling mutex.
     Stampede(StampedeArgs),
+    /// Invalidate one tag over many entries: stratacache's per-tag timestamp
+    /// vs a per-tag Redis set (SMEMBERS + UNLINK), commands counted on the server.
+    InvalidateTag(InvalidateTagArgs),
     /// One process of `stampede` (started by it; the plan is JSON).
     #[command(hide = true)]
     StampedeWorker { plan: String },
@@ -117,6 +121,17 @@ pub struct StampedeArgs {
     lead_ms: u64,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct InvalidateTagArgs {
+    /// Entries carrying the tag, on each side.
+    #[arg(long, default_value_t = 100_000)]
+    entries: u64,
+    /// Run on a throwaway Redis Cluster (3 masters, 3 replicas) started for
+    /// the run, instead of `--redis-url`.
+    #[arg(long)]
+    cluster: bool,
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -133,6 +148,7 @@ fn main() -> Result<()> {
             Scenario::Stampede(args) => {
                 stampede::run(&cli.redis_url, cli.worker_threads, &args).await
             }
+            Scenario::InvalidateTag(args) => invalidate_tag::run(&cli.redis_url, &args).await,
             Scenario::StampedeWorker { plan } => stampede_worker::run(&plan).await,
         }
     })?;

@@ -184,6 +184,13 @@ async fn clear_invalidates_the_namespace_in_constant_time(target: Target) {
     assert_eq!(late.get::<u32>("k1").await.unwrap(), Some(10));
 }
 
+/// Await `step`, failing (rather than hanging) after 10 s.
+async fn within<T>(step: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .unwrap_or_else(|_| panic!("stuck: {step}"))
+}
+
 async fn a_load_that_began_before_a_delete_never_lands_after_it(target: Target) {
     let caches = instances(target, "staleset", 2).await;
     let (reader, writer) = (&caches[0], &caches[1]);
@@ -210,9 +217,11 @@ async fn a_load_that_began_before_a_delete_never_lands_after_it(target: Target) 
     };
     // A canary in the reader's L1 shows when the writer's invalidation message
     // (which carries both keys) has reached the reader.
-    writer.set("canary", &0u32, &opts).await.unwrap();
+    // The reader writes it itself, so it is in its L1 for sure (a value it
+    // merely read could be kept out of L1 by a late message about its write).
+    reader.set("canary", &0u32, &opts).await.unwrap();
     assert_eq!(reader.get::<u32>("canary").await.unwrap(), Some(0));
-    read_db.notified().await;
+    within("the first load starts", read_db.notified()).await;
     // …the writer commits version 2 and invalidates…
     writer.delete_many(&["row", "canary"]).await.unwrap();
     assert!(
@@ -222,15 +231,20 @@ async fn a_load_that_began_before_a_delete_never_lands_after_it(target: Target) 
         .await
     );
     // …a reader arriving after the invalidation does not join the old load…
-    let fresh: u32 = reader
-        .get_or_load("row", &opts, || async { Ok::<_, std::io::Error>(2) })
-        .await
-        .unwrap();
+    let fresh: u32 = within(
+        "a reader after the invalidation",
+        reader.get_or_load("row", &opts, || async { Ok::<_, std::io::Error>(2) }),
+    )
+    .await
+    .unwrap();
     assert_eq!(fresh, 2);
     // …and the old load's late fill is refused.
     release.notify_one();
     assert_eq!(
-        slow_read.await.unwrap().unwrap(),
+        within("the old load ends", slow_read)
+            .await
+            .unwrap()
+            .unwrap(),
         1,
         "its own caller overlapped the write"
     );
