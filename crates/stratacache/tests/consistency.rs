@@ -14,8 +14,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,7 +24,6 @@ use serde::{Deserialize, Serialize};
 use stratacache::{Cache, EntryOptions, RedisTopology};
 
 const WORKER_ENV: &str = "STRATACACHE_CONSISTENCY_WORKER";
-const RESULT_PREFIX: &str = "CONSISTENCY-RESULT ";
 const ROWS: i32 = 20;
 const READER_PROCESSES: usize = 3;
 const TASKS_PER_READER: usize = 8;
@@ -112,20 +110,16 @@ async fn load_version(
 #[test]
 #[ignore = "entry point of the reader processes started by the consistency test"]
 fn consistency_reader() {
-    let Ok(plan) = std::env::var(WORKER_ENV) else {
+    let Some(plan) = common::worker::plan::<Plan>(WORKER_ENV) else {
         return;
     };
-    let plan: Plan = serde_json::from_str(&plan).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let report = runtime.block_on(run_reader(plan));
-    println!(
-        "\n{RESULT_PREFIX}{}",
-        serde_json::to_string(&report).unwrap()
-    );
+    common::worker::report(&report);
 }
 
 async fn run_reader(plan: Plan) -> Report {
@@ -264,36 +258,6 @@ mod naive {
     }
 }
 
-fn spawn_reader(plan: &Plan) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "consistency_reader",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(WORKER_ENV, serde_json::to_string(plan).unwrap())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
-}
-
-fn collect(mut child: Child) -> Report {
-    let stdout = child.stdout.take().unwrap();
-    let mut report = None;
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        if let Some(at) = line.find(RESULT_PREFIX) {
-            report = Some(serde_json::from_str(&line[at + RESULT_PREFIX.len()..]).unwrap());
-        }
-    }
-    assert!(child.wait().unwrap().success());
-    report.expect("the reader reported")
-}
-
 /// Writers: bump a random row's version, then invalidate; record the acknowledgement.
 async fn write_for(
     plan: &Plan,
@@ -390,7 +354,9 @@ async fn run(target: Target, mode: Mode) -> (usize, usize, usize) {
         start_at_us: now_us() + 2_500_000,
         run_for_ms: RUN_FOR.as_millis() as u64,
     };
-    let readers: Vec<Child> = (0..READER_PROCESSES).map(|_| spawn_reader(&plan)).collect();
+    let readers: Vec<Child> = (0..READER_PROCESSES)
+        .map(|_| common::worker::spawn("consistency_reader", WORKER_ENV, &plan))
+        .collect();
     let cache = Cache::builder()
         .namespace(namespace)
         .redis(target.topology())
@@ -406,10 +372,11 @@ async fn run(target: Target, mode: Mode) -> (usize, usize, usize) {
         write_for(&plan, &cache, naive.as_ref())
     );
     let acks: Vec<_> = a.into_iter().chain(b).collect();
-    let reports: Vec<Report> =
-        tokio::task::spawn_blocking(move || readers.into_iter().map(collect).collect())
-            .await
-            .unwrap();
+    let reports: Vec<Report> = tokio::task::spawn_blocking(move || {
+        readers.into_iter().map(common::worker::collect).collect()
+    })
+    .await
+    .unwrap();
     db.batch_execute(&format!("DROP TABLE {table}"))
         .await
         .unwrap();

@@ -7,15 +7,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use stratacache::{Cache, EntryOptions};
 
 const WORKER_ENV: &str = "STRATACACHE_STAMPEDE_WORKER";
-const RESULT_PREFIX: &str = "STAMPEDE-RESULT ";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct WorkerPlan {
@@ -60,20 +58,16 @@ fn loads_key(namespace: &str) -> String {
 #[test]
 #[ignore = "entry point of the worker processes started by the other tests"]
 fn stampede_worker() {
-    let Ok(plan) = std::env::var(WORKER_ENV) else {
+    let Some(plan) = common::worker::plan::<WorkerPlan>(WORKER_ENV) else {
         return;
     };
-    let plan: WorkerPlan = serde_json::from_str(&plan).expect("worker plan");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let report = runtime.block_on(run_worker(plan));
-    println!(
-        "\n{RESULT_PREFIX}{}",
-        serde_json::to_string(&report).unwrap()
-    );
+    common::worker::report(&report);
 }
 
 async fn run_worker(plan: WorkerPlan) -> WorkerReport {
@@ -138,39 +132,6 @@ async fn run_worker(plan: WorkerPlan) -> WorkerReport {
     report
 }
 
-fn spawn_worker(plan: &WorkerPlan) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "stampede_worker",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(WORKER_ENV, serde_json::to_string(plan).unwrap())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn a worker process")
-}
-
-fn collect(child: Child) -> WorkerReport {
-    let mut child = child;
-    let stdout = child.stdout.take().unwrap();
-    let mut report = None;
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        // The harness may print "test … " on the same line first.
-        if let Some(at) = line.find(RESULT_PREFIX) {
-            report = Some(serde_json::from_str(&line[at + RESULT_PREFIX.len()..]).unwrap());
-        }
-    }
-    let status = child.wait().unwrap();
-    assert!(status.success(), "worker failed: {status}");
-    report.expect("the worker reported")
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -202,8 +163,10 @@ fn four_processes_of_250_tasks_on_a_cold_key_cause_exactly_one_load() {
         lock_timeout_ms: 5_000,
         start_at_ms: now_ms() + 2_500,
     };
-    let workers: Vec<Child> = (0..4).map(|_| spawn_worker(&plan)).collect();
-    let reports: Vec<WorkerReport> = workers.into_iter().map(collect).collect();
+    let workers: Vec<Child> = (0..4)
+        .map(|_| common::worker::spawn("stampede_worker", WORKER_ENV, &plan))
+        .collect();
+    let reports: Vec<WorkerReport> = workers.into_iter().map(common::worker::collect).collect();
 
     let errors: Vec<&String> = reports.iter().flat_map(|r| &r.errors).collect();
     assert!(errors.is_empty(), "{errors:?}");
@@ -257,7 +220,7 @@ fn a_killed_lease_holder_is_replaced_once_its_lease_expires() {
         start_at_ms: now_ms() + start_in,
     };
     // The holder takes the lease and then hangs in its loader.
-    let mut holder = spawn_worker(&plan(1, 60_000, 1_000));
+    let mut holder = common::worker::spawn("stampede_worker", WORKER_ENV, &plan(1, 60_000, 1_000));
     let lease_key = format!("{namespace}:{{cold}}:lease");
     let mut conn = redis::Client::open(url.as_str())
         .unwrap()
@@ -274,7 +237,7 @@ fn a_killed_lease_holder_is_replaced_once_its_lease_expires() {
     }
     // Two more processes miss the key and wait on the holder's lease.
     let waiters: Vec<Child> = (0..2)
-        .map(|_| spawn_worker(&plan(100, 100, 1_000)))
+        .map(|_| common::worker::spawn("stampede_worker", WORKER_ENV, &plan(100, 100, 1_000)))
         .collect();
     std::thread::sleep(Duration::from_millis(2_500));
     assert!(
@@ -288,7 +251,7 @@ fn a_killed_lease_holder_is_replaced_once_its_lease_expires() {
     holder.kill().unwrap(); // SIGKILL: no release, no keepalive
     holder.wait().unwrap();
 
-    let reports: Vec<WorkerReport> = waiters.into_iter().map(collect).collect();
+    let reports: Vec<WorkerReport> = waiters.into_iter().map(common::worker::collect).collect();
     let errors: Vec<&String> = reports.iter().flat_map(|r| &r.errors).collect();
     assert!(errors.is_empty(), "every caller gets the value: {errors:?}");
     assert_eq!(reports.iter().map(|r| r.calls_us.len()).sum::<usize>(), 200);

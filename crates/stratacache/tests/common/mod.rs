@@ -25,6 +25,8 @@ macro_rules! against_every_target {
     };
 }
 
+pub mod worker;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
