@@ -39,15 +39,21 @@ static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-static FILL: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+/// The guard of every write through a lease (KEYS[2] is the lease, ARGV[1]
+/// the writer's token or empty): a leased write lands only while the lease is
+/// still the writer's own, an unleased one only while nobody holds a lease.
+const LEASE_GUARD: &str = r"
         local holder = redis.call('GET', KEYS[2])
         if ARGV[1] ~= '' then
             if holder ~= ARGV[1] then return 0 end
         elseif holder then
             return 0
         end
+";
+
+static FILL: LazyLock<Script> = LazyLock::new(|| {
+    guarded(
+        r"
         redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
         if holder then redis.call('DEL', KEYS[2]) end
         redis.call('PUBLISH', ARGV[4], KEYS[1])
@@ -59,14 +65,8 @@ static FILL: LazyLock<Script> = LazyLock::new(|| {
 /// Rewrite an entry's flags (fail-safe bit only) and timestamps in place —
 /// "not modified" refreshes and fail-safe throttling send 29 bytes, not the value.
 static RETIME: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    guarded(
         r"
-        local holder = redis.call('GET', KEYS[2])
-        if ARGV[1] ~= '' then
-            if holder ~= ARGV[1] then return 0 end
-        elseif holder then
-            return 0
-        end
         local value = redis.call('GET', KEYS[1])
         if not value or string.sub(value, 6, 13) ~= ARGV[2] then return 0 end
         local flags = string.byte(value, 5)
@@ -79,6 +79,10 @@ static RETIME: LazyLock<Script> = LazyLock::new(|| {
         ",
     )
 });
+
+fn guarded(body: &str) -> Script {
+    Script::new(&format!("{LEASE_GUARD}{body}"))
+}
 
 static EXTEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
