@@ -110,16 +110,7 @@ async fn load_version(
 #[test]
 #[ignore = "entry point of the reader processes started by the consistency test"]
 fn consistency_reader() {
-    let Some(plan) = common::worker::plan::<Plan>(WORKER_ENV) else {
-        return;
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let report = runtime.block_on(run_reader(plan));
-    common::worker::report(&report);
+    common::worker::serve(WORKER_ENV, run_reader);
 }
 
 async fn run_reader(plan: Plan) -> Report {

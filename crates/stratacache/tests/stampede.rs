@@ -58,16 +58,7 @@ fn loads_key(namespace: &str) -> String {
 #[test]
 #[ignore = "entry point of the worker processes started by the other tests"]
 fn stampede_worker() {
-    let Some(plan) = common::worker::plan::<WorkerPlan>(WORKER_ENV) else {
-        return;
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let report = runtime.block_on(run_worker(plan));
-    common::worker::report(&report);
+    common::worker::serve(WORKER_ENV, run_worker);
 }
 
 async fn run_worker(plan: WorkerPlan) -> WorkerReport {

@@ -12,19 +12,27 @@ use serde::Serialize;
 /// The line prefix a worker's report follows.
 pub const RESULT_PREFIX: &str = "WORKER-RESULT ";
 
-/// The plan handed to this process, if it runs as a worker.
-pub fn plan<P: DeserializeOwned>(env: &str) -> Option<P> {
-    std::env::var(env)
-        .ok()
-        .map(|json| serde_json::from_str(&json).expect("worker plan"))
-}
-
-/// Print a worker's report for [`collect`].
-pub fn report<R: Serialize>(report: &R) {
+/// The body of a worker's entry-point test: if this process was started as a
+/// worker (its plan in `env`), run `work` on a 2-thread runtime and print its
+/// report for [`collect`]; otherwise do nothing.
+pub fn serve<P, R, Fut>(env: &str, work: impl FnOnce(P) -> Fut)
+where
+    P: DeserializeOwned,
+    R: Serialize,
+    Fut: std::future::Future<Output = R>,
+{
+    let Ok(json) = std::env::var(env) else { return };
+    let plan: P = serde_json::from_str(&json).expect("worker plan");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = runtime.block_on(work(plan));
     // On a line of its own: the harness prints "test … " before it.
     println!(
         "\n{RESULT_PREFIX}{}",
-        serde_json::to_string(report).unwrap()
+        serde_json::to_string(&report).unwrap()
     );
 }
 
