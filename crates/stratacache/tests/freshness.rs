@@ -35,6 +35,7 @@ async fn two_instances(target: Target, test: &str) -> (Cache, Cache) {
         Cache::builder()
             .namespace(ns.clone())
             .redis(target.topology())
+            .redis_timeout(Duration::from_secs(2))
             .build()
     };
     (build().await.unwrap(), build().await.unwrap())

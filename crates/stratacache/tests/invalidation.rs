@@ -23,9 +23,13 @@ async fn instances(target: Target, test: &str, n: usize) -> Vec<Cache> {
     let ns = common::namespace(test);
     let mut caches = Vec::new();
     for _ in 0..n {
+        // These tests are about what is served, not about timeouts: a
+        // generous Redis timeout keeps a loaded CI machine from turning
+        // slow reads into (correctly conservative) misses.
         let cache = Cache::builder()
             .namespace(ns.clone())
             .redis(target.topology())
+            .redis_timeout(Duration::from_secs(2))
             .build()
             .await
             .unwrap();
@@ -85,6 +89,7 @@ async fn a_tag_invalidation_hides_every_tagged_entry_from_every_instance(target:
     let c = Cache::builder()
         .namespace(a.namespace().to_string())
         .redis(target.topology())
+        .redis_timeout(Duration::from_secs(2))
         .build()
         .await
         .unwrap();

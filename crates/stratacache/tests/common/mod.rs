@@ -100,7 +100,7 @@ pub fn builder(target: Target, test: &str) -> CacheBuilder {
     Cache::builder()
         .namespace(namespace(test))
         .redis(target.topology())
-        .redis_timeout(Duration::from_millis(500))
+        .redis_timeout(Duration::from_secs(2))
 }
 
 /// The stored Redis key of `key` in `namespace`.
