@@ -143,8 +143,13 @@ fn loads(redis_url: &str, namespace: &str) -> u64 {
     read_number(redis_url, &loads_key(namespace))
 }
 
+/// The multi-process tests of this file run one at a time: the waiters'
+/// p99 is measured, and on 2 cores the other test's processes would be in it.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn four_processes_of_250_tasks_on_a_cold_key_cause_exactly_one_load() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let plan = WorkerPlan {
         redis_url: common::single_url(),
         namespace: common::namespace("stampede"),
@@ -193,12 +198,17 @@ fn four_processes_of_250_tasks_on_a_cold_key_cause_exactly_one_load() {
         percentile(&raw, 0.99),
         plan.loader_ms
     );
-    // Waiters are woken by the fill notification, not by a polling interval.
-    assert!(p99 <= (plan.loader_ms + 10) as f64, "p99 {p99:.1} ms");
+    // Waiters are woken by the fill notification, not by their backoff: a
+    // waiter that only polled (2, 4, 8 … 128 ms) would next look ≈ 54 ms after
+    // a 200 ms load. The 10 ms target itself is held by the release-build
+    // benchmark (`bench stampede`, BENCHMARKS.md); this debug build shares 2
+    // cores with 4 worker processes and Redis, so the test allows 30 ms.
+    assert!(p99 <= (plan.loader_ms + 30) as f64, "p99 {p99:.1} ms");
 }
 
 #[test]
 fn a_killed_lease_holder_is_replaced_once_its_lease_expires() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let url = common::single_url();
     let namespace = common::namespace("holder-killed");
     let plan = |tasks: usize, loader_ms: u64, start_in: u64| WorkerPlan {
