@@ -684,6 +684,10 @@ impl Inner {
     ) -> bool {
         let mut writes = Vec::with_capacity(batch.len());
         for (stored, value, prepared) in batch {
+            // Before L1 changes, so loads of the older value that are in
+            // flight here cannot put it back (see `L1::insert_fill`).
+            self.invalidations
+                .key_invalidated(self.keys.inner_of(&stored));
             if let Some(l1) = self.l1.as_ref().filter(|_| !opts.skip_l1) {
                 let entry = L1Entry::new(
                     value.map(|v| Arc::new(v) as Arc<dyn Any + Send + Sync>),
@@ -721,7 +725,7 @@ impl Inner {
 
     /// Keys were written or deleted: loads of them that began before must
     /// not be joined here, and the other instances drop them from L1.
-    async fn announce_written(&self, stored: &[String]) {
+    pub(crate) async fn announce_written(&self, stored: &[String]) {
         for key in stored {
             self.flights.forget(key);
         }
@@ -749,15 +753,6 @@ impl Inner {
         let Some(l1) = self.l1.as_ref().filter(|_| !opts.skip_l1) else {
             return;
         };
-        // The value was read before an invalidation of its key was applied
-        // here: the invalidation has already swept L1, so this copy would
-        // outlive it.
-        if !self
-            .invalidations
-            .unchanged_since(self.keys.inner_of(&stored), since)
-        {
-            return;
-        }
         let now = now_ms();
         let remaining = Duration::from_millis(meta.stale_until_ms.saturating_sub(now));
         let lifetime = opts
@@ -770,13 +765,19 @@ impl Inner {
             stored.len(),
             encoded_len,
         );
-        l1.insert(stored, entry, &self.metrics.global);
+        // A value read before an invalidation of its key was applied here
+        // must not outlive it: that invalidation has already swept L1.
+        let inner_key = self.keys.inner_of(&stored);
+        l1.insert_fill(&stored, entry, &self.metrics.global, || {
+            !self.invalidations.unchanged_since(inner_key, since)
+        });
     }
 
     /// Remove stored keys from L1, then from L2.
     pub(crate) async fn remove(&self, stored: &[String]) -> Result<()> {
-        if let Some(l1) = &self.l1 {
-            for key in stored {
+        for key in stored {
+            self.invalidations.key_invalidated(self.keys.inner_of(key));
+            if let Some(l1) = &self.l1 {
                 l1.remove(key);
             }
         }

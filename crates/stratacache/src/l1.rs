@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::notification::RemovalCause;
+use moka::ops::compute::Op;
 use moka::sync::Cache as Moka;
 
 use crate::codec::envelope::EntryMeta;
@@ -153,6 +154,36 @@ impl L1 {
         stored_key.truncate(stored_key.len() - 1);
         stored_key.drain(..self.prefix_len);
         self.entries.insert(stored_key, Arc::new(entry));
+        metrics.l1_bytes.set(self.entries.weighted_size() as f64);
+        metrics.l1_entries.set(self.entries.entry_count() as f64);
+    }
+
+    /// Insert an entry filled from a read that may have raced an
+    /// invalidation of its key. `invalidated` is asked before inserting and
+    /// again after; if the second answer is yes, this very entry is taken out
+    /// again. An invalidation marks the log *before* it sweeps L1, so in every
+    /// interleaving either its sweep or this re-check removes the stale copy.
+    pub(crate) fn insert_fill(
+        &self,
+        stored_key: &str,
+        entry: L1Entry,
+        metrics: &CacheMetrics,
+        invalidated: impl Fn() -> bool,
+    ) {
+        if invalidated() {
+            return;
+        }
+        let inner = self.inner(stored_key).to_owned();
+        let entry = Arc::new(entry);
+        self.entries.insert(inner.clone(), Arc::clone(&entry));
+        if invalidated() {
+            self.entries
+                .entry(inner)
+                .and_compute_with(|current| match current {
+                    Some(current) if Arc::ptr_eq(current.value(), &entry) => Op::Remove,
+                    _ => Op::Nop,
+                });
+        }
         metrics.l1_bytes.set(self.entries.weighted_size() as f64);
         metrics.l1_entries.set(self.entries.entry_count() as f64);
     }

@@ -60,6 +60,7 @@ mod metrics;
 mod options;
 mod policy;
 mod resource;
+mod versioned;
 mod warm;
 
 pub use breaker::{BreakerConfig, BreakerState};
@@ -71,7 +72,7 @@ pub use freshness::EagerRefresh;
 pub use l1::L1Config;
 pub use l2::RedisTopology;
 pub use load::{Fetched, LoadContext, Loaded};
-pub use options::EntryOptions;
+pub use options::{Consistency, EntryOptions};
 pub use policy::{Policies, Policy, Strategy};
 pub use resource::{Loader, Resource, ResourceKey};
 pub use warm::{WarmProgress, WarmReport, WarmSettings};

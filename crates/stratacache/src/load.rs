@@ -30,7 +30,7 @@ use crate::freshness::{classify, Usability};
 use crate::l2::{Write, L2};
 use crate::lease::{self, Acquired, Lease};
 use crate::metrics::PolicyMetrics;
-use crate::options::EntryOptions;
+use crate::options::{Consistency, EntryOptions};
 
 /// How long a caller waits for another instance's load when it has no stale
 /// value and the options set no `hard_timeout`.
@@ -57,6 +57,7 @@ pub struct Loaded<V> {
     ttl: Option<Duration>,
     tags: Option<Vec<String>>,
     etag: Option<String>,
+    version: Option<u64>,
     cache: bool,
     not_modified: bool,
 }
@@ -69,6 +70,7 @@ impl<V> Loaded<V> {
             ttl: None,
             tags: None,
             etag: None,
+            version: None,
             cache: true,
             not_modified: false,
         }
@@ -97,6 +99,7 @@ impl<V> Loaded<V> {
             ttl: None,
             tags: None,
             etag: None,
+            version: None,
             cache: true,
             not_modified: false,
         }
@@ -130,6 +133,16 @@ impl<V> Loaded<V> {
     /// refresh receives it in [`LoadContext::etag`].
     pub fn etag(mut self, etag: impl Into<String>) -> Self {
         self.etag = Some(etag.into());
+        self
+    }
+
+    /// The version of the source row this value was read at (a version
+    /// column, an `xmin`, a sequence). Under [`Consistency::Version`] the
+    /// fill lands only if Redis knows no newer version of the key.
+    ///
+    /// [`Consistency::Version`]: crate::Consistency::Version
+    pub fn version(mut self, version: u64) -> Self {
+        self.version = Some(version);
         self
     }
 
@@ -653,17 +666,21 @@ impl Inner {
                             };
                             // Redis first: if the fill is refused (the key was
                             // invalidated while we loaded), L1 must not keep it either.
-                            let keep = match l2 {
-                                Some(l2) => self.fill_l2(l2, lease.as_ref(), &write).await,
-                                None => true,
+                            let keep = match (l2, opts.consistency) {
+                                (Some(l2), Consistency::Lease) => {
+                                    self.fill_l2(l2, lease.as_ref(), &write).await
+                                }
+                                (Some(l2), Consistency::Version) => {
+                                    let version = loaded.version.unwrap_or(0);
+                                    self.fill_l2_versioned(l2, lease.as_ref(), &write, version)
+                                        .await
+                                }
+                                (None, _) => true,
                             };
-                            let keep = keep
-                                && self
-                                    .invalidations
-                                    .unchanged_since(self.keys.inner_of(stored), since);
                             if let Some(l1) = self.l1.as_ref().filter(|_| keep && !opts.skip_l1) {
-                                l1.insert(
-                                    stored.to_owned(),
+                                let inner_key = self.keys.inner_of(stored);
+                                l1.insert_fill(
+                                    stored,
                                     crate::l1::L1Entry::new(
                                         loaded.value.clone().map(|v| Arc::new(v) as _),
                                         prepared.meta,
@@ -672,6 +689,7 @@ impl Inner {
                                         write.bytes.len(),
                                     ),
                                     &self.metrics.global,
+                                    || !self.invalidations.unchanged_since(inner_key, since),
                                 );
                             }
                         }
@@ -757,6 +775,7 @@ impl Inner {
         match lease::fill(l2, lease, write, channel).await {
             Ok(landed) => {
                 if !landed {
+                    self.metrics.global.fills_refused_lease.increment(1);
                     tracing::debug!(key = %write.key, "fill refused: the key was invalidated or taken over");
                 }
                 landed

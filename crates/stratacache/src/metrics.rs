@@ -25,6 +25,7 @@
 //! | `stratacache_breaker_opened_total` | counter | `cache` |
 //! | `stratacache_corrupt_entries_total` | counter | `cache` — undecodable entries, deleted |
 //! | `stratacache_oversized_values_total` | counter | `cache` — values refused for size |
+//! | `stratacache_fills_refused_total` | counter | `cache`, `guard` (`lease`, `version`) — loads that overlapped an invalidation, kept out of Redis |
 //! | `stratacache_l1_evictions_total` | counter | `cache`, `cause` (`size`, `expired`) |
 //! | `stratacache_l1_bytes` / `stratacache_l1_entries` | gauge | `cache` |
 
@@ -80,6 +81,8 @@ pub(crate) struct CacheMetrics {
     pub(crate) breaker_opened: Counter,
     pub(crate) corrupt_entries: Counter,
     pub(crate) oversized_values: Counter,
+    pub(crate) fills_refused_lease: Counter,
+    pub(crate) fills_refused_version: Counter,
     pub(crate) l1_evicted_size: Counter,
     pub(crate) l1_evicted_expired: Counter,
     pub(crate) l1_bytes: Gauge,
@@ -124,6 +127,8 @@ impl Metrics {
             breaker_opened: c("stratacache_breaker_opened_total", &[]),
             corrupt_entries: c("stratacache_corrupt_entries_total", &[]),
             oversized_values: c("stratacache_oversized_values_total", &[]),
+            fills_refused_lease: c("stratacache_fills_refused_total", &[("guard", "lease")]),
+            fills_refused_version: c("stratacache_fills_refused_total", &[("guard", "version")]),
             l1_evicted_size: c("stratacache_l1_evictions_total", &[("cause", "size")]),
             l1_evicted_expired: c("stratacache_l1_evictions_total", &[("cause", "expired")]),
             l1_bytes: g("stratacache_l1_bytes"),

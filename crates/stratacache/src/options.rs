@@ -6,6 +6,50 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::freshness::EagerRefresh;
 
+/// What keeps a load that began before an invalidation from storing its
+/// older value after it (the "stale set" race of cache-aside).
+///
+/// ```
+/// use stratacache::{Consistency, EntryOptions, Loaded};
+///
+/// // The loader reads a row with a version column; writers announce the
+/// // version they committed with `cache.invalidate_version(key, v)`.
+/// let opts = EntryOptions::new().consistency(Consistency::Version);
+/// let loaded = Loaded::value("AAPL 191.20").version(18);
+/// # let _ = (opts, loaded);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Consistency {
+    /// Every write and invalidation of a key revokes its lease; a fill lands
+    /// only while its lease is intact. Works with any loader; a load that
+    /// overlapped an invalidation is discarded even if it read the new value.
+    #[default]
+    Lease,
+    /// A fill carries the version the loader read ([`Loaded::version`]) and
+    /// lands only if no newer version of the key is known in Redis (a
+    /// compare-and-set in one Lua script). Writers announce their versions
+    /// with [`Cache::invalidate_version`] or [`Cache::set_versioned`]; a
+    /// result without a version counts as version 0.
+    ///
+    /// [`Loaded::version`]: crate::Loaded::version
+    /// [`Cache::invalidate_version`]: crate::Cache::invalidate_version
+    /// [`Cache::set_versioned`]: crate::Cache::set_versioned
+    Version,
+}
+
+impl Consistency {
+    pub(crate) fn parse(s: &str) -> crate::error::Result<Self> {
+        match s {
+            "lease" => Ok(Self::Lease),
+            "version" => Ok(Self::Version),
+            other => Err(crate::error::Error::config(format!(
+                "unknown consistency {other:?} (expected \"lease\" or \"version\")"
+            ))),
+        }
+    }
+}
+
 /// How one entry is cached. Build it fluently, or take it from a named [`Policy`](crate::Policy).
 ///
 /// ```
@@ -46,6 +90,8 @@ pub struct EntryOptions {
     pub(crate) fail_safe_throttle: Duration,
     /// Take a lease in Redis so one instance loads for all (on by default).
     pub(crate) distributed_lease: bool,
+    /// What keeps a fill that began before an invalidation from landing after it.
+    pub(crate) consistency: Consistency,
     /// Tags attached to the entry.
     pub(crate) tags: Vec<String>,
     /// Bypass L1 for this call.
@@ -70,6 +116,7 @@ impl Default for EntryOptions {
             lock_timeout: Duration::from_secs(5),
             fail_safe_throttle: Duration::from_secs(5),
             distributed_lease: true,
+            consistency: Consistency::Lease,
             tags: Vec::new(),
             skip_l1: false,
             skip_l2: false,
@@ -163,6 +210,14 @@ impl EntryOptions {
     /// default; in-process single-flight always applies).
     pub fn distributed_lease(mut self, enabled: bool) -> Self {
         self.distributed_lease = enabled;
+        self
+    }
+
+    /// How fills are kept from putting back a value older than the last
+    /// invalidation: [`Consistency::Lease`] (the default) or
+    /// [`Consistency::Version`] for loaders that know their row's version.
+    pub fn consistency(mut self, consistency: Consistency) -> Self {
+        self.consistency = consistency;
         self
     }
 

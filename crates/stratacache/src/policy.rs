@@ -29,7 +29,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::freshness::EagerRefresh;
-use crate::options::EntryOptions;
+use crate::options::{Consistency, EntryOptions};
 
 /// How an application uses the cache for one kind of data. The cache itself
 /// behaves the same for every strategy; the strategy documents intent and lets
@@ -135,6 +135,7 @@ struct PolicySpec {
     #[serde(default, with = "humantime_serde")]
     fail_safe_throttle: Option<Duration>,
     distributed_lease: Option<bool>,
+    consistency: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -166,6 +167,9 @@ impl PolicySpec {
         }
         if let Some(v) = self.distributed_lease {
             opts.distributed_lease = v;
+        }
+        if let Some(v) = &self.consistency {
+            opts.consistency = Consistency::parse(v)?;
         }
         if let Some(v) = self.ttl {
             opts.ttl = v;
@@ -226,6 +230,10 @@ impl PolicySpec {
             "fail_safe_throttle" => self.fail_safe_throttle = Some(duration()?),
             "distributed_lease" => {
                 self.distributed_lease = Some(value.parse().map_err(|_| bad("not a bool"))?)
+            }
+            "consistency" => {
+                Consistency::parse(value)?;
+                self.consistency = Some(value.to_string());
             }
             _ => return Err(bad("unknown policy field")),
         }
@@ -393,6 +401,26 @@ mod tests {
             Policies::from_toml_str("[policies.a]\nsoft_timeout = \"5s\"\nhard_timeout = \"1s\"")
                 .unwrap_err();
         assert!(err.to_string().contains("soft_timeout"), "{err}");
+    }
+
+    #[test]
+    fn consistency_is_chosen_per_policy() {
+        let policies = Policies::from_toml_str(
+            r#"
+            [policies.rows]
+            consistency = "version"
+            [policies.other]
+            "#,
+        )
+        .unwrap();
+        let rows = policies.get("rows").unwrap().options();
+        assert_eq!(rows.consistency, Consistency::Version);
+        let other = policies.get("other").unwrap().options();
+        assert_eq!(other.consistency, Consistency::Lease);
+        let err = Policies::from_toml_str("[policies.x]\nconsistency = \"eventual\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("eventual"), "{err}");
     }
 
     #[test]

@@ -5,10 +5,11 @@
 //! than one acknowledged (committed and invalidated) before the read began,
 //! past the L1 propagation bound.
 //!
-//! The same scenario runs twice: with stratacache (expected: 0 stale reads)
-//! and with the naive cache-aside of the seed articles — GET, on a miss load
-//! and SET; on write DELETE — which must show stale reads, proving that the
-//! checker can see them.
+//! The same scenario runs three times: with stratacache guarding fills by
+//! lease revocation and by version compare-and-set (expected: 0 stale reads
+//! each), and with the naive cache-aside of the seed articles — GET, on a
+//! miss load and SET; on write DELETE — which must show stale reads, proving
+//! that the checker can see them.
 
 #[macro_use]
 mod common;
@@ -21,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::Target;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use stratacache::{Cache, EntryOptions, RedisTopology};
+use stratacache::{Cache, Consistency, EntryOptions, Loaded, RedisTopology};
 
 const WORKER_ENV: &str = "STRATACACHE_CONSISTENCY_WORKER";
 const ROWS: i32 = 20;
@@ -36,7 +37,10 @@ against_every_target!(stratacache_serves_no_stale_reads_where_naive_cache_aside_
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum Mode {
+    /// Writers `delete`; fills are guarded by leases.
     Stratacache,
+    /// Loaders return the row's version; writers `invalidate_version`.
+    Versioned,
     Naive,
 }
 
@@ -124,7 +128,7 @@ async fn run_reader(plan: Plan) -> Report {
         .unwrap();
     let naive = match plan.mode {
         Mode::Naive => Some(naive::Naive::connect(&plan).await),
-        Mode::Stratacache => None,
+        Mode::Stratacache | Mode::Versioned => None,
     };
     tokio::time::sleep(Duration::from_micros(
         plan.start_at_us.saturating_sub(now_us()),
@@ -135,7 +139,13 @@ async fn run_reader(plan: Plan) -> Report {
     for _ in 0..TASKS_PER_READER {
         let (db, cache, naive, plan) = (db.clone(), cache.clone(), naive.clone(), plan.clone());
         tasks.push(tokio::spawn(async move {
-            let opts = EntryOptions::new().ttl(Duration::from_secs(60));
+            let consistency = match plan.mode {
+                Mode::Versioned => Consistency::Version,
+                _ => Consistency::Lease,
+            };
+            let opts = EntryOptions::new()
+                .ttl(Duration::from_secs(60))
+                .consistency(consistency);
             let mut reads = Vec::new();
             let mut errors = Vec::new();
             while tokio::time::Instant::now() < deadline {
@@ -147,10 +157,14 @@ async fn run_reader(plan: Plan) -> Report {
                     None => {
                         let (db, table) = (db.clone(), plan.table.clone());
                         cache
-                            .get_or_load(&key, &opts, move || async move {
-                                load_version(&db, &table, id).await
+                            .get_or_load_entry(&key, &opts, move |_| async move {
+                                let version = load_version(&db, &table, id).await?;
+                                Ok::<_, tokio_postgres::Error>(
+                                    Loaded::value(version).version(version as u64),
+                                )
                             })
                             .await
+                            .map(|fetched| fetched.into_value().expect("rows exist"))
                             .map_err(|e| e.to_string())
                     }
                 };
@@ -275,11 +289,16 @@ async fn write_for(
             .await
             .unwrap();
         let key = format!("row:{id}");
-        match naive {
-            Some(naive) => naive.invalidate(&key).await,
-            None => cache.delete(&key).await.unwrap(),
+        let version: i64 = row.get(0);
+        match (naive, plan.mode) {
+            (Some(naive), _) => naive.invalidate(&key).await,
+            (None, Mode::Versioned) => cache
+                .invalidate_version(&key, version as u64)
+                .await
+                .unwrap(),
+            (None, _) => cache.delete(&key).await.unwrap(),
         }
-        acks.push((id, now_us(), row.get::<_, i64>(0)));
+        acks.push((id, now_us(), version));
         tokio::time::sleep(Duration::from_millis(rand::rng().random_range(1..8))).await;
     }
     acks
@@ -356,7 +375,7 @@ async fn run(target: Target, mode: Mode) -> (usize, usize, usize) {
         .unwrap();
     let naive = match mode {
         Mode::Naive => Some(naive::Naive::connect(&plan).await),
-        Mode::Stratacache => None,
+        Mode::Stratacache | Mode::Versioned => None,
     };
     let (a, b) = tokio::join!(
         write_for(&plan, &cache, naive.as_ref()),
@@ -380,17 +399,22 @@ async fn run(target: Target, mode: Mode) -> (usize, usize, usize) {
 async fn stratacache_serves_no_stale_reads_where_naive_cache_aside_does(target: Target) {
     let (naive_stale, naive_reads, naive_writes) = run(target, Mode::Naive).await;
     let (stale, reads, writes) = run(target, Mode::Stratacache).await;
+    let (v_stale, v_reads, v_writes) = run(target, Mode::Versioned).await;
     eprintln!(
         "{target:?}: naive {naive_stale} stale of {naive_reads} reads ({naive_writes} writes); \
-         stratacache {stale} stale of {reads} reads ({writes} writes)"
+         stratacache (leases) {stale} stale of {reads} reads ({writes} writes); \
+         stratacache (versions) {v_stale} stale of {v_reads} reads ({v_writes} writes)"
     );
-    assert!(
-        reads > 1_000 && writes > 200,
-        "enough traffic to mean something"
-    );
+    for (reads, writes) in [(reads, writes), (v_reads, v_writes)] {
+        assert!(
+            reads > 1_000 && writes > 200,
+            "enough traffic to mean something"
+        );
+    }
     assert!(
         naive_stale > 0,
         "the checker sees the naive pattern's stale sets"
     );
-    assert_eq!(stale, 0, "no stale read past the L1 bound");
+    assert_eq!(stale, 0, "no stale read past the L1 bound (leases)");
+    assert_eq!(v_stale, 0, "no stale read past the L1 bound (versions)");
 }

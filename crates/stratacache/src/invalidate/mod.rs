@@ -88,7 +88,11 @@ impl Cache {
             glob_escape(&inner.stored_prefix()),
             glob_escape(prefix)
         );
-        let deleted = l2.delete_matching(&pattern, SCAN_BATCH).await?;
+        // Version floors stay: a load that read an older row must still be
+        // refused after the entries are gone (see `versioned`).
+        let deleted = l2
+            .delete_matching(&pattern, SCAN_BATCH, crate::versioned::is_floor_key)
+            .await?;
         inner
             .publish(Invalidation::Prefix {
                 prefix: prefix.to_string(),

@@ -8,10 +8,14 @@
 //! put back something the database has moved past meanwhile; a deletion is
 //! always safe, and the next read loads the current value. Past
 //! [`MAX_PENDING`] keys, recovery clears the whole namespace instead.
+//! Versions announced while Redis was down ([`Cache::invalidate_version`])
+//! are replayed as well — the newest per key — so the floors they set hold.
+//!
+//! [`Cache::invalidate_version`]: crate::Cache::invalidate_version
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::cache::Inner;
@@ -24,6 +28,8 @@ const RETRY_EVERY: Duration = Duration::from_millis(250);
 #[derive(Default)]
 pub(crate) struct Recovery {
     pending: Mutex<HashSet<String>>,
+    /// Version floors to raise, newest version per key.
+    floors: Mutex<HashMap<String, u64>>,
     overflowed: AtomicBool,
 }
 
@@ -40,8 +46,24 @@ impl Recovery {
         }
     }
 
+    /// Remember that `stored`'s source reached `version` and Redis was not told.
+    pub(crate) fn defer_versioned(&self, stored: &str, version: u64) {
+        let mut floors = self.floors.lock().expect("recovery lock");
+        if floors.len() >= MAX_PENDING && !floors.contains_key(stored) {
+            self.overflowed.store(true, Ordering::Release);
+            return;
+        }
+        let newest = floors.entry(stored.to_string()).or_insert(version);
+        *newest = (*newest).max(version);
+    }
+
     pub(crate) fn pending(&self) -> usize {
         self.pending.lock().expect("recovery lock").len()
+            + self.floors.lock().expect("recovery lock").len()
+    }
+
+    fn take_floors(&self) -> Vec<(String, u64)> {
+        self.floors.lock().expect("recovery lock").drain().collect()
     }
 
     fn take(&self) -> (Vec<String>, bool) {
@@ -78,7 +100,20 @@ pub(crate) fn spawn_replayer(cache: Weak<Inner>) {
 }
 
 impl Inner {
-    async fn replay_deferred(&self) {
+    async fn replay_deferred(self: &Arc<Self>) {
+        let floors = self.recovery.take_floors();
+        if !floors.is_empty() {
+            if self.replay_floors(&floors).await.is_err() {
+                for (stored, version) in floors {
+                    self.recovery.defer_versioned(&stored, version);
+                }
+                return;
+            }
+            tracing::info!(
+                keys = floors.len(),
+                "replayed versions announced while redis was down"
+            );
+        }
         let (keys, overflowed) = self.recovery.take();
         let Some(l2) = &self.l2 else { return };
         if overflowed {

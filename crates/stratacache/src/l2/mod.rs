@@ -321,9 +321,15 @@ impl L2 {
             .await
     }
 
-    /// Delete every key matching `pattern` on every master (SCAN in batches,
-    /// UNLINK per batch — never KEYS); returns how many were deleted.
-    pub(crate) async fn delete_matching(&self, pattern: &str, batch: usize) -> Result<u64, Error> {
+    /// Delete every key matching `pattern` (except those `spare` names) on
+    /// every master (SCAN in batches, UNLINK per batch — never KEYS); returns
+    /// how many were deleted.
+    pub(crate) async fn delete_matching(
+        &self,
+        pattern: &str,
+        batch: usize,
+        spare: impl Fn(&str) -> bool,
+    ) -> Result<u64, Error> {
         if !self.breaker.allows_calls() {
             return Err(Error::RedisUnavailable);
         }
@@ -348,11 +354,12 @@ impl L2 {
                     .arg("COUNT")
                     .arg(batch)
                     .to_owned();
-                let (next, keys): (u64, Vec<String>) =
+                let (next, mut keys): (u64, Vec<String>) =
                     tokio::time::timeout(self.timeout, scan.query_async(&mut conn))
                         .await
                         .map_err(|_| Error::RedisTimeout(self.timeout))?
                         .map_err(Error::from)?;
+                keys.retain(|k| !spare(k));
                 // On a Cluster one node's keys span many slots; UNLINK per slot.
                 for (_, indices) in self.group_by_slot(keys.iter().map(String::as_str)) {
                     let mut unlink = redis::cmd("UNLINK");

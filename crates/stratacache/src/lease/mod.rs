@@ -198,6 +198,11 @@ fn spawn_keepalive(
 }
 
 impl Lease {
+    /// The holder's token, which guarded writes compare with the lease key.
+    pub(crate) fn token(&self) -> &[u8] {
+        self.token.as_bytes()
+    }
+
     /// Give the lease up without filling (the load failed or was not needed).
     pub(crate) async fn release(self, l2: &L2) {
         let _: Result<i64, _> = l2
