@@ -4,6 +4,7 @@
 //! Every scenario writes progress to stderr and exactly one JSON object as the
 //! last line of stdout, with both figures and their ratio.
 
+mod backplane;
 mod external;
 mod invalidate_tag;
 mod l1_hit;
@@ -49,6 +50,9 @@ enum Scenario {
     /// Invalidate one tag over many entries: stratacache's per-tag timestamp
     /// vs a per-tag Redis set (SMEMBERS + UNLINK), commands counted on the server.
     InvalidateTag(InvalidateTagArgs),
+    /// How an invalidation reaches other instances on a Cluster: pub/sub vs
+    /// sharded pub/sub vs RESP3 client tracking (latency, cluster-bus cost).
+    Backplane(BackplaneArgs),
     /// One process of `stampede` (started by it; the plan is JSON).
     #[command(hide = true)]
     StampedeWorker { plan: String },
@@ -132,6 +136,16 @@ pub struct InvalidateTagArgs {
     cluster: bool,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct BackplaneArgs {
+    /// Invalidations sent on each side, one at a time.
+    #[arg(long, default_value_t = 3_000)]
+    messages: u64,
+    /// Interleaved rounds (pub/sub, sharded, tracking, pub/sub, …); latencies pooled.
+    #[arg(long, default_value_t = 10)]
+    rounds: u32,
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -149,6 +163,7 @@ fn main() -> Result<()> {
                 stampede::run(&cli.redis_url, cli.worker_threads, &args).await
             }
             Scenario::InvalidateTag(args) => invalidate_tag::run(&cli.redis_url, &args).await,
+            Scenario::Backplane(args) => backplane::run(&args).await,
             Scenario::StampedeWorker { plan } => stampede_worker::run(&plan).await,
         }
     })?;

@@ -330,3 +330,85 @@ async fn an_instance_that_lost_the_backplane_stops_trusting_its_l1() {
         "no invalidated L1 entry is served after the restart"
     );
 }
+
+/// On a Cluster the bus is a sharded channel, which lives on the master of
+/// its slot. When that master hands its slots to its replica, Redis ends the
+/// subscription; the instance resubscribes on the new master and
+/// invalidations flow again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sharded_backplane_follows_its_slot_across_a_failover() {
+    let cluster = tokio::task::spawn_blocking(stratacache_testkit::RedisCluster::start)
+        .await
+        .unwrap();
+    let namespace = common::namespace("bus-failover");
+    let build = || {
+        Cache::builder()
+            .namespace(namespace.clone())
+            .redis(stratacache::RedisTopology::Cluster(cluster.seed_urls()))
+            .redis_timeout(Duration::from_secs(2))
+            .backplane_outage_l1_max_age(Duration::from_millis(300))
+            .build()
+    };
+    let (a, b) = (build().await.unwrap(), build().await.unwrap());
+    for cache in [&a, &b] {
+        assert!(
+            common::eventually(Duration::from_secs(5), || async {
+                cache.backplane_connected() == Some(true)
+            })
+            .await
+        );
+    }
+    let opts = EntryOptions::new().ttl(Duration::from_secs(600));
+    a.set("k", &1u32, &opts).await.unwrap();
+    assert_eq!(b.get::<u32>("k").await.unwrap(), Some(1));
+
+    // The replica of the bus channel's master takes over (CLUSTER FAILOVER:
+    // the old master becomes a replica, and Redis sends `sunsubscribe`).
+    let bus = format!("{namespace}:__stratacache:bus");
+    let owner = cluster.master_port_for_key(bus.as_bytes()).unwrap();
+    let nodes = cluster.cluster_nodes();
+    let owner_id = &nodes.iter().find(|n| n.port == owner).unwrap().id;
+    let replica = nodes
+        .iter()
+        .find(|n| n.master_id.as_ref() == Some(owner_id))
+        .unwrap()
+        .port;
+    let reply = cluster
+        .node_by_port(replica)
+        .unwrap()
+        .cli(&["CLUSTER", "FAILOVER"]);
+    assert!(reply.contains("OK"), "{reply}");
+    assert!(
+        common::eventually(Duration::from_secs(20), || async {
+            cluster.master_port_for_key(bus.as_bytes()) == Some(replica)
+        })
+        .await,
+        "the replica took over"
+    );
+    assert!(cluster.wait_ok(Duration::from_secs(20)));
+
+    // Invalidations reach b again once it has resubscribed on the new master.
+    assert!(
+        common::eventually(Duration::from_secs(10), || async {
+            a.set("k", &2u32, &opts).await.is_ok()
+                && b.get::<u32>("k").await.unwrap_or(None) == Some(2)
+        })
+        .await
+    );
+    assert!(
+        common::eventually(Duration::from_secs(10), || async {
+            b.backplane_connected() == Some(true)
+        })
+        .await
+    );
+    // b holds 2 in L1; a's next write must evict it through the new owner.
+    assert_eq!(b.get::<u32>("k").await.unwrap(), Some(2));
+    a.set("k", &3u32, &opts).await.unwrap();
+    assert!(
+        common::eventually(Duration::from_millis(500), || async {
+            b.get::<u32>("k").await.unwrap() == Some(3)
+        })
+        .await,
+        "the invalidation went through the resubscribed shard channel"
+    );
+}

@@ -9,17 +9,35 @@
 //! While the subscription is down an instance may miss invalidations, so it
 //! stops trusting L1: entries put in L1 more than `outage_l1_max_age` ago are
 //! treated as misses, and L1 is cleared when the subscription is back.
-//! Redis Cluster forwards PUBLISH to every node, so subscribing to any node
-//! (the seeds in turn) hears the whole namespace.
+//!
+//! On a Cluster the bus is a *sharded* channel (SPUBLISH / SSUBSCRIBE, on the
+//! master serving the channel's slot): a classic PUBLISH is copied to every
+//! node over the cluster bus, a sharded one only within its shard — 1 bus
+//! message per invalidation instead of 5 on 3 masters + 3 replicas, and a
+//! lower propagation latency (`bench backplane`, BENCHMARKS.md). Fill
+//! notifications stay classic PUBLISH: they are sent from the fill scripts,
+//! which may only touch their entry's slot, and every node hears a classic
+//! PUBLISH — the bus owner too, so one RESP3 connection carries both. When
+//! the slot moves (failover, resharding) Redis ends the sharded subscription
+//! (`sunsubscribe`), which counts as a lost backplane: resubscribe where the
+//! slot now lives. RESP3 client tracking was measured too and not chosen: it
+//! needs a connection to every master per instance, and carries key
+//! invalidations only (no tags, prefixes or namespace clears).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use redis::PushKind;
+use tokio::sync::mpsc;
 
 use super::message::{Incoming, Message};
 use crate::cache::Inner;
+use crate::l2::L2;
+
+/// How long connecting and subscribing may take before trying again.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(crate) struct Backplane {
     /// This instance's id, to skip its own messages.
@@ -64,47 +82,158 @@ pub(crate) fn spawn_subscriber(cache: Weak<Inner>) {
             else {
                 return;
             };
-            let client = l2.node_client();
-            let channels = [backplane.channel.clone(), waiters.channel().to_string()];
+            let (l2, bus, fills) = (
+                Arc::clone(l2),
+                backplane.channel.clone(),
+                waiters.channel().to_string(),
+            );
             drop(inner);
-
-            if let Some(client) = client {
-                if let Ok(Ok(mut pubsub)) =
-                    tokio::time::timeout(Duration::from_secs(2), client.get_async_pubsub()).await
-                {
-                    if pubsub.subscribe(&channels[..]).await.is_ok() {
-                        backoff = Duration::from_millis(50);
-                        let Some(inner) = cache.upgrade() else { return };
-                        inner.backplane_connected().await;
-                        drop(inner);
-                        let mut messages = pubsub.on_message();
-                        loop {
-                            // Wake up now and then to notice a dropped cache.
-                            match tokio::time::timeout(Duration::from_secs(1), messages.next())
-                                .await
-                            {
-                                Ok(Some(message)) => {
-                                    let Some(inner) = cache.upgrade() else { return };
-                                    dispatch(
-                                        &inner,
-                                        message.get_channel_name(),
-                                        message.get_payload_bytes(),
-                                    );
-                                }
-                                Ok(None) => break, // connection lost
-                                Err(_) if cache.strong_count() == 0 => return,
-                                Err(_) => {}
-                            }
-                        }
-                        let Some(inner) = cache.upgrade() else { return };
-                        inner.backplane_lost();
-                    }
+            let session = if l2.is_cluster() {
+                listen_sharded(&cache, &l2, &bus, &fills).await
+            } else {
+                listen(&cache, &l2, &bus, &fills).await
+            };
+            match session {
+                Session::CacheDropped => return,
+                Session::NotSubscribed => {}
+                Session::Lost => {
+                    backoff = Duration::from_millis(50);
+                    let Some(inner) = cache.upgrade() else { return };
+                    inner.backplane_lost();
                 }
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     });
+}
+
+/// How a subscription ended.
+enum Session {
+    CacheDropped,
+    /// It never came up (Redis down, node unknown).
+    NotSubscribed,
+    /// It was up, and the connection or the subscription is gone.
+    Lost,
+}
+
+/// Single node and Sentinel: SUBSCRIBE to both channels on the (master) node.
+async fn listen(cache: &Weak<Inner>, l2: &L2, bus: &str, fills: &str) -> Session {
+    let Some(client) = l2.node_client() else {
+        return Session::NotSubscribed;
+    };
+    let Ok(Ok(mut pubsub)) =
+        tokio::time::timeout(SUBSCRIBE_TIMEOUT, client.get_async_pubsub()).await
+    else {
+        return Session::NotSubscribed;
+    };
+    if !matches!(
+        tokio::time::timeout(SUBSCRIBE_TIMEOUT, pubsub.subscribe(&[bus, fills][..])).await,
+        Ok(Ok(()))
+    ) {
+        return Session::NotSubscribed;
+    }
+    let Some(inner) = cache.upgrade() else {
+        return Session::CacheDropped;
+    };
+    inner.backplane_connected().await;
+    drop(inner);
+    let mut messages = pubsub.on_message();
+    loop {
+        // Wake up now and then to notice a dropped cache.
+        match tokio::time::timeout(Duration::from_secs(1), messages.next()).await {
+            Ok(Some(message)) => {
+                let Some(inner) = cache.upgrade() else {
+                    return Session::CacheDropped;
+                };
+                dispatch(
+                    &inner,
+                    message.get_channel_name(),
+                    message.get_payload_bytes(),
+                );
+            }
+            Ok(None) => return Session::Lost,
+            Err(_) if cache.strong_count() == 0 => return Session::CacheDropped,
+            Err(_) => {}
+        }
+    }
+}
+
+/// Cluster: one RESP3 connection to the master serving the bus channel's
+/// slot, SSUBSCRIBEd to the bus and SUBSCRIBEd to the fill channel.
+async fn listen_sharded(cache: &Weak<Inner>, l2: &L2, bus: &str, fills: &str) -> Session {
+    let Some(url) = l2.shard_owner_url(bus).await else {
+        return Session::NotSubscribed;
+    };
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let Ok(client) = redis::Client::open(format!("{url}{separator}protocol=resp3")) else {
+        return Session::NotSubscribed;
+    };
+    let (tx, mut pushes) = mpsc::unbounded_channel();
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(SUBSCRIBE_TIMEOUT))
+        .set_response_timeout(Some(SUBSCRIBE_TIMEOUT))
+        .set_push_sender(tx);
+    let Ok(mut conn) = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+    else {
+        return Session::NotSubscribed;
+    };
+    let subscribed = async {
+        redis::cmd("SSUBSCRIBE")
+            .arg(bus)
+            .query_async::<()>(&mut conn)
+            .await?;
+        redis::cmd("SUBSCRIBE")
+            .arg(fills)
+            .query_async::<()>(&mut conn)
+            .await
+    };
+    if !matches!(
+        tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribed).await,
+        Ok(Ok(()))
+    ) {
+        return Session::NotSubscribed;
+    }
+    let Some(inner) = cache.upgrade() else {
+        return Session::CacheDropped;
+    };
+    inner.backplane_connected().await;
+    drop(inner);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(1), pushes.recv()).await {
+            Ok(Some(push)) => match push.kind {
+                PushKind::SMessage | PushKind::Message => {
+                    let Some(inner) = cache.upgrade() else {
+                        return Session::CacheDropped;
+                    };
+                    if let [channel, payload, ..] = push.data.as_slice() {
+                        if let (Some(channel), Some(payload)) = (bytes(channel), bytes(payload)) {
+                            if let Ok(channel) = std::str::from_utf8(channel) {
+                                dispatch(&inner, channel, payload);
+                            }
+                        }
+                    }
+                }
+                // The connection dropped, or the slot moved away from this
+                // node (failover, resharding) and Redis ended the subscription.
+                PushKind::Disconnection | PushKind::SUnsubscribe => return Session::Lost,
+                _ => {}
+            },
+            Ok(None) => return Session::Lost,
+            Err(_) if cache.strong_count() == 0 => return Session::CacheDropped,
+            Err(_) => {}
+        }
+    }
+}
+
+fn bytes(value: &redis::Value) -> Option<&[u8]> {
+    match value {
+        redis::Value::BulkString(b) => Some(b),
+        redis::Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
 }
 
 fn dispatch(inner: &Inner, channel: &str, payload: &[u8]) {

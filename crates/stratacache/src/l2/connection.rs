@@ -158,38 +158,55 @@ impl Connection {
         match self {
             Connection::Single { client, .. } => Ok(vec![client.clone()]),
             Connection::Sentinel(s) => Ok(s.master_client().into_iter().collect()),
-            Connection::Cluster {
-                connection, seeds, ..
-            } => {
-                let nodes: String = redis::cmd("CLUSTER")
-                    .arg("NODES")
-                    .query_async(&mut connection.clone())
-                    .await?;
-                // Credentials and TLS as in the first seed URL.
-                let seed = seeds.first().map(String::as_str).unwrap_or("redis://");
-                let (scheme, rest) = seed.split_once("://").unwrap_or(("redis", ""));
-                let userinfo = rest
-                    .rsplit_once('@')
-                    .map(|(u, _)| format!("{u}@"))
-                    .unwrap_or_default();
-                nodes
-                    .lines()
-                    .filter_map(|line| {
-                        let mut fields = line.split_whitespace();
-                        let addr = fields.nth(1)?;
-                        let flags = fields.next()?;
-                        let is_master = flags.split(',').any(|f| f == "master")
-                            && !flags
-                                .split(',')
-                                .any(|f| f == "fail" || f == "handshake" || f == "noaddr");
-                        is_master.then(|| addr.split('@').next().unwrap_or(addr).to_string())
-                    })
-                    .map(|addr| {
-                        redis::Client::open(format!("{scheme}://{userinfo}{addr}").as_str())
-                    })
-                    .collect()
-            }
+            Connection::Cluster { .. } => self
+                .cluster_masters()
+                .await?
+                .into_iter()
+                .map(|m| redis::Client::open(m.url.as_str()))
+                .collect(),
         }
+    }
+
+    /// The URL of the master serving `slot` on a Cluster, `None` elsewhere
+    /// or while no master serves it.
+    pub(crate) async fn slot_owner_url(&self, slot: u16) -> RedisResult<Option<String>> {
+        if !self.is_cluster() {
+            return Ok(None);
+        }
+        Ok(self
+            .cluster_masters()
+            .await?
+            .into_iter()
+            .find(|m| m.slots.iter().any(|&(lo, hi)| (lo..=hi).contains(&slot)))
+            .map(|m| m.url))
+    }
+
+    /// The live masters of a Cluster (`CLUSTER NODES`), with the credentials
+    /// and scheme of the first seed URL.
+    async fn cluster_masters(&self) -> RedisResult<Vec<ClusterMaster>> {
+        let Connection::Cluster {
+            connection, seeds, ..
+        } = self
+        else {
+            return Ok(Vec::new());
+        };
+        let nodes: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut connection.clone())
+            .await?;
+        let seed = seeds.first().map(String::as_str).unwrap_or("redis://");
+        let (scheme, rest) = seed.split_once("://").unwrap_or(("redis", ""));
+        let userinfo = rest
+            .rsplit_once('@')
+            .map(|(u, _)| format!("{u}@"))
+            .unwrap_or_default();
+        Ok(parse_masters(&nodes)
+            .into_iter()
+            .map(|(addr, slots)| ClusterMaster {
+                url: format!("{scheme}://{userinfo}{addr}"),
+                slots,
+            })
+            .collect())
     }
 
     /// A call timed out: on Sentinel, the master may have moved.
@@ -203,5 +220,64 @@ impl Connection {
         if let (Connection::Sentinel(s), Err(err)) = (self, result) {
             s.on_error(err);
         }
+    }
+}
+
+struct ClusterMaster {
+    url: String,
+    slots: Vec<(u16, u16)>,
+}
+
+/// Live masters in `CLUSTER NODES` output: address and slot ranges
+/// (migration markers such as `[93->-id]` are skipped).
+fn parse_masters(nodes: &str) -> Vec<(String, Vec<(u16, u16)>)> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (addr, flags) = (fields.get(1)?, fields.get(2)?);
+            let flags: Vec<&str> = flags.split(',').collect();
+            let live_master = flags.contains(&"master")
+                && !flags
+                    .iter()
+                    .any(|f| matches!(*f, "fail" | "handshake" | "noaddr"));
+            if !live_master {
+                return None;
+            }
+            let slots = fields
+                .iter()
+                .skip(8)
+                .filter(|s| !s.starts_with('['))
+                .filter_map(|range| match range.split_once('-') {
+                    Some((lo, hi)) => Some((lo.parse().ok()?, hi.parse().ok()?)),
+                    None => range.parse().ok().map(|slot| (slot, slot)),
+                })
+                .collect();
+            Some((addr.split('@').next().unwrap_or(addr).to_string(), slots))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_masters;
+
+    #[test]
+    fn masters_and_their_slots_are_read_from_cluster_nodes() {
+        let nodes = "\
+a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7002@17002 master - 0 0 2 connected 5461-10922 [10923->-c3]
+c3 127.0.0.1:7003@17003 master,fail - 0 0 3 connected 10923-16383
+d4 127.0.0.1:7004@17004 slave a1 0 0 1 connected
+e5 127.0.0.1:7005@17005 master - 0 0 5 connected 42
+";
+        assert_eq!(
+            parse_masters(nodes),
+            vec![
+                ("127.0.0.1:7001".to_string(), vec![(0, 5460)]),
+                ("127.0.0.1:7002".to_string(), vec![(5461, 10922)]),
+                ("127.0.0.1:7005".to_string(), vec![(42, 42)]),
+            ]
+        );
     }
 }

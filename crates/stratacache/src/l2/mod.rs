@@ -289,14 +289,35 @@ impl L2 {
         .await
     }
 
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.connection.is_cluster()
+    }
+
+    /// On a Cluster, the URL of the master serving `channel`'s slot: where a
+    /// sharded subscription to it must be made.
+    pub(crate) async fn shard_owner_url(&self, channel: &str) -> Option<String> {
+        let slot = crate::key::hash_slot(channel.as_bytes());
+        tokio::time::timeout(self.timeout, self.connection.slot_owner_url(slot))
+            .await
+            .ok()?
+            .ok()?
+    }
+
     /// A plain client to one node, for the fill-notification subscriber.
     pub(crate) fn node_client(&self) -> Option<redis::Client> {
         self.connection.node_client()
     }
 
-    /// Publish `payload` on `channel` (a Cluster forwards it to every node).
+    /// Publish `payload` on `channel`: PUBLISH, or on a Cluster SPUBLISH —
+    /// delivered within the channel's shard instead of to every node over
+    /// the cluster bus (see `invalidate::backplane`).
     pub(crate) async fn publish(&self, channel: &str, payload: &str) -> Result<(), L2Error> {
-        let cmd = &redis::cmd("PUBLISH").arg(channel).arg(payload).to_owned();
+        let verb = if self.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        };
+        let cmd = &redis::cmd(verb).arg(channel).arg(payload).to_owned();
         self.call(
             false,
             |c| async move { c.query::<i64>(cmd).await.map(|_| ()) },
