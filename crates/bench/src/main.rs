@@ -5,6 +5,8 @@
 //! last line of stdout, with both figures and their ratio.
 
 mod backplane;
+mod consistency;
+mod consistency_worker;
 mod external;
 mod invalidate_tag;
 mod l1_hit;
@@ -53,6 +55,13 @@ enum Scenario {
     /// How an invalidation reaches other instances on a Cluster: pub/sub vs
     /// sharded pub/sub vs RESP3 client tracking (latency, cluster-bus cost).
     Backplane(BackplaneArgs),
+    /// Stale reads after acknowledged writes (stratacache's two fill guards
+    /// vs naive cache-aside, PostgreSQL rows), and invalidation propagation
+    /// to every instance's L1.
+    Consistency(ConsistencyArgs),
+    /// One reader process of `consistency` (started by it; the plan is JSON).
+    #[command(hide = true)]
+    ConsistencyWorker { plan: String },
     /// One process of `stampede` (started by it; the plan is JSON).
     #[command(hide = true)]
     StampedeWorker { plan: String },
@@ -146,6 +155,32 @@ pub struct BackplaneArgs {
     rounds: u32,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct ConsistencyArgs {
+    /// Run on a throwaway Redis Cluster (3 masters, 3 replicas) started for
+    /// the run, instead of `--redis-url`.
+    #[arg(long)]
+    cluster: bool,
+    /// Rows in the table (fewer rows, more races).
+    #[arg(long, default_value_t = 20)]
+    rows: i32,
+    /// Reader processes per side.
+    #[arg(long, default_value_t = 3)]
+    readers: usize,
+    /// Reading tasks per process.
+    #[arg(long, default_value_t = 8)]
+    tasks: usize,
+    /// How long each side runs.
+    #[arg(long, default_value_t = 5)]
+    duration_secs: u64,
+    /// Reader instances for the propagation measurement.
+    #[arg(long, default_value_t = 3)]
+    instances: usize,
+    /// Writes timed for the propagation measurement.
+    #[arg(long, default_value_t = 500)]
+    samples: u64,
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -164,6 +199,8 @@ fn main() -> Result<()> {
             }
             Scenario::InvalidateTag(args) => invalidate_tag::run(&cli.redis_url, &args).await,
             Scenario::Backplane(args) => backplane::run(&args).await,
+            Scenario::Consistency(args) => consistency::run(&cli.redis_url, &args).await,
+            Scenario::ConsistencyWorker { plan } => consistency_worker::run(&plan).await,
             Scenario::StampedeWorker { plan } => stampede_worker::run(&plan).await,
         }
     })?;
