@@ -36,6 +36,7 @@
 mod cluster;
 pub mod net;
 mod process;
+mod proxy;
 mod sentinel;
 mod server;
 
@@ -44,6 +45,7 @@ pub use cluster::{
     DEFAULT_NODE_TIMEOUT_MS,
 };
 pub use process::free_port;
+pub use proxy::DelayProxy;
 pub use sentinel::{RedisSentinelGroup, DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS, MASTER_NAME, QUORUM};
 pub use server::{cli, RedisServer, LOG_FILE};
 

@@ -9,15 +9,19 @@ use std::time::{Duration, Instant};
 
 use common::counter;
 use stratacache::{BreakerConfig, BreakerState, Cache, EntryOptions};
-use stratacache_testkit::RedisServer;
+use stratacache_testkit::{DelayProxy, RedisServer};
 
 const REDIS_TIMEOUT: Duration = Duration::from_millis(150);
 
 async fn cache_on(server: &RedisServer, test: &str) -> Cache {
+    cache_at(&server.url(), test).await
+}
+
+async fn cache_at(url: &str, test: &str) -> Cache {
     common::record_metrics();
     Cache::builder()
         .namespace(common::namespace(test))
-        .redis_url(&server.url())
+        .redis_url(url)
         .redis_timeout(REDIS_TIMEOUT)
         .redis_connect_timeout(Duration::from_millis(100))
         .breaker(BreakerConfig {
@@ -362,4 +366,59 @@ async fn writes_that_failed_while_redis_was_down_are_invalidated_when_it_returns
         None,
         "no instance reads the pre-outage value"
     );
+}
+
+/// Redis slow, not gone: every round trip through the proxy takes 800 ms,
+/// far past the 150 ms timeout. Requests are cut off at the timeout, the
+/// breaker opens and later requests do not wait on Redis at all; when the
+/// link is fast again the breaker closes and Redis is used again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_redis_is_cut_off_by_the_timeout_and_the_breaker() {
+    let server = RedisServer::start();
+    let proxy = DelayProxy::start(server.port()).unwrap();
+    let cache = cache_at(&proxy.url(), "slow").await;
+    let opts = EntryOptions::new().ttl(Duration::from_secs(60));
+    cache.set("warm", &1u32, &opts).await.unwrap();
+    let loads = Arc::new(AtomicUsize::new(0));
+
+    proxy.set_delay(Duration::from_millis(400));
+    let slowest = load_concurrently(&cache, "slow", 64, &loads).await;
+    assert!(
+        slowest < REDIS_TIMEOUT * 2 + Duration::from_millis(400),
+        "slowest {slowest:?}: nobody waited for the slow Redis"
+    );
+    assert_eq!(loads.load(Ordering::SeqCst), 64);
+    assert_eq!(cache.breaker_state(), Some(BreakerState::Open));
+    // With the breaker open, Redis is not called: a miss costs the loader only.
+    let started = Instant::now();
+    load_concurrently(&cache, "open", 20, &loads).await;
+    assert!(started.elapsed() < REDIS_TIMEOUT, "{:?}", started.elapsed());
+    assert_eq!(
+        cache.get::<u32>("warm").await.unwrap(),
+        Some(1),
+        "L1 serves"
+    );
+
+    proxy.set_delay(Duration::ZERO);
+    assert!(
+        common::eventually(Duration::from_secs(10), || async {
+            cache.breaker_state() == Some(BreakerState::Closed)
+        })
+        .await,
+        "the breaker closes once Redis is fast again"
+    );
+    // Redis is used again: a value written now reaches it.
+    cache.set("after", &2u32, &opts).await.unwrap();
+    let mut raw = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let stored = common::stored_key(cache.namespace(), "after");
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&stored)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(exists, "the write after recovery reached Redis");
 }
