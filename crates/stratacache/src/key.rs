@@ -68,19 +68,20 @@ impl KeySpace {
                 reason: "keys must not be empty",
             });
         }
+        if key.starts_with('}') {
+            // `{ns}:{}…}` would be an empty hash tag: Redis would hash the
+            // whole key, and the entry's lease and version keys would land in
+            // other slots. The digest form keeps the tag non-empty.
+            return Ok(Cow::Owned(digest_form("", key)));
+        }
         if key.len() <= self.max_key_len {
             return Ok(Cow::Borrowed(key));
         }
         // Keep a readable head so operators can still tell keys apart in Redis.
-        let head_end = floor_char_boundary(key, 32);
-        let mut out = String::with_capacity(head_end + 8 + 64);
-        out.push_str(&key[..head_end]);
-        out.push_str("#sha256:");
-        for byte in Sha256::digest(key.as_bytes()) {
-            use std::fmt::Write;
-            let _ = write!(out, "{byte:02x}");
-        }
-        Ok(Cow::Owned(out))
+        Ok(Cow::Owned(digest_form(
+            &key[..floor_char_boundary(key, 32)],
+            key,
+        )))
     }
 
     /// The stored key of a key within the namespace.
@@ -97,6 +98,18 @@ impl KeySpace {
     pub(crate) fn prefix_len(&self) -> usize {
         self.prefix.len()
     }
+}
+
+/// `head` followed by the SHA-256 of the whole key.
+fn digest_form(head: &str, key: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(head.len() + 8 + 64);
+    out.push_str(head);
+    out.push_str("#sha256:");
+    for byte in Sha256::digest(key.as_bytes()) {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
 }
 
 fn floor_char_boundary(s: &str, mut index: usize) -> usize {

@@ -50,6 +50,8 @@ mod coalesce;
 mod codec;
 mod error;
 mod freshness;
+#[doc(hidden)]
+pub mod fuzzing;
 mod invalidate;
 mod key;
 mod l1;
