@@ -69,10 +69,15 @@ pub fn call(port: u16, args: &[&str], timeout: Duration) -> io::Result<Reply> {
     read_reply(&mut reader)
 }
 
-/// Sends `PING` to `127.0.0.1:port`; true only on a `+PONG` reply within
-/// `timeout` (a `-LOADING` reply counts as not ready).
+/// Sends `PING` to `127.0.0.1:port`; true on a `+PONG` reply within
+/// `timeout`, or on `-NOAUTH` (a password-protected server that is up); a
+/// `-LOADING` reply counts as not ready.
 pub fn ping(port: u16, timeout: Duration) -> bool {
-    matches!(call(port, &["PING"], timeout), Ok(Reply::Status(s)) if s == "PONG")
+    match call(port, &["PING"], timeout) {
+        Ok(Reply::Status(s)) => s == "PONG",
+        Ok(reply) => reply.is_error_with("NOAUTH"),
+        Err(_) => false,
+    }
 }
 
 /// Like [`call`], but turns error replies into `Err` and everything else

@@ -14,7 +14,7 @@ use crate::invalidate::recovery::{self, Recovery};
 use crate::invalidate::tags::{InvalidationLog, TagClock};
 use crate::key::{KeySpace, DEFAULT_MAX_KEY_LEN};
 use crate::l1::{L1Config, L1};
-use crate::l2::{redact, RedisTopology, L2};
+use crate::l2::{RedisTopology, L2};
 use crate::lease::waiters::FillWaiters;
 use crate::metrics::Metrics;
 use crate::options::EntryOptions;
@@ -270,7 +270,7 @@ impl CacheBuilder {
             None => None,
             Some(topology) => {
                 let topology = topology?;
-                tracing::info!(redis = %redact(&format!("{topology:?}")), "stratacache L2 configured");
+                tracing::info!(redis = ?topology, "stratacache L2 configured");
                 Some(Arc::new(
                     L2::connect(
                         &topology,

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use redis::{Cmd, RedisError};
 
-pub(crate) use topology::redact;
 pub use topology::RedisTopology;
 
 use crate::breaker::{Breaker, BreakerConfig, BreakerState};

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 /// let sentinel = RedisTopology::parse("redis+sentinel://s1:26379,s2:26379/mymaster").unwrap();
 /// assert!(matches!(sentinel, RedisTopology::Sentinel { .. }));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RedisTopology {
     /// One node: `redis://[user:pass@]host:port[/db]` or `rediss://` for TLS.
@@ -110,6 +110,29 @@ impl RedisTopology {
             master_name: master_name.to_string(),
             master_url: format!("{node_scheme}://{userinfo}sentinel-master/{db}"),
         })
+    }
+}
+
+/// Passwords never reach a log through `{:?}`.
+impl std::fmt::Debug for RedisTopology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |urls: &[String]| urls.iter().map(|u| redact(u)).collect::<Vec<_>>();
+        match self {
+            RedisTopology::Single(url) => f.debug_tuple("Single").field(&redact(url)).finish(),
+            RedisTopology::Cluster(urls) => {
+                f.debug_tuple("Cluster").field(&redacted(urls)).finish()
+            }
+            RedisTopology::Sentinel {
+                sentinels,
+                master_name,
+                master_url,
+            } => f
+                .debug_struct("Sentinel")
+                .field("sentinels", &redacted(sentinels))
+                .field("master_name", master_name)
+                .field("master_url", &redact(master_url))
+                .finish(),
+        }
     }
 }
 
