@@ -78,6 +78,11 @@ setup_redis() {
         apt_install redis-server redis-tools
         did+=("installed redis-server redis-tools")
     fi
+    # The TLS tests make their certificates with the openssl command line.
+    if ! command -v openssl >/dev/null 2>&1; then
+        apt_install openssl
+        did+=("installed openssl")
+    fi
     if redis_answers; then
         did+=("Redis answers PONG at 127.0.0.1:$REDIS_PORT (using it)")
     else

@@ -14,7 +14,7 @@ use crate::invalidate::recovery::{self, Recovery};
 use crate::invalidate::tags::{InvalidationLog, TagClock};
 use crate::key::{KeySpace, DEFAULT_MAX_KEY_LEN};
 use crate::l1::{L1Config, L1};
-use crate::l2::{RedisTopology, L2};
+use crate::l2::{RedisTls, RedisTopology, L2};
 use crate::lease::waiters::FillWaiters;
 use crate::metrics::Metrics;
 use crate::options::EntryOptions;
@@ -45,6 +45,7 @@ use crate::policy::{Policies, Policy, Strategy};
 #[must_use = "a builder does nothing until .build().await"]
 pub struct CacheBuilder {
     namespace: String,
+    tls: Option<RedisTls>,
     l1: Option<L1Config>,
     l2: Option<std::result::Result<RedisTopology, Error>>,
     redis_timeout: Duration,
@@ -75,6 +76,7 @@ impl CacheBuilder {
     pub fn new() -> Self {
         Self {
             namespace: "stratacache".into(),
+            tls: None,
             l1: Some(L1Config::default()),
             l2: None,
             redis_timeout: Duration::from_millis(200),
@@ -133,6 +135,14 @@ impl CacheBuilder {
     /// Use Redis as L2.
     pub fn redis(mut self, topology: RedisTopology) -> Self {
         self.l2 = Some(Ok(topology));
+        self
+    }
+
+    /// Certificates for `rediss://` L2 connections: a private CA, and a
+    /// client certificate for mutual TLS (needs the `tls` feature). Not
+    /// needed when the server's certificate is signed by a public CA.
+    pub fn redis_tls(mut self, tls: RedisTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -278,6 +288,7 @@ impl CacheBuilder {
                         self.redis_connect_timeout,
                         self.breaker,
                         Arc::clone(&metrics.global),
+                        self.tls.as_ref(),
                     )
                     .await?,
                 ))

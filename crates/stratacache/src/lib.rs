@@ -72,7 +72,7 @@ pub use codec::Codec;
 pub use error::{BoxError, Error, Result};
 pub use freshness::EagerRefresh;
 pub use l1::L1Config;
-pub use l2::RedisTopology;
+pub use l2::{RedisTls, RedisTopology};
 pub use load::{Fetched, LoadContext, Loaded};
 pub use options::{Consistency, EntryOptions};
 pub use policy::{Policies, Policy, Strategy};

@@ -166,7 +166,7 @@ async fn listen_sharded(cache: &Weak<Inner>, l2: &L2, bus: &str, fills: &str) ->
         return Session::NotSubscribed;
     };
     let separator = if url.contains('?') { '&' } else { '?' };
-    let Ok(client) = redis::Client::open(format!("{url}{separator}protocol=resp3")) else {
+    let Some(client) = l2.client_for(&format!("{url}{separator}protocol=resp3")) else {
         return Session::NotSubscribed;
     };
     let (tx, mut pushes) = mpsc::unbounded_channel();

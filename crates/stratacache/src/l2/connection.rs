@@ -10,6 +10,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisResult};
 
 use super::sentinel::SentinelMaster;
+use super::tls::{self, RedisTls};
 use super::topology::RedisTopology;
 
 #[derive(Clone)]
@@ -22,6 +23,8 @@ pub(crate) enum Connection {
         connection: ClusterConnection,
         seeds: Arc<Vec<String>>,
         next_seed: Arc<std::sync::atomic::AtomicUsize>,
+        /// For the extra connections to single nodes (backplane, SCAN).
+        tls: Option<Arc<RedisTls>>,
     },
     Sentinel(Arc<SentinelMaster>),
 }
@@ -33,7 +36,9 @@ impl Connection {
         topology: &RedisTopology,
         response_timeout: Duration,
         connect_timeout: Duration,
+        tls: Option<&RedisTls>,
     ) -> RedisResult<Self> {
+        tls::install_crypto_provider();
         let manager_config = ConnectionManagerConfig::new()
             // The tier above bounds every call (retry included) with the same
             // timeout; a second timer per request inside the client only costs.
@@ -44,7 +49,7 @@ impl Connection {
             .set_max_delay(Duration::from_millis(500));
         match topology {
             RedisTopology::Single(url) => {
-                let client = redis::Client::open(url.as_str())?;
+                let client = tls::client(url, tls)?;
                 Ok(Connection::Single {
                     manager: ConnectionManager::new_lazy_with_config(
                         client.clone(),
@@ -54,13 +59,20 @@ impl Connection {
                 })
             }
             RedisTopology::Cluster(nodes) => {
-                let client = ClusterClientBuilder::new(nodes.clone())
+                let builder = ClusterClientBuilder::new(nodes.clone())
                     .connection_timeout(connect_timeout)
                     .response_timeout(response_timeout)
                     .retries(2)
                     .min_retry_wait(10)
-                    .max_retry_wait(200)
-                    .build()?;
+                    .max_retry_wait(200);
+                let builder = match tls {
+                    None => builder,
+                    #[cfg(feature = "tls")]
+                    Some(tls) => builder.certs(tls::cluster_certificates(tls)),
+                    #[cfg(not(feature = "tls"))]
+                    Some(_) => return Err(tls::not_built_with_tls()),
+                };
+                let client = builder.build()?;
                 let config = redis::cluster::ClusterConfig::new()
                     .set_connection_timeout(connect_timeout)
                     .set_response_timeout(response_timeout);
@@ -68,8 +80,13 @@ impl Connection {
                     connection: client.get_pending_async_connection_with_config(config),
                     seeds: Arc::new(nodes.clone()),
                     next_seed: Arc::default(),
+                    tls: tls.cloned().map(Arc::new),
                 })
             }
+            RedisTopology::Sentinel { .. } if tls.is_some() => Err(RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "custom TLS certificates are not supported with Sentinel yet; use a public CA",
+            ))),
             RedisTopology::Sentinel {
                 sentinels,
                 master_name,
@@ -91,10 +108,14 @@ impl Connection {
         match self {
             Connection::Single { client, .. } => Some(client.clone()),
             Connection::Cluster {
-                seeds, next_seed, ..
+                seeds,
+                next_seed,
+                tls,
+                ..
             } => {
                 let i = next_seed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                redis::Client::open(seeds.get(i % seeds.len().max(1))?.as_str()).ok()
+                let seed = seeds.get(i % seeds.len().max(1))?;
+                tls::client(seed, tls.as_deref()).ok()
             }
             Connection::Sentinel(s) => s.master_client(),
         }
@@ -162,8 +183,16 @@ impl Connection {
                 .cluster_masters()
                 .await?
                 .into_iter()
-                .map(|m| redis::Client::open(m.url.as_str()))
+                .map(|m| self.client_for(&m.url))
                 .collect(),
+        }
+    }
+
+    /// A client for one node of this deployment, with its TLS material.
+    pub(crate) fn client_for(&self, url: &str) -> RedisResult<redis::Client> {
+        match self {
+            Connection::Cluster { tls, .. } => tls::client(url, tls.as_deref()),
+            _ => redis::Client::open(url),
         }
     }
 

@@ -8,6 +8,7 @@
 
 mod connection;
 mod sentinel;
+mod tls;
 mod topology;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use redis::{Cmd, RedisError};
 
+pub use tls::RedisTls;
 pub use topology::RedisTopology;
 
 use crate::breaker::{Breaker, BreakerConfig, BreakerState};
@@ -68,8 +70,9 @@ impl L2 {
         connect_timeout: Duration,
         breaker: BreakerConfig,
         metrics: Arc<CacheMetrics>,
+        tls: Option<&RedisTls>,
     ) -> Result<Self, Error> {
-        let connection = Connection::open(topology, timeout, connect_timeout)
+        let connection = Connection::open(topology, timeout, connect_timeout, tls)
             .await
             .map_err(|e| Error::config(format!("cannot set up redis ({topology:?}): {e}")))?;
         Ok(Self {
@@ -300,6 +303,11 @@ impl L2 {
             .await
             .ok()?
             .ok()?
+    }
+
+    /// A client for one node of this deployment (with its TLS material).
+    pub(crate) fn client_for(&self, url: &str) -> Option<redis::Client> {
+        self.connection.client_for(url).ok()
     }
 
     /// A plain client to one node, for the fill-notification subscriber.
