@@ -17,7 +17,8 @@ use super::topology::RedisTopology;
 pub(crate) enum Connection {
     Single {
         manager: ConnectionManager,
-        client: redis::Client,
+        /// Boxed: with TLS material a client is large, and the handle is cloned per call.
+        client: Box<redis::Client>,
     },
     Cluster {
         connection: ClusterConnection,
@@ -55,7 +56,7 @@ impl Connection {
                         client.clone(),
                         manager_config,
                     )?,
-                    client,
+                    client: Box::new(client),
                 })
             }
             RedisTopology::Cluster(nodes) => {
@@ -106,7 +107,7 @@ impl Connection {
     /// rotate through the seeds so a dead node is not retried forever.
     pub(crate) fn node_client(&self) -> Option<redis::Client> {
         match self {
-            Connection::Single { client, .. } => Some(client.clone()),
+            Connection::Single { client, .. } => Some((**client).clone()),
             Connection::Cluster {
                 seeds,
                 next_seed,
@@ -177,7 +178,7 @@ impl Connection {
     /// Cluster master (from `CLUSTER NODES`), for per-node commands like SCAN.
     pub(crate) async fn master_clients(&self) -> RedisResult<Vec<redis::Client>> {
         match self {
-            Connection::Single { client, .. } => Ok(vec![client.clone()]),
+            Connection::Single { client, .. } => Ok(vec![(**client).clone()]),
             Connection::Sentinel(s) => Ok(s.master_client().into_iter().collect()),
             Connection::Cluster { .. } => self
                 .cluster_masters()

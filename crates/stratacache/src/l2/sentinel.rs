@@ -34,7 +34,7 @@ impl SentinelMaster {
             .set_redis_connection_info(master_info.redis_settings().clone());
         let mut client = SentinelClient::build(
             sentinels.to_vec(),
-            master_name.to_string(),
+            String::from(master_name),
             Some(node_info),
             SentinelServerType::Master,
         )?;
