@@ -721,7 +721,7 @@ impl Inner {
 
     /// Keys were written or deleted: loads of them that began before must
     /// not be joined here, and the other instances drop them from L1.
-    async fn announce_written(&self, stored: &[String]) {
+    pub(crate) async fn announce_written(&self, stored: &[String]) {
         for key in stored {
             self.flights.forget(key);
         }

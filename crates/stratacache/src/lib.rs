@@ -61,6 +61,7 @@ mod options;
 mod policy;
 mod resource;
 mod warm;
+pub mod write_behind;
 
 pub use breaker::{BreakerConfig, BreakerState};
 pub use builder::CacheBuilder;

@@ -1,0 +1,253 @@
+//! The Redis side of write-behind: key names, the entry format, and the
+//! scripts and commands that touch the stream.
+//!
+//! An entry is `w` (write id: random, unique), `k` (the key) and either `v`
+//! (a value, JSON) or `c` (a counter delta, decimal). The write id, not the
+//! stream id, is what the sink records as applied: a write that timed out
+//! towards Redis and was then applied directly can still be in the stream,
+//! and must not be applied a second time from there.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::LazyLock;
+
+use redis::streams::StreamId;
+use redis::Value;
+
+/// A stream entry id (`<ms>-<seq>`): orders the writes of one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct EntryId {
+    /// Milliseconds since the Unix epoch (Redis's clock, or this process's
+    /// for a write applied directly).
+    pub ms: u64,
+    /// Sequence number within the millisecond.
+    pub seq: u64,
+}
+
+impl fmt::Display for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+impl FromStr for EntryId {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (ms, seq) = s.split_once('-').ok_or(())?;
+        Ok(EntryId {
+            ms: ms.parse().map_err(|_| ())?,
+            seq: seq.parse().map_err(|_| ())?,
+        })
+    }
+}
+
+/// What a write does.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Op {
+    /// Replace the value (JSON bytes).
+    Set(Vec<u8>),
+    /// Add to a counter.
+    Add(i64),
+}
+
+/// One write read from the stream.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StreamEntry {
+    pub(crate) id: EntryId,
+    pub(crate) write_id: String,
+    pub(crate) key: String,
+    pub(crate) op: Op,
+}
+
+/// An entry that does not have the write-behind format (written by hand or
+/// by another program): it goes to the dead-letter stream as it is.
+#[derive(Debug, Clone)]
+pub(crate) struct Malformed {
+    pub(crate) id: String,
+    pub(crate) why: &'static str,
+}
+
+pub(crate) fn parse(raw: &StreamId) -> Result<StreamEntry, Malformed> {
+    let bad = |why| Malformed {
+        id: raw.id.clone(),
+        why,
+    };
+    let id: EntryId = raw.id.parse().map_err(|_| bad("unparsable entry id"))?;
+    let field = |name: &str| match raw.map.get(name) {
+        Some(Value::BulkString(bytes)) => Some(bytes.clone()),
+        Some(Value::SimpleString(s)) => Some(s.clone().into_bytes()),
+        _ => None,
+    };
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).map_err(|_| bad("field is not UTF-8"));
+    let write_id = text(field("w").ok_or_else(|| bad("no write id"))?)?;
+    let key = text(field("k").ok_or_else(|| bad("no key"))?)?;
+    let op = match (field("v"), field("c")) {
+        (Some(json), None) => Op::Set(json),
+        (None, Some(delta)) => Op::Add(
+            text(delta)?
+                .parse()
+                .map_err(|_| bad("counter delta is not an integer"))?,
+        ),
+        _ => return Err(bad("neither a value nor a counter delta")),
+    };
+    Ok(StreamEntry {
+        id,
+        write_id,
+        key,
+        op,
+    })
+}
+
+/// The Redis keys of one write-behind queue.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamKeys {
+    pub(crate) stream: String,
+    pub(crate) dead: String,
+    pub(crate) group: String,
+}
+
+impl StreamKeys {
+    pub(crate) fn new(namespace: &str, name: &str) -> Self {
+        // No braces: these are not cache entries, and no prefix invalidation
+        // (`{namespace}:{prefix*`) may match them.
+        let stream = format!("{namespace}:write-behind:{name}");
+        Self {
+            dead: format!("{stream}:dead"),
+            stream,
+            group: "write-behind".to_string(),
+        }
+    }
+}
+
+/// The key of a counter's running total, next to the cache entry of the
+/// same key (same hash slot, not an envelope: `get` never reads it).
+pub(crate) fn counter_key(stored: &str) -> String {
+    format!("{stored}:total")
+}
+
+/// A random write id: 128 bits, hex.
+pub(crate) fn new_write_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Value write: the cache entry, the revocation of its lease and the stream
+/// entry in one script, so an acknowledged write is both readable and queued.
+/// KEYS: entry, lease, stream. ARGV: envelope, ttl ms, write id, key, JSON.
+pub(crate) static SET_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('DEL', KEYS[2])
+return redis.call('XADD', KEYS[3], '*', 'w', ARGV[3], 'k', ARGV[4], 'v', ARGV[5])
+",
+    )
+});
+
+/// Counter increment: the running total and the stream entry in one script.
+/// Without a total the script does nothing and answers nil unless a seed
+/// (the sink's total) is given. KEYS: total, stream. ARGV: delta, write id,
+/// key, seed or '', total's TTL in ms. Answers `{total, entry id}`.
+pub(crate) static INCR_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if ARGV[4] == '' then return false end
+  redis.call('SET', KEYS[1], ARGV[4])
+end
+local total = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+local id = redis.call('XADD', KEYS[2], '*', 'w', ARGV[2], 'k', ARGV[3], 'c', ARGV[1])
+return {total, id}
+",
+    )
+});
+
+/// Acknowledge and delete applied entries in one step: the stream then
+/// holds exactly the entries not yet applied (its length is the queue
+/// depth, its first entry the lag). KEYS: stream. ARGV: group, ids…
+pub(crate) static ACK_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local group = table.remove(ARGV, 1)
+for i = 1, #ARGV, 500 do
+  local ids = {unpack(ARGV, i, math.min(i + 499, #ARGV))}
+  redis.call('XACK', KEYS[1], group, unpack(ids))
+  redis.call('XDEL', KEYS[1], unpack(ids))
+end
+return #ARGV
+",
+    )
+});
+
+/// Move one entry to the dead-letter stream (fields kept, the reason and the
+/// original id added) and remove it from the queue, atomically.
+/// KEYS: stream, dead. ARGV: group, id, reason.
+pub(crate) static DEAD_LETTER_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local entry = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+if #entry == 1 then
+  local fields = entry[1][2]
+  table.insert(fields, 'error') table.insert(fields, ARGV[3])
+  table.insert(fields, 'origin') table.insert(fields, ARGV[2])
+  redis.call('XADD', KEYS[2], '*', unpack(fields))
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return #entry
+",
+    )
+});
+
+/// Put dead letters back on the queue (same write ids, so a write that was
+/// applied after all is not applied again) and delete them from the
+/// dead-letter stream. KEYS: stream, dead. ARGV: how many. Answers the count.
+pub(crate) static REPLAY_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local entries = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', ARGV[1])
+for _, entry in ipairs(entries) do
+  local fields, kept = entry[2], {}
+  for i = 1, #fields, 2 do
+    if fields[i] ~= 'error' and fields[i] ~= 'origin' then
+      table.insert(kept, fields[i]) table.insert(kept, fields[i + 1])
+    end
+  end
+  redis.call('XADD', KEYS[1], '*', unpack(kept))
+  redis.call('XDEL', KEYS[2], entry[1])
+end
+return #entries
+",
+    )
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_ids_order_numerically() {
+        let a: EntryId = "99-5".parse().unwrap();
+        let b: EntryId = "100-0".parse().unwrap();
+        assert!(a < b);
+        assert_eq!(b.to_string(), "100-0");
+        assert!("100".parse::<EntryId>().is_err());
+    }
+
+    #[test]
+    fn malformed_entries_are_reported_not_panicked_on() {
+        let mut raw = StreamId {
+            id: "1-0".into(),
+            ..Default::default()
+        };
+        raw.map.insert("k".into(), Value::BulkString(b"a".to_vec()));
+        assert!(parse(&raw).is_err());
+        raw.map.insert("w".into(), Value::BulkString(b"x".to_vec()));
+        raw.map
+            .insert("c".into(), Value::BulkString(b"nope".to_vec()));
+        assert!(parse(&raw).is_err());
+        raw.map
+            .insert("c".into(), Value::BulkString(b"-3".to_vec()));
+        assert_eq!(parse(&raw).unwrap().op, Op::Add(-3));
+    }
+}
