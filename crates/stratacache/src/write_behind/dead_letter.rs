@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::metrics::WbMetrics;
 use super::sink::Sink;
-use super::stream::{EntryId, REPLAY_SCRIPT};
+use super::stream::{queue_state, REPLAY_SCRIPT};
 use super::{WriteBehind, WriteBehindError};
 use crate::cache::now_ms;
 use crate::error::Error;
@@ -34,7 +34,7 @@ impl<S: Sink> WriteBehind<S> {
         }
     }
 
-    async fn admin_query<T: redis::FromRedisValue>(
+    async fn admin_query<T>(
         &self,
         query: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, WriteBehindError> {
@@ -49,19 +49,7 @@ impl<S: Sink> WriteBehind<S> {
     pub async fn queue_status(&self) -> Result<QueueStatus, WriteBehindError> {
         let mut conn = self.admin().await?;
         let keys = &self.shared.keys;
-        let mut pipe = redis::pipe();
-        pipe.cmd("XLEN")
-            .arg(&keys.stream)
-            .cmd("XRANGE")
-            .arg(&keys.stream)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(1)
-            .cmd("XLEN")
-            .arg(&keys.dead);
-        let (depth, head, dead): (u64, Vec<(String, Vec<Vec<u8>>)>, u64) =
-            self.admin_query(pipe.query_async(&mut conn)).await?;
+        let (depth, oldest, dead) = self.admin_query(queue_state(&mut conn, keys)).await?;
         // XPENDING's summary; an error means no group yet (no worker ran).
         let pending: u64 = redis::cmd("XPENDING")
             .arg(&keys.stream)
@@ -69,7 +57,6 @@ impl<S: Sink> WriteBehind<S> {
             .query_async::<(u64, redis::Value, redis::Value, redis::Value)>(&mut conn)
             .await
             .map_or(0, |(n, _, _, _)| n);
-        let oldest: Option<EntryId> = head.first().and_then(|(id, _)| id.parse().ok());
         Ok(QueueStatus {
             depth,
             pending,

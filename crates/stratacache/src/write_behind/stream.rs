@@ -125,6 +125,30 @@ pub(crate) fn counter_key(stored: &str) -> String {
     format!("{stored}:total")
 }
 
+/// The queue's state in one round trip: its length, its oldest entry, the
+/// dead-letter stream's length.
+pub(crate) async fn queue_state(
+    conn: &mut impl redis::aio::ConnectionLike,
+    keys: &StreamKeys,
+) -> redis::RedisResult<(u64, Option<EntryId>, u64)> {
+    type Head = Vec<(String, Vec<Vec<u8>>)>;
+    let (depth, head, dead): (u64, Head, u64) = redis::pipe()
+        .cmd("XLEN")
+        .arg(&keys.stream)
+        .cmd("XRANGE")
+        .arg(&keys.stream)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .cmd("XLEN")
+        .arg(&keys.dead)
+        .query_async(conn)
+        .await?;
+    let oldest = head.first().and_then(|(id, _)| id.parse().ok());
+    Ok((depth, oldest, dead))
+}
+
 /// A random write id: 128 bits, hex.
 pub(crate) fn new_write_id() -> String {
     format!("{:032x}", rand::random::<u128>())

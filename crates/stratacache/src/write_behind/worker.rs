@@ -361,21 +361,7 @@ impl<S: Sink> Worker<S> {
     /// oldest entry's id, if any.
     async fn refresh_gauges(&mut self) -> Result<Option<EntryId>, RedisError> {
         let mut conn = self.conn().await?;
-        let keys = &self.shared.keys;
-        let (depth, head, dead): (u64, Vec<(String, Vec<Vec<u8>>)>, u64) = redis::pipe()
-            .cmd("XLEN")
-            .arg(&keys.stream)
-            .cmd("XRANGE")
-            .arg(&keys.stream)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(1)
-            .cmd("XLEN")
-            .arg(&keys.dead)
-            .query_async(&mut conn)
-            .await?;
-        let oldest: Option<EntryId> = head.first().and_then(|(id, _)| id.parse().ok());
+        let (depth, oldest, dead) = stream::queue_state(&mut conn, &self.shared.keys).await?;
         let m = &self.shared.metrics;
         m.depth.set(depth as f64);
         m.dead_depth.set(dead as f64);
