@@ -12,6 +12,7 @@ mod l2_throughput;
 mod report;
 mod stampede;
 mod stampede_worker;
+mod write_behind;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -49,6 +50,9 @@ enum Scenario {
     /// Invalidate one tag over many entries: stratacache's per-tag timestamp
     /// vs a per-tag Redis set (SMEMBERS + UNLINK), commands counted on the server.
     InvalidateTag(InvalidateTagArgs),
+    /// Counter increments through write-behind (Redis stream → batched,
+    /// coalesced PostgreSQL upserts) vs one UPDATE per increment.
+    WriteBehind(WriteBehindArgs),
     /// One process of `stampede` (started by it; the plan is JSON).
     #[command(hide = true)]
     StampedeWorker { plan: String },
@@ -132,6 +136,34 @@ pub struct InvalidateTagArgs {
     cluster: bool,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct WriteBehindArgs {
+    /// PostgreSQL to write to (a schema of its own is created and dropped).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pg_url: String,
+    /// Connections in the pool (the baseline's UPDATEs and the sink share it).
+    #[arg(long, default_value_t = 16)]
+    pg_connections: u32,
+    /// Concurrent incrementing tasks, on each side.
+    #[arg(long, default_value_t = 64)]
+    tasks: usize,
+    /// Distinct counters, picked uniformly at random.
+    #[arg(long, default_value_t = 1_000)]
+    keys: u64,
+    /// Measuring time of each side.
+    #[arg(long, default_value_t = 5)]
+    duration_secs: u64,
+    /// Write-behind workers.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Most writes per batch.
+    #[arg(long, default_value_t = 2_000)]
+    batch_size: usize,
+    /// Longest wait to fill a batch, in ms.
+    #[arg(long, default_value_t = 50)]
+    batch_interval_ms: u64,
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -149,6 +181,7 @@ fn main() -> Result<()> {
                 stampede::run(&cli.redis_url, cli.worker_threads, &args).await
             }
             Scenario::InvalidateTag(args) => invalidate_tag::run(&cli.redis_url, &args).await,
+            Scenario::WriteBehind(args) => write_behind::run(&cli.redis_url, &args).await,
             Scenario::StampedeWorker { plan } => stampede_worker::run(&plan).await,
         }
     })?;
