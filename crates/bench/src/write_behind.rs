@@ -81,7 +81,12 @@ pub async fn run(redis_url: &str, args: &WriteBehindArgs) -> Result<Value> {
     outcome
 }
 
-async fn measure(redis_url: &str, args: &WriteBehindArgs, pool: &PgPool, schema: &str) -> Result<Value> {
+async fn measure(
+    redis_url: &str,
+    args: &WriteBehindArgs,
+    pool: &PgPool,
+    schema: &str,
+) -> Result<Value> {
     let duration = Duration::from_secs(args.duration_secs);
     let keys: Vec<String> = (0..args.keys).map(|i| format!("counter:{i}")).collect();
 
@@ -98,7 +103,10 @@ async fn measure(redis_url: &str, args: &WriteBehindArgs, pool: &PgPool, schema:
     .bind(&keys)
     .execute(pool)
     .await?;
-    eprintln!("baseline: {} tasks, one UPDATE per increment, {duration:?}", args.tasks);
+    eprintln!(
+        "baseline: {} tasks, one UPDATE per increment, {duration:?}",
+        args.tasks
+    );
     let update = format!("UPDATE {baseline_table} SET total = total + $1 WHERE key = $2");
     let (baseline_ops, baseline_secs) = drive(args, &keys, duration, {
         let (pool, update) = (pool.clone(), update.clone());
@@ -117,7 +125,10 @@ async fn measure(redis_url: &str, args: &WriteBehindArgs, pool: &PgPool, schema:
     })
     .await?;
     let baseline_sum = sum_of(pool, &baseline_table).await?;
-    anyhow::ensure!(baseline_sum == baseline_ops as i64, "baseline lost increments");
+    anyhow::ensure!(
+        baseline_sum == baseline_ops as i64,
+        "baseline lost increments"
+    );
 
     // Write-behind.
     let sink = PostgresSink::new(pool.clone(), &format!("{schema}.wb"))?;
@@ -148,7 +159,12 @@ async fn measure(redis_url: &str, args: &WriteBehindArgs, pool: &PgPool, schema:
         let wb = wb.clone();
         move |key: String| {
             let wb = wb.clone();
-            async move { wb.incr(&key, 1).await.map(|_| ()).map_err(anyhow::Error::from) }
+            async move {
+                wb.incr(&key, 1)
+                    .await
+                    .map(|_| ())
+                    .map_err(anyhow::Error::from)
+            }
         }
     })
     .await?;
@@ -158,7 +174,10 @@ async fn measure(redis_url: &str, args: &WriteBehindArgs, pool: &PgPool, schema:
         if status.depth == 0 && status.pending == 0 {
             break;
         }
-        anyhow::ensure!(drain_started.elapsed() < Duration::from_secs(120), "queue did not drain: {status:?}");
+        anyhow::ensure!(
+            drain_started.elapsed() < Duration::from_secs(120),
+            "queue did not drain: {status:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let drain_secs = drain_started.elapsed().as_secs_f64();
@@ -166,15 +185,27 @@ async fn measure(redis_url: &str, args: &WriteBehindArgs, pool: &PgPool, schema:
         w.shutdown().await;
     }
     let wb_sum = sum_of(pool, &format!("{schema}.wb_counters")).await?;
-    anyhow::ensure!(wb_sum == wb_ops as i64, "write-behind: {wb_sum} in the database, {wb_ops} accepted");
+    anyhow::ensure!(
+        wb_sum == wb_ops as i64,
+        "write-behind: {wb_sum} in the database, {wb_ops} accepted"
+    );
     let stats = wb.stats();
     let sink = wb.sink();
     let statements = sink.statements.load(Ordering::Relaxed);
     let lag = sink.lag_ms.lock().unwrap().clone();
     let _ = wb.replay_dead_letters(0).await; // nothing to replay; keeps the stream keys tidy below
-    let mut conn = redis::Client::open(redis_url)?.get_multiplexed_async_connection().await?;
-    let _: () = redis::cmd("DEL").arg(wb.stream_key()).arg(wb.dead_letter_key()).query_async(&mut conn).await?;
-    let total_keys: Vec<String> = keys.iter().map(|k| format!("{}:total", crate::report::stored_key(wb_namespace(&wb), k))).collect();
+    let mut conn = redis::Client::open(redis_url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let _: () = redis::cmd("DEL")
+        .arg(wb.stream_key())
+        .arg(wb.dead_letter_key())
+        .query_async(&mut conn)
+        .await?;
+    let total_keys: Vec<String> = keys
+        .iter()
+        .map(|k| format!("{}:total", crate::report::stored_key(wb_namespace(&wb), k)))
+        .collect();
     for chunk in total_keys.chunks(500) {
         let _: () = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await?;
     }
@@ -220,12 +251,20 @@ async fn measure(redis_url: &str, args: &WriteBehindArgs, pool: &PgPool, schema:
 
 fn wb_namespace<S: Sink>(wb: &WriteBehind<S>) -> &str {
     // `{namespace}:write-behind:{name}`
-    wb.stream_key().split(":write-behind:").next().unwrap_or_default()
+    wb.stream_key()
+        .split(":write-behind:")
+        .next()
+        .unwrap_or_default()
 }
 
 /// Run `op` from `args.tasks` tasks over uniformly random keys for `duration`;
 /// returns the operations completed and the seconds they took.
-async fn drive<F, Fut>(args: &WriteBehindArgs, keys: &[String], duration: Duration, op: F) -> Result<(u64, f64)>
+async fn drive<F, Fut>(
+    args: &WriteBehindArgs,
+    keys: &[String],
+    duration: Duration,
+    op: F,
+) -> Result<(u64, f64)>
 where
     F: Fn(String) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<()>> + Send,
@@ -252,5 +291,8 @@ where
     for t in tasks {
         t.await??;
     }
-    Ok((done.load(Ordering::Relaxed), started.elapsed().as_secs_f64()))
+    Ok((
+        done.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64(),
+    ))
 }

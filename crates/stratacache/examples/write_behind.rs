@@ -12,15 +12,18 @@
 use std::time::Duration;
 
 use sqlx::postgres::PgPoolOptions;
-use stratacache::write_behind::{PostgresSink, WriteBehind};
+use stratacache::write_behind::{PostgresSink, Sink, WriteBehind};
 use stratacache::Cache;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), stratacache::BoxError> {
     let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let database = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let pool = PgPoolOptions::new().max_connections(4).connect(&database).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&database)
+        .await?;
     sqlx::query("CREATE SCHEMA IF NOT EXISTS stratacache_example")
         .execute(&pool)
         .await?;
@@ -50,7 +53,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             for _ in 0..1_000 {
                 views.incr("instrument:ACME", 1).await?;
             }
-            views.set("instrument:ACME:last-viewer", &"ada".to_string()).await?;
+            views
+                .set("instrument:ACME:last-viewer", &"ada".to_string())
+                .await?;
             // Before any worker ran: the cache has it, the database not yet.
             println!(
                 "read through the cache: {} views, last viewer {:?}; queue {:?}",
