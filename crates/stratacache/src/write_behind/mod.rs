@@ -33,6 +33,7 @@
 //! cannot be written in one script, so [`WriteBehindBuilder::build`] refuses.
 
 mod coalesce;
+mod combine;
 mod dead_letter;
 mod durability;
 mod metrics;
@@ -63,8 +64,9 @@ pub use sink::Sink;
 pub use stream::EntryId;
 pub use worker::WorkerHandle;
 
+use combine::{Answer, Combiner, Op};
 use metrics::WbMetrics;
-use stream::{counter_key, new_write_id, StreamKeys, INCR_SCRIPT, SET_SCRIPT};
+use stream::{counter_key, new_write_id, StreamKeys};
 
 /// What can go wrong in a write-behind call.
 #[derive(Debug, thiserror::Error)]
@@ -227,11 +229,13 @@ impl<S: Sink> WriteBehindBuilder<S> {
             .into());
         }
         let inner = &self.cache.inner;
-        let client = inner
+        let l2 = inner
             .l2
             .as_ref()
-            .and_then(|l2| l2.node_client())
             .ok_or_else(|| Error::config("write-behind needs a cache with Redis (L2)"))?;
+        let client = l2
+            .node_client()
+            .ok_or_else(|| Error::config("write-behind needs a Redis node to connect to"))?;
         let (durability, cluster) = durability::inspect(&client, Duration::from_secs(2)).await;
         if cluster {
             return Err(Error::config(
@@ -244,6 +248,7 @@ impl<S: Sink> WriteBehindBuilder<S> {
         let keys = StreamKeys::new(inner.keys.namespace(), &c.name);
         let options = self.options.unwrap_or_else(|| inner.defaults.clone());
         let metrics = WbMetrics::new(inner.keys.namespace(), &c.name);
+        let combiner = Combiner::spawn(Arc::clone(l2), keys.stream.clone());
         Ok(WriteBehind {
             shared: Arc::new(Shared {
                 cache: self.cache,
@@ -254,6 +259,7 @@ impl<S: Sink> WriteBehindBuilder<S> {
                 metrics,
                 client,
                 durability,
+                combiner,
                 stale_totals: Mutex::new(HashSet::new()),
             }),
         })
@@ -283,6 +289,8 @@ pub(crate) struct Shared<S> {
     metrics: WbMetrics,
     client: redis::Client,
     durability: Durability,
+    /// Sends writes to Redis, many per script under load.
+    combiner: Combiner,
     /// Counter totals in Redis that miss a direct increment (made while
     /// Redis failed): deleted once Redis answers, so they are re-read.
     stale_totals: Mutex<HashSet<String>>,
@@ -316,24 +324,24 @@ impl<S: Sink> WriteBehind<S> {
         let prepared = inner.prepare(&stored, Some(value), opts, &FillHints::default())?;
         let json = serde_json::to_vec(value)?;
         let write_id = new_write_id();
-        let l2 = inner.l2.as_ref().expect("checked at build");
-        let ttl_ms = prepared.l2_ttl.as_millis().max(1).to_string();
-        let queued = l2
-            .run_script::<String>(
-                &SET_SCRIPT,
-                &[&stored, &lease_key(&stored), &s.keys.stream],
-                &[
-                    &prepared.bytes,
-                    ttl_ms.as_bytes(),
-                    write_id.as_bytes(),
-                    key.as_bytes(),
-                    &json,
-                ],
-                false,
-            )
+        let queued = s
+            .combiner
+            .submit(Op::Set {
+                stored: stored.clone(),
+                lease: lease_key(&stored),
+                envelope: prepared.bytes.clone(),
+                ttl_ms: prepared.l2_ttl.as_millis() as u64,
+                write_id: write_id.clone(),
+                key: key.to_string(),
+                json: json.clone(),
+            })
             .await;
         match queued {
-            Ok(id) => {
+            Ok(answer) => {
+                let id = match answer {
+                    Answer::Queued(id) | Answer::Total(_, id) => id,
+                    Answer::NeedsSeed => String::new(),
+                };
                 if let Some(l1) = inner.l1.as_ref().filter(|_| !opts.skip_l1) {
                     let entry = L1Entry::new(
                         Some(Arc::new(value.clone()) as Arc<dyn Any + Send + Sync>),
@@ -378,45 +386,39 @@ impl<S: Sink> WriteBehind<S> {
         let inner = &s.cache.inner;
         let total_key = counter_key(&inner.keys.stored(key)?);
         let write_id = new_write_id();
-        let l2 = inner.l2.as_ref().expect("checked at build");
-        let ttl_ms = s.config.counter_ttl.as_millis().max(1).to_string();
-        let delta_text = delta.to_string();
-        let mut seed = String::new();
+        let mut seed = None;
         let outcome = loop {
-            let answer = l2
-                .run_script::<Option<(i64, String)>>(
-                    &INCR_SCRIPT,
-                    &[&total_key, &s.keys.stream],
-                    &[
-                        delta_text.as_bytes(),
-                        write_id.as_bytes(),
-                        key.as_bytes(),
-                        seed.as_bytes(),
-                        ttl_ms.as_bytes(),
-                    ],
-                    false,
-                )
+            let answer = s
+                .combiner
+                .submit(Op::Incr {
+                    total_key: total_key.clone(),
+                    delta,
+                    write_id: write_id.clone(),
+                    key: key.to_string(),
+                    seed,
+                    ttl_ms: s.config.counter_ttl.as_millis() as u64,
+                })
                 .await;
             match answer {
-                Ok(None) if seed.is_empty() => {
+                Ok(Answer::NeedsSeed) if seed.is_none() => {
                     // No running total in Redis: start it from the sink's.
                     let base = s
                         .sink
                         .read_counter(key)
                         .await
                         .map_err(WriteBehindError::Sink)?;
-                    seed = base.to_string();
+                    seed = Some(base);
                 }
                 other => break other,
             }
         };
         match outcome {
-            Ok(Some((total, _id))) => {
+            Ok(Answer::Total(total, _id)) => {
                 WbMetrics::count(&s.metrics.counts.queued, &s.metrics.queued, 1);
                 self.retire_stale_totals().await;
                 Ok(Some(total))
             }
-            Ok(None) => Err(WriteBehindError::Redis(Error::config(
+            Ok(_) => Err(WriteBehindError::Redis(Error::config(
                 "the counter script answered nothing after seeding",
             ))),
             Err(redis) => {

@@ -154,38 +154,6 @@ pub(crate) fn new_write_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-/// Value write: the cache entry, the revocation of its lease and the stream
-/// entry in one script, so an acknowledged write is both readable and queued.
-/// KEYS: entry, lease, stream. ARGV: envelope, ttl ms, write id, key, JSON.
-pub(crate) static SET_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('DEL', KEYS[2])
-return redis.call('XADD', KEYS[3], '*', 'w', ARGV[3], 'k', ARGV[4], 'v', ARGV[5])
-",
-    )
-});
-
-/// Counter increment: the running total and the stream entry in one script.
-/// Without a total the script does nothing and answers nil unless a seed
-/// (the sink's total) is given. KEYS: total, stream. ARGV: delta, write id,
-/// key, seed or '', total's TTL in ms. Answers `{total, entry id}`.
-pub(crate) static INCR_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  if ARGV[4] == '' then return false end
-  redis.call('SET', KEYS[1], ARGV[4])
-end
-local total = redis.call('INCRBY', KEYS[1], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-local id = redis.call('XADD', KEYS[2], '*', 'w', ARGV[2], 'k', ARGV[3], 'c', ARGV[1])
-return {total, id}
-",
-    )
-});
-
 /// Acknowledge and delete applied entries in one step: the stream then
 /// holds exactly the entries not yet applied (its length is the queue
 /// depth, its first entry the lag). KEYS: stream. ARGV: group, ids…
