@@ -83,8 +83,11 @@ async fn reads_see_writes_before_the_database_and_batches_coalesce() {
         other.get::<String>("name:7").await.unwrap().as_deref(),
         Some("v49")
     );
+    // 2,400 writes from 16 concurrent tasks: group commit put many in one
+    // stream entry.
     let status = wb.queue_status().await.unwrap();
-    assert_eq!(status.depth, 16 * 50 * 3);
+    assert!(status.depth > 0 && status.depth < 2_400, "{status:?}");
+    assert_eq!(wb.stats().queued, 2_400);
 
     let worker = wb.spawn_worker();
     assert!(

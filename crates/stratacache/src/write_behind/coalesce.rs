@@ -172,6 +172,7 @@ mod tests {
 
     fn entry(ms: u64, seq: u64, key: &str, op: Op) -> StreamEntry {
         StreamEntry {
+            stream_id: format!("{ms}-{seq}"),
             id: EntryId { ms, seq },
             write_id: format!("w{ms}-{seq}"),
             key: key.into(),

@@ -81,17 +81,23 @@ impl Combiner {
 
 /// KEYS: the stream, then per write its keys (value: entry, lease; counter:
 /// total). ARGV: six per write — `v`, envelope, ttl ms, write id, key, JSON;
-/// or `c`, delta, write id, key, seed or '', ttl ms. Answers one item per
-/// write: the entry id, `{total, id}`, or nil (counter needs a seed).
+/// or `c`, delta, write id, key, seed or '', ttl ms. All the writes go into
+/// one stream entry (format in `stream.rs`). Answers one item per write: the
+/// entry id, `{total, id}`, or nil (counter needs a seed; not queued).
 static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
-local stream, k, out = KEYS[1], 2, {}
+local stream, k, parts, count, out = KEYS[1], 2, {}, 0, {}
+local function put(kind, id, key, payload)
+  parts[#parts + 1] = '1:' .. kind .. #id .. ':' .. id .. #key .. ':' .. key .. #payload .. ':' .. payload
+  count = count + 1
+end
 for a = 1, #ARGV, 6 do
   if ARGV[a] == 'v' then
     redis.call('SET', KEYS[k], ARGV[a + 1], 'PX', ARGV[a + 2])
     redis.call('DEL', KEYS[k + 1])
-    out[#out + 1] = redis.call('XADD', stream, '*', 'w', ARGV[a + 3], 'k', ARGV[a + 4], 'v', ARGV[a + 5])
+    put('v', ARGV[a + 3], ARGV[a + 4], ARGV[a + 5])
+    out[#out + 1] = true
     k = k + 2
   else
     local total_key = KEYS[k]
@@ -103,13 +109,18 @@ for a = 1, #ARGV, 6 do
     if missing then
       out[#out + 1] = false
     else
-      local total = redis.call('INCRBY', total_key, ARGV[a + 1])
+      out[#out + 1] = redis.call('INCRBY', total_key, ARGV[a + 1])
       redis.call('PEXPIRE', total_key, ARGV[a + 5])
-      local id = redis.call('XADD', stream, '*', 'w', ARGV[a + 2], 'k', ARGV[a + 3], 'c', ARGV[a + 1])
-      out[#out + 1] = {total, id}
+      put('c', ARGV[a + 2], ARGV[a + 3], ARGV[a + 1])
     end
     k = k + 1
   end
+end
+if count == 0 then return out end
+local id = redis.call('XADD', stream, '*', 'n', count, 'b', table.concat(parts))
+for i = 1, #out do
+  if out[i] == true then out[i] = id
+  elseif out[i] ~= false then out[i] = {out[i], id} end
 end
 return out
 ",

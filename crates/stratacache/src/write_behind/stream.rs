@@ -1,11 +1,14 @@
 //! The Redis side of write-behind: key names, the entry format, and the
 //! scripts and commands that touch the stream.
 //!
-//! An entry is `w` (write id: random, unique), `k` (the key) and either `v`
-//! (a value, JSON) or `c` (a counter delta, decimal). The write id, not the
-//! stream id, is what the sink records as applied: a write that timed out
-//! towards Redis and was then applied directly can still be in the stream,
-//! and must not be applied a second time from there.
+//! An entry carries the writes of one script call (one, or many under load:
+//! see `combine.rs`): `n` (how many) and `b`, the writes one after the other,
+//! each four netstrings (`<len>:<bytes>`): kind (`v` value, `c` counter), write
+//! id (random, unique), key, payload (JSON, or a decimal delta). The write id,
+//! not the stream id, is what the sink records as applied: a write that timed
+//! out towards Redis and was then applied directly can still be in the
+//! stream, and must not be applied a second time from there. A single write
+//! may also be given as plain fields `w`, `k` and `v` or `c`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -53,6 +56,10 @@ pub(crate) enum Op {
 /// One write read from the stream.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct StreamEntry {
+    /// The stream entry that carried it (what is acknowledged).
+    pub(crate) stream_id: String,
+    /// Its order among all writes: the entry's id, the write's index within
+    /// the entry in the low 16 bits of `seq`.
     pub(crate) id: EntryId,
     pub(crate) write_id: String,
     pub(crate) key: String,
@@ -67,35 +74,83 @@ pub(crate) struct Malformed {
     pub(crate) why: &'static str,
 }
 
-pub(crate) fn parse(raw: &StreamId) -> Result<StreamEntry, Malformed> {
+/// The writes of one stream entry, in order.
+pub(crate) fn parse(raw: &StreamId) -> Result<Vec<StreamEntry>, Malformed> {
     let bad = |why| Malformed {
         id: raw.id.clone(),
         why,
     };
     let id: EntryId = raw.id.parse().map_err(|_| bad("unparsable entry id"))?;
+    if id.seq >= 1 << 47 {
+        return Err(bad("entry sequence number too large"));
+    }
     let field = |name: &str| match raw.map.get(name) {
-        Some(Value::BulkString(bytes)) => Some(bytes.clone()),
-        Some(Value::SimpleString(s)) => Some(s.clone().into_bytes()),
+        Some(Value::BulkString(bytes)) => Some(bytes.as_slice()),
+        Some(Value::SimpleString(s)) => Some(s.as_bytes()),
         _ => None,
     };
-    let text = |bytes: Vec<u8>| String::from_utf8(bytes).map_err(|_| bad("field is not UTF-8"));
-    let write_id = text(field("w").ok_or_else(|| bad("no write id"))?)?;
-    let key = text(field("k").ok_or_else(|| bad("no key"))?)?;
-    let op = match (field("v"), field("c")) {
-        (Some(json), None) => Op::Set(json),
-        (None, Some(delta)) => Op::Add(
-            text(delta)?
-                .parse()
-                .map_err(|_| bad("counter delta is not an integer"))?,
-        ),
-        _ => return Err(bad("neither a value nor a counter delta")),
+    let write = |index: u64, kind: &[u8], write_id: &[u8], key: &[u8], payload: &[u8]| {
+        let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| bad("field is not UTF-8"));
+        let op = match kind {
+            b"v" => Op::Set(payload.to_vec()),
+            b"c" => Op::Add(
+                text(payload)?
+                    .parse()
+                    .map_err(|_| bad("counter delta is not an integer"))?,
+            ),
+            _ => return Err(bad("neither a value nor a counter delta")),
+        };
+        Ok(StreamEntry {
+            stream_id: raw.id.clone(),
+            id: EntryId {
+                ms: id.ms,
+                seq: (id.seq << 16) | index,
+            },
+            write_id: text(write_id)?,
+            key: text(key)?,
+            op,
+        })
     };
-    Ok(StreamEntry {
-        id,
-        write_id,
-        key,
-        op,
-    })
+    if let Some(blob) = field("b") {
+        let count: u64 = field("n")
+            .and_then(|n| std::str::from_utf8(n).ok()?.parse().ok())
+            .ok_or_else(|| bad("no write count"))?;
+        if count > 1 << 16 {
+            return Err(bad("too many writes in one entry"));
+        }
+        let mut rest = blob;
+        let mut out = Vec::with_capacity(count as usize);
+        for index in 0..count {
+            let mut parts = [&b""[..]; 4];
+            for part in &mut parts {
+                let (item, tail) = netstring(rest).ok_or_else(|| bad("truncated write"))?;
+                *part = item;
+                rest = tail;
+            }
+            out.push(write(index, parts[0], parts[1], parts[2], parts[3])?);
+        }
+        return if rest.is_empty() {
+            Ok(out)
+        } else {
+            Err(bad("bytes after the last write"))
+        };
+    }
+    let write_id = field("w").ok_or_else(|| bad("no write id"))?;
+    let key = field("k").ok_or_else(|| bad("no key"))?;
+    match (field("v"), field("c")) {
+        (Some(json), None) => Ok(vec![write(0, b"v", write_id, key, json)?]),
+        (None, Some(delta)) => Ok(vec![write(0, b"c", write_id, key, delta)?]),
+        _ => Err(bad("neither a value nor a counter delta")),
+    }
+}
+
+/// Split `<len>:<bytes>` off the front of `input`.
+fn netstring(input: &[u8]) -> Option<(&[u8], &[u8])> {
+    let colon = input.iter().take(12).position(|&b| b == b':')?;
+    let len: usize = std::str::from_utf8(&input[..colon]).ok()?.parse().ok()?;
+    let start = colon + 1;
+    let end = start.checked_add(len)?;
+    (end <= input.len()).then(|| (&input[start..end], &input[end..]))
 }
 
 /// The Redis keys of one write-behind queue.
@@ -240,6 +295,33 @@ mod tests {
         assert!(parse(&raw).is_err());
         raw.map
             .insert("c".into(), Value::BulkString(b"-3".to_vec()));
-        assert_eq!(parse(&raw).unwrap().op, Op::Add(-3));
+        assert_eq!(parse(&raw).unwrap()[0].op, Op::Add(-3));
+    }
+
+    #[test]
+    fn packed_entries_unpack_in_order_and_truncation_is_refused() {
+        let mut raw = StreamId {
+            id: "5-1".into(),
+            ..Default::default()
+        };
+        let blob = br#"1:v2:w13:k:a7:{"x":1}1:c2:w24:ke:y2:-4"#.to_vec();
+        raw.map.insert("n".into(), Value::BulkString(b"2".to_vec()));
+        raw.map.insert("b".into(), Value::BulkString(blob.clone()));
+        let writes = parse(&raw).unwrap();
+        assert_eq!(writes.len(), 2);
+        assert_eq!(writes[0].key, "k:a");
+        assert_eq!(writes[0].op, Op::Set(br#"{"x":1}"#.to_vec()));
+        assert_eq!(writes[1].op, Op::Add(-4));
+        assert_eq!(writes[1].key, "ke:y");
+        assert!(writes[0].id < writes[1].id);
+        assert!(writes.iter().all(|w| w.stream_id == "5-1"));
+        raw.map.insert(
+            "b".into(),
+            Value::BulkString(blob[..blob.len() - 1].to_vec()),
+        );
+        assert!(parse(&raw).is_err());
+        raw.map
+            .insert("b".into(), Value::BulkString(b"99999999999999:x".to_vec()));
+        assert!(parse(&raw).is_err());
     }
 }

@@ -238,48 +238,64 @@ impl<S: Sink> Worker<S> {
 
     /// Apply entries and acknowledge them, or dead-letter what keeps failing.
     async fn process(&mut self, raw: Vec<StreamId>) -> Result<(), RedisError> {
-        let mut entries = Vec::with_capacity(raw.len());
+        let mut writes = Vec::with_capacity(raw.len());
         for item in &raw {
             match stream::parse(item) {
-                Ok(entry) => entries.push(entry),
+                Ok(parsed) => writes.extend(parsed),
                 Err(bad) => self.dead_letter(&bad.id, bad.why).await?,
             }
         }
-        if entries.is_empty() {
+        if writes.is_empty() {
             return Ok(());
         }
-        let batch = Batch::from_entries(&entries);
+        let batch = Batch::from_entries(&writes);
         match self.apply_with_retries(&batch).await {
-            Ok(()) => self.committed(&entries, &batch).await,
+            Ok(()) => {
+                self.count_applied(writes.len(), &batch);
+                self.acknowledge(stream_ids(&writes)).await
+            }
             Err(Failed::Stopping) => Ok(()),
             Err(Failed::Sink(err)) => {
-                tracing::warn!(error = %err, writes = entries.len(), "write-behind: batch keeps failing; trying each key alone");
-                self.isolate(entries).await
+                tracing::warn!(error = %err, writes = writes.len(), "write-behind: batch keeps failing; trying each key alone");
+                self.isolate(writes).await
             }
         }
     }
 
-    /// After the batch failed every attempt: each key alone, once; a key that
-    /// still fails goes to the dead-letter stream.
-    async fn isolate(&mut self, entries: Vec<StreamEntry>) -> Result<(), RedisError> {
+    /// After the batch failed every attempt: each key alone, once. A stream
+    /// entry is acknowledged if all its writes were applied, else it goes to
+    /// the dead-letter stream whole (its applied writes are skipped by their
+    /// write ids when it is replayed).
+    async fn isolate(&mut self, writes: Vec<StreamEntry>) -> Result<(), RedisError> {
+        let all_ids = stream_ids(&writes);
         let mut by_key: BTreeMap<String, Vec<StreamEntry>> = BTreeMap::new();
-        for entry in entries {
-            by_key.entry(entry.key.clone()).or_default().push(entry);
+        for write in writes {
+            by_key.entry(write.key.clone()).or_default().push(write);
         }
+        let mut failed: BTreeMap<String, String> = BTreeMap::new();
         for (key, group) in by_key {
             let batch = Batch::from_entries(&group);
             match self.shared.sink.apply(&batch).await {
-                Ok(()) => self.committed(&group, &batch).await?,
+                Ok(()) => self.count_applied(group.len(), &batch),
                 Err(err) => {
-                    tracing::error!(key, error = %err, entries = group.len(), "write-behind: moving entries to the dead-letter stream");
-                    let reason = err.to_string();
-                    for entry in &group {
-                        self.dead_letter(&entry.id.to_string(), &reason).await?;
+                    tracing::error!(key, error = %err, writes = group.len(), "write-behind: a key keeps failing; its entries go to the dead-letter stream");
+                    for write in &group {
+                        failed.insert(write.stream_id.clone(), err.to_string());
                     }
                 }
             }
         }
-        Ok(())
+        for (id, reason) in &failed {
+            self.dead_letter(id, reason).await?;
+        }
+        let applied: Vec<String> = all_ids
+            .into_iter()
+            .filter(|id| !failed.contains_key(id))
+            .collect();
+        if applied.is_empty() {
+            return Ok(());
+        }
+        self.acknowledge(applied).await
     }
 
     async fn apply_with_retries(&self, batch: &Batch) -> Result<(), Failed> {
@@ -303,29 +319,27 @@ impl<S: Sink> Worker<S> {
         }
     }
 
+    fn count_applied(&self, writes: usize, batch: &Batch) {
+        let m = &self.shared.metrics;
+        WbMetrics::count(&m.counts.applied, &m.applied, writes as u64);
+        m.counts.batches.fetch_add(1, Ordering::Relaxed);
+        m.batch_size.record(batch.writes() as f64);
+    }
+
     /// The sink committed: acknowledge (and delete) the entries, retrying
     /// while Redis fails. Given up only when stopping — a redelivery of a
     /// committed batch changes nothing.
-    async fn committed(
-        &mut self,
-        entries: &[StreamEntry],
-        batch: &Batch,
-    ) -> Result<(), RedisError> {
-        let m = &self.shared.metrics;
-        WbMetrics::count(&m.counts.applied, &m.applied, entries.len() as u64);
-        m.counts.batches.fetch_add(1, Ordering::Relaxed);
-        m.batch_size.record(batch.writes() as f64);
-        let mut args: Vec<Vec<u8>> = Vec::with_capacity(entries.len() + 1);
-        args.push(self.shared.keys.group.clone().into_bytes());
-        args.extend(entries.iter().map(|e| e.id.to_string().into_bytes()));
+    async fn acknowledge(&mut self, ids: Vec<String>) -> Result<(), RedisError> {
         let mut failures = 0;
         loop {
             let acked = async {
                 let mut conn = self.conn().await?;
                 let mut invocation = ACK_SCRIPT.prepare_invoke();
-                invocation.key(&self.shared.keys.stream);
-                for arg in &args {
-                    invocation.arg(arg.as_slice());
+                invocation
+                    .key(&self.shared.keys.stream)
+                    .arg(&self.shared.keys.group);
+                for id in &ids {
+                    invocation.arg(id);
                 }
                 invocation.invoke_async::<i64>(&mut conn).await
             };
@@ -389,4 +403,13 @@ impl<S: Sink> Worker<S> {
         let capped = exp.min(c.max_backoff);
         capped.mul_f64(0.5 + rand::random::<f64>() / 2.0)
     }
+}
+
+/// The distinct stream entries the writes came from, in order.
+fn stream_ids(writes: &[StreamEntry]) -> Vec<String> {
+    let mut ids: Vec<String> = writes.iter().map(|w| w.stream_id.clone()).collect();
+    ids.dedup();
+    ids.sort();
+    ids.dedup();
+    ids
 }
