@@ -156,7 +156,7 @@ pub struct WriteBehindArgs {
     /// Write-behind workers.
     #[arg(long, default_value_t = 2)]
     workers: usize,
-    /// Most writes per batch.
+    /// Most stream entries per batch (each carries one or more writes).
     #[arg(long, default_value_t = 2_000)]
     batch_size: usize,
     /// Longest wait to fill a batch, in ms.

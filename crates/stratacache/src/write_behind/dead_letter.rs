@@ -14,7 +14,8 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// A queue's state in Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueStatus {
-    /// Entries not yet applied (read or not).
+    /// Stream entries not yet applied, read or not (an entry carries one
+    /// write, or the writes of one group commit).
     pub depth: u64,
     /// Entries read by a worker and not yet acknowledged.
     pub pending: u64,

@@ -10,7 +10,7 @@
 //! | `stratacache_write_behind_retries_total` | counter | failed sink calls that were retried |
 //! | `stratacache_write_behind_dead_letters_total` | counter | entries moved to the dead-letter stream |
 //! | `stratacache_write_behind_replayed_total` | counter | dead letters put back on the queue |
-//! | `stratacache_write_behind_queue_depth` | gauge | entries in the stream not yet applied |
+//! | `stratacache_write_behind_queue_depth` | gauge | stream entries not yet applied (an entry carries one write, or the writes of one group commit) |
 //! | `stratacache_write_behind_lag_seconds` | gauge | age of the oldest entry not yet applied |
 //! | `stratacache_write_behind_dead_letter_depth` | gauge | entries in the dead-letter stream |
 //!

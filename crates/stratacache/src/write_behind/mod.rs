@@ -110,7 +110,8 @@ pub enum Written {
 pub struct WriteBehindConfig {
     /// Queue name (part of the stream's key). Default `default`.
     pub name: String,
-    /// Most writes in one batch. Default 1,000.
+    /// Most stream entries in one batch (an entry carries one write, or the
+    /// writes of one group commit under load). Default 1,000.
     pub batch_size: usize,
     /// Longest a worker waits to fill a batch after its first entry. Default 50 ms.
     pub batch_interval: Duration,
@@ -162,7 +163,7 @@ impl<S: Sink> WriteBehindBuilder<S> {
         self.config.name = name.into();
         self
     }
-    /// Most writes in one batch.
+    /// Most stream entries in one batch.
     pub fn batch_size(mut self, n: usize) -> Self {
         self.config.batch_size = n;
         self
