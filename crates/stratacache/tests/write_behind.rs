@@ -204,7 +204,9 @@ async fn a_failing_sink_is_retried_then_dead_lettered_and_replay_applies_once() 
         poisoned: Arc::new(AtomicBool::new(true)),
         fail_first: Arc::new(AtomicU32::new(2)),
     };
+    common::record_metrics();
     let cache = cache(&common::single_url(), "wb-dead").await;
+    let namespace = cache.namespace().to_string();
     let wb = WriteBehind::builder(cache, sink.clone())
         .name("dead")
         .max_attempts(4)
@@ -264,6 +266,50 @@ async fn a_failing_sink_is_retried_then_dead_lettered_and_replay_applies_once() 
     worker.shutdown().await;
     assert_eq!(db.counters().await.get("poison"), Some(&11));
     assert_eq!(wb.queue_status().await.unwrap().dead_letters, 0);
+    let labels = [("cache", namespace.as_str()), ("queue", "dead")];
+    assert_eq!(
+        common::counter("stratacache_write_behind_dead_letters_total", &labels),
+        2
+    );
+    assert_eq!(
+        common::counter("stratacache_write_behind_replayed_total", &labels),
+        2
+    );
+    assert_eq!(
+        common::counter("stratacache_write_behind_retries_total", &labels),
+        wb.stats().retries
+    );
+    db.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_applies_what_the_worker_had_read() {
+    let db = Scratch::new("drain").await;
+    let cache = cache(&common::single_url(), "wb-drain").await;
+    // A batch that would wait 30 s to fill: only the shutdown ends it.
+    let wb = WriteBehind::builder(cache, db.sink())
+        .name("drain")
+        .batch_interval(Duration::from_secs(30))
+        .build()
+        .await
+        .unwrap();
+    let worker = wb.spawn_worker();
+    for _ in 0..10 {
+        wb.incr("c", 3).await.unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            wb.queue_status().await.unwrap().pending > 0
+        })
+        .await
+    );
+    assert!(db.counters().await.is_empty(), "the batch is still filling");
+    tokio::time::timeout(Duration::from_secs(5), worker.shutdown())
+        .await
+        .expect("shutdown does not wait for the interval");
+    assert_eq!(db.counters().await.get("c"), Some(&30));
+    let status = wb.queue_status().await.unwrap();
+    assert_eq!((status.depth, status.pending), (0, 0));
     db.drop_schema().await;
 }
 

@@ -201,7 +201,8 @@ impl<S: Sink> Worker<S> {
         loop {
             let block = match deadline {
                 None => IDLE_BLOCK,
-                Some(at) => at.saturating_duration_since(Instant::now()),
+                // Capped, so a stop is noticed while a long interval fills.
+                Some(at) => at.saturating_duration_since(Instant::now()).min(IDLE_BLOCK),
             };
             if block.is_zero() || self.stopping() && !out.is_empty() {
                 break;
