@@ -27,7 +27,8 @@ pub struct QueueStatus {
 
 impl<S: Sink> WriteBehind<S> {
     async fn admin(&self) -> Result<redis::aio::MultiplexedConnection, WriteBehindError> {
-        let connect = self.shared.client.get_multiplexed_async_connection();
+        let client = self.shared.node_client();
+        let connect = client.get_multiplexed_async_connection();
         match tokio::time::timeout(ADMIN_TIMEOUT, connect).await {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(e)) => Err(WriteBehindError::Redis(e.into())),

@@ -297,6 +297,19 @@ pub(crate) struct Shared<S> {
     stale_totals: Mutex<HashSet<String>>,
 }
 
+impl<S> Shared<S> {
+    /// A client for the node that holds the stream: the current master
+    /// under Sentinel (re-resolved after a failover), else the one node.
+    fn node_client(&self) -> redis::Client {
+        self.cache
+            .inner
+            .l2
+            .as_ref()
+            .and_then(|l2| l2.node_client())
+            .unwrap_or_else(|| self.client.clone())
+    }
+}
+
 impl WriteBehind<()> {
     /// Start configuring a queue on `cache` (which must have Redis) and `sink`.
     pub fn builder<S: Sink>(cache: Cache, sink: S) -> WriteBehindBuilder<S> {

@@ -122,8 +122,12 @@ impl<S: Sink> Worker<S> {
                 Ok(()) => failures = 0,
                 Err(err) => {
                     failures += 1;
-                    if err.code() == Some("NOGROUP") {
-                        // The stream was deleted (or Redis restarted empty).
+                    // The stream was deleted (or Redis restarted empty), or a
+                    // Sentinel failover moved the master: connect afresh.
+                    if matches!(err.code(), Some("NOGROUP" | "READONLY"))
+                        || err.is_connection_dropped()
+                        || err.is_io_error()
+                    {
                         self.conn = None;
                     }
                     tracing::warn!(error = %err, consumer = %self.consumer, "write-behind worker: redis failed; retrying");
@@ -147,7 +151,7 @@ impl<S: Sink> Worker<S> {
             .set_number_of_retries(2);
         let mut conn = tokio::time::timeout(
             REDIS_TIMEOUT,
-            ConnectionManager::new_with_config(self.shared.client.clone(), config),
+            ConnectionManager::new_with_config(self.shared.node_client(), config),
         )
         .await
         .map_err(|_| RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
