@@ -448,3 +448,78 @@ async fn with_aof_always_a_redis_restart_mid_stream_loses_nothing() {
     }
     db.drop_schema().await;
 }
+
+/// Commits, then reports a failure every other call: what a worker sees when
+/// the connection drops after `COMMIT` reached the database.
+#[derive(Clone)]
+struct CommitThenFail {
+    inner: PostgresSink,
+    calls: Arc<AtomicU32>,
+}
+
+impl Sink for CommitThenFail {
+    async fn apply(&self, batch: &Batch) -> Result<(), BoxError> {
+        self.inner.apply(batch).await?;
+        if self.calls.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+            return Err("connection lost after COMMIT".into());
+        }
+        Ok(())
+    }
+    async fn read_value(&self, key: &str) -> Result<Option<Vec<u8>>, BoxError> {
+        self.inner.read_value(key).await
+    }
+    async fn read_counter(&self, key: &str) -> Result<i64, BoxError> {
+        self.inner.read_counter(key).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_committed_but_reported_failed_is_applied_once() {
+    let db = Scratch::new("commitfail").await;
+    let sink = CommitThenFail {
+        inner: db.sink(),
+        calls: Arc::new(AtomicU32::new(0)),
+    };
+    let cache = cache(&common::single_url(), "wb-commitfail").await;
+    let wb = WriteBehind::builder(cache, sink.clone())
+        .name("commitfail")
+        .batch_size(7)
+        .retry_backoff(Duration::from_millis(5), Duration::from_millis(20))
+        .build()
+        .await
+        .unwrap();
+    let worker = wb.spawn_worker();
+    let mut expected = 0i64;
+    for i in 1..=60i64 {
+        wb.incr(&format!("c{}", i % 3), i).await.unwrap();
+        wb.set(&format!("v{}", i % 4), &i).await.unwrap();
+        expected += i;
+    }
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            wb.queue_status()
+                .await
+                .map(|s| s.depth == 0 && s.pending == 0)
+                .unwrap_or(false)
+        })
+        .await
+    );
+    worker.shutdown().await;
+    let calls = sink.calls.load(Ordering::SeqCst);
+    assert!(
+        calls >= 4,
+        "every batch was committed twice: {calls} sink calls"
+    );
+    // Every other call failed after its commit, and was retried.
+    assert_eq!(wb.stats().retries, u64::from(calls.div_ceil(2)));
+    assert_eq!(wb.stats().dead_letters, 0);
+    let counters = db.counters().await;
+    assert_eq!(counters.values().sum::<i64>(), expected);
+    assert_eq!(counters["c0"], (1..=60).filter(|i| i % 3 == 0).sum::<i64>());
+    let values = db.values().await;
+    for k in 0..4i64 {
+        let last = (1..=60i64).filter(|i| i % 4 == k).max().unwrap();
+        assert_eq!(values[&format!("v{k}")], last.to_string());
+    }
+    db.drop_schema().await;
+}
