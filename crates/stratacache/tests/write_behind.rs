@@ -460,7 +460,7 @@ struct CommitThenFail {
 impl Sink for CommitThenFail {
     async fn apply(&self, batch: &Batch) -> Result<(), BoxError> {
         self.inner.apply(batch).await?;
-        if self.calls.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+        if self.calls.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
             return Err("connection lost after COMMIT".into());
         }
         Ok(())
