@@ -15,6 +15,7 @@ mod l2_throughput;
 mod report;
 mod stampede;
 mod stampede_worker;
+mod write_behind;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -62,6 +63,9 @@ enum Scenario {
     /// One reader process of `consistency` (started by it; the plan is JSON).
     #[command(hide = true)]
     ConsistencyWorker { plan: String },
+    /// Counter increments through write-behind (Redis stream → batched,
+    /// coalesced PostgreSQL upserts) vs one UPDATE per increment.
+    WriteBehind(WriteBehindArgs),
     /// One process of `stampede` (started by it; the plan is JSON).
     #[command(hide = true)]
     StampedeWorker { plan: String },
@@ -181,6 +185,34 @@ pub struct ConsistencyArgs {
     samples: u64,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct WriteBehindArgs {
+    /// PostgreSQL to write to (a schema of its own is created and dropped).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pg_url: String,
+    /// Connections in the pool (the baseline's UPDATEs and the sink share it).
+    #[arg(long, default_value_t = 16)]
+    pg_connections: u32,
+    /// Concurrent incrementing tasks, on each side.
+    #[arg(long, default_value_t = 64)]
+    tasks: usize,
+    /// Distinct counters, picked uniformly at random.
+    #[arg(long, default_value_t = 1_000)]
+    keys: u64,
+    /// Measuring time of each side.
+    #[arg(long, default_value_t = 5)]
+    duration_secs: u64,
+    /// Write-behind workers.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Most stream entries per batch (each carries one or more writes).
+    #[arg(long, default_value_t = 2_000)]
+    batch_size: usize,
+    /// Longest wait to fill a batch, in ms.
+    #[arg(long, default_value_t = 50)]
+    batch_interval_ms: u64,
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -201,6 +233,7 @@ fn main() -> Result<()> {
             Scenario::Backplane(args) => backplane::run(&args).await,
             Scenario::Consistency(args) => consistency::run(&cli.redis_url, &args).await,
             Scenario::ConsistencyWorker { plan } => consistency_worker::run(&plan).await,
+            Scenario::WriteBehind(args) => write_behind::run(&cli.redis_url, &args).await,
             Scenario::StampedeWorker { plan } => stampede_worker::run(&plan).await,
         }
     })?;

@@ -38,6 +38,11 @@
 //! - **Bounded memory.** L1 is bounded in bytes and in entries; values over
 //!   the maximum size are refused before anything is written.
 //!
+//! Write-behind ([`write_behind`]): writes acknowledged once Redis holds
+//! them (cache entry and stream entry in one script), applied to a database in
+//! coalesced batches, never lost and never applied twice across crashes
+//! (`RELIABILITY.md`). The PostgreSQL sink is behind the `postgres` feature.
+//!
 //! See `ARCHITECTURE.md` for the map of the code.
 
 #![deny(missing_docs)]
@@ -64,6 +69,7 @@ mod policy;
 mod resource;
 mod versioned;
 mod warm;
+pub mod write_behind;
 
 pub use breaker::{BreakerConfig, BreakerState};
 pub use builder::CacheBuilder;

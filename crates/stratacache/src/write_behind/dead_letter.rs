@@ -1,0 +1,84 @@
+//! The operator's side of a queue: its state, and putting dead letters back.
+
+use std::time::Duration;
+
+use super::metrics::WbMetrics;
+use super::sink::Sink;
+use super::stream::{queue_state, REPLAY_SCRIPT};
+use super::{WriteBehind, WriteBehindError};
+use crate::cache::now_ms;
+use crate::error::Error;
+
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A queue's state in Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStatus {
+    /// Stream entries not yet applied, read or not (an entry carries one
+    /// write, or the writes of one group commit).
+    pub depth: u64,
+    /// Entries read by a worker and not yet acknowledged.
+    pub pending: u64,
+    /// Age of the oldest entry not yet applied.
+    pub lag: Duration,
+    /// Entries in the dead-letter stream.
+    pub dead_letters: u64,
+}
+
+impl<S: Sink> WriteBehind<S> {
+    async fn admin(&self) -> Result<redis::aio::MultiplexedConnection, WriteBehindError> {
+        let client = self.shared.node_client();
+        let connect = client.get_multiplexed_async_connection();
+        match tokio::time::timeout(ADMIN_TIMEOUT, connect).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(WriteBehindError::Redis(e.into())),
+            Err(_) => Err(WriteBehindError::Redis(Error::RedisTimeout(ADMIN_TIMEOUT))),
+        }
+    }
+
+    async fn admin_query<T>(
+        &self,
+        query: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, WriteBehindError> {
+        match tokio::time::timeout(ADMIN_TIMEOUT, query).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(WriteBehindError::Redis(e.into())),
+            Err(_) => Err(WriteBehindError::Redis(Error::RedisTimeout(ADMIN_TIMEOUT))),
+        }
+    }
+
+    /// Depth, pending entries, lag and dead letters, read from Redis now.
+    pub async fn queue_status(&self) -> Result<QueueStatus, WriteBehindError> {
+        let mut conn = self.admin().await?;
+        let keys = &self.shared.keys;
+        let (depth, oldest, dead) = self.admin_query(queue_state(&mut conn, keys)).await?;
+        // XPENDING's summary; an error means no group yet (no worker ran).
+        let pending: u64 = redis::cmd("XPENDING")
+            .arg(&keys.stream)
+            .arg(&keys.group)
+            .query_async::<(u64, redis::Value, redis::Value, redis::Value)>(&mut conn)
+            .await
+            .map_or(0, |(n, _, _, _)| n);
+        Ok(QueueStatus {
+            depth,
+            pending,
+            lag: Duration::from_millis(oldest.map_or(0, |id| now_ms().saturating_sub(id.ms))),
+            dead_letters: dead,
+        })
+    }
+
+    /// Put up to `max` dead letters back on the queue (oldest first), with
+    /// their original write ids: a write the sink applied after all is not
+    /// applied again. Returns how many were moved.
+    pub async fn replay_dead_letters(&self, max: usize) -> Result<usize, WriteBehindError> {
+        let mut conn = self.admin().await?;
+        let keys = &self.shared.keys;
+        let mut invocation = REPLAY_SCRIPT.key(&keys.stream);
+        invocation.key(&keys.dead).arg(max.max(1));
+        let moved: i64 = self.admin_query(invocation.invoke_async(&mut conn)).await?;
+        let m = &self.shared.metrics;
+        WbMetrics::count(&m.counts.replayed, &m.replayed, moved as u64);
+        tracing::info!(moved, queue = %self.shared.config.name, "write-behind: dead letters replayed");
+        Ok(moved as usize)
+    }
+}

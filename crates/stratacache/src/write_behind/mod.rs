@@ -1,0 +1,565 @@
+//! Write-behind: writes return once Redis holds them, and reach the sink
+//! (the database) in batches.
+//!
+//! A write updates the cache entry and appends to a Redis Stream in one Lua
+//! script, so an acknowledged write is both readable and queued. Workers in a
+//! consumer group read batches (by size and by interval), coalesce them per
+//! key (the last value wins, counter deltas are summed), hand them to a
+//! [`Sink`] and acknowledge only after the sink committed. The sink records
+//! the ids of the writes it applied in the same transaction, so a batch
+//! delivered again after a crash changes nothing. A dead worker's entries are
+//! claimed by a live one (`XAUTOCLAIM`); a failing batch is retried with
+//! exponential backoff, then split per key, and what still fails goes to a
+//! dead-letter stream ([`WriteBehind::replay_dead_letters`] puts it back).
+//! When Redis fails, a write goes to the sink synchronously instead.
+//!
+//! ```no_run
+//! # async fn demo(cache: stratacache::Cache, pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+//! use stratacache::write_behind::{PostgresSink, WriteBehind};
+//!
+//! let sink = PostgresSink::new(pool, "views")?;
+//! sink.create_tables().await?;
+//! let views = WriteBehind::builder(cache, sink).name("views").build().await?;
+//! let worker = views.spawn_worker();
+//! views.incr("instrument:AAPL", 1).await?;
+//! views.set("instrument:AAPL:last-viewer", &"ada".to_string()).await?;
+//! assert_eq!(views.counter("instrument:AAPL").await?, 1);
+//! worker.shutdown().await; // applies what it has read, then stops
+//! # Ok(()) }
+//! ```
+//!
+//! Only a single Redis node (or a Sentinel-managed master) is supported: on a
+//! Cluster the cache entry and the stream live in different hash slots and
+//! cannot be written in one script, so [`WriteBehindBuilder::build`] refuses.
+
+mod coalesce;
+mod combine;
+mod dead_letter;
+mod durability;
+mod metrics;
+#[cfg(feature = "postgres")]
+mod postgres;
+mod sink;
+mod stream;
+mod worker;
+
+use std::any::Any;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::cache::{now_ms, Cache, CacheValue, FillHints};
+use crate::error::{BoxError, Error};
+use crate::l1::L1Entry;
+use crate::lease::lease_key;
+use crate::options::EntryOptions;
+
+pub use coalesce::{Batch, CounterWrite, ValueWrite};
+pub use dead_letter::QueueStatus;
+pub use durability::Durability;
+pub use metrics::WriteBehindStats;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresSink;
+pub use sink::Sink;
+pub use stream::EntryId;
+pub use worker::WorkerHandle;
+
+use combine::{Answer, Combiner, Op};
+use metrics::WbMetrics;
+use stream::{counter_key, new_write_id, StreamKeys};
+
+/// What can go wrong in a write-behind call.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteBehindError {
+    /// A bad key or value, or a cache misconfiguration; nothing was written.
+    #[error(transparent)]
+    Cache(#[from] Error),
+    /// The value could not be turned into JSON; nothing was written.
+    #[error("could not encode value as JSON: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// Redis failed and the synchronous write to the sink failed too: the
+    /// write is not acknowledged. If Redis timed out (rather than refused),
+    /// the write may still be in the stream and be applied later, once.
+    #[error("write not acknowledged: redis failed ({redis}) and so did the sink ({sink})")]
+    NotApplied {
+        /// Why Redis did not take the write.
+        redis: Error,
+        /// Why the sink did not take it either.
+        sink: BoxError,
+    },
+    /// The sink failed on a read, or when seeding a counter's total.
+    #[error("sink: {0}")]
+    Sink(BoxError),
+    /// A Redis call of an administrative operation failed.
+    #[error("redis: {0}")]
+    Redis(Error),
+}
+
+/// How a write was acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// In Redis (cache and stream, atomically), under this stream entry id.
+    Queued(EntryId),
+    /// Redis failed, so the sink applied it synchronously.
+    Direct,
+}
+
+/// Settings of a write-behind queue and its workers.
+#[derive(Debug, Clone)]
+pub struct WriteBehindConfig {
+    /// Queue name (part of the stream's key). Default `default`.
+    pub name: String,
+    /// Most stream entries in one batch (an entry carries one write, or the
+    /// writes of one group commit under load). Default 1,000.
+    pub batch_size: usize,
+    /// Longest a worker waits to fill a batch after its first entry. Default 50 ms.
+    pub batch_interval: Duration,
+    /// Sink attempts per batch before it is split per key and what still
+    /// fails is dead-lettered. Default 5.
+    pub max_attempts: u32,
+    /// Backoff before the second attempt; doubles per attempt, with jitter. Default 50 ms.
+    pub retry_backoff: Duration,
+    /// Backoff cap. Default 5 s.
+    pub max_backoff: Duration,
+    /// An entry delivered to a worker and not acknowledged for this long is
+    /// claimed by another worker (its worker is presumed dead). Default 10 s.
+    pub claim_idle: Duration,
+    /// Applied write ids are kept this long past the oldest entry still in
+    /// the stream, then pruned from the sink. Default 1 h.
+    pub applied_retention: Duration,
+    /// Lifetime of a counter's running total in Redis, renewed by each
+    /// increment; when it lapses, the total is read from the sink again. Default 1 h.
+    pub counter_ttl: Duration,
+}
+
+impl Default for WriteBehindConfig {
+    fn default() -> Self {
+        Self {
+            name: "default".into(),
+            batch_size: 1_000,
+            batch_interval: Duration::from_millis(50),
+            max_attempts: 5,
+            retry_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(5),
+            claim_idle: Duration::from_secs(10),
+            applied_retention: Duration::from_secs(3_600),
+            counter_ttl: Duration::from_secs(3_600),
+        }
+    }
+}
+
+/// Configures a [`WriteBehind`] queue.
+pub struct WriteBehindBuilder<S> {
+    cache: Cache,
+    sink: S,
+    config: WriteBehindConfig,
+    options: Option<EntryOptions>,
+}
+
+impl<S: Sink> WriteBehindBuilder<S> {
+    /// Queue name (part of the stream's key; letters, digits, `-`, `_`, `.`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+    /// Most stream entries in one batch.
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.config.batch_size = n;
+        self
+    }
+    /// Longest wait to fill a batch after its first entry.
+    pub fn batch_interval(mut self, d: Duration) -> Self {
+        self.config.batch_interval = d;
+        self
+    }
+    /// Sink attempts per batch before splitting and dead-lettering.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.config.max_attempts = n;
+        self
+    }
+    /// First retry backoff (doubles per attempt) and its cap.
+    pub fn retry_backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.config.retry_backoff = first;
+        self.config.max_backoff = max;
+        self
+    }
+    /// Idle time after which another worker claims an entry.
+    pub fn claim_idle(mut self, d: Duration) -> Self {
+        self.config.claim_idle = d;
+        self
+    }
+    /// Lifetime of counters' running totals in Redis.
+    pub fn counter_ttl(mut self, d: Duration) -> Self {
+        self.config.counter_ttl = d;
+        self
+    }
+    /// Every setting at once.
+    pub fn config(mut self, config: WriteBehindConfig) -> Self {
+        self.config = config;
+        self
+    }
+    /// Entry options of the cached values (default: the cache's defaults).
+    /// Their TTL should exceed the longest expected lag: a value that expires
+    /// from the cache before the sink has it is read from the sink, older.
+    pub fn entry_options(mut self, options: EntryOptions) -> Self {
+        self.options = Some(options);
+        self
+    }
+
+    /// Check the settings and Redis (persistence, not a Cluster) and build
+    /// the queue. Warns (via `tracing`) when Redis has no AOF. Builds while
+    /// Redis is down (writes then go to the sink directly).
+    pub async fn build(self) -> Result<WriteBehind<S>, WriteBehindError> {
+        let c = &self.config;
+        let name_ok = !c.name.is_empty()
+            && c.name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
+        if !name_ok {
+            return Err(Error::config(format!(
+                "write-behind queue name {:?} must be letters, digits, '-', '_' or '.'",
+                c.name
+            ))
+            .into());
+        }
+        if c.batch_size == 0 || c.max_attempts == 0 || c.claim_idle.is_zero() {
+            return Err(Error::config(
+                "write-behind batch_size, max_attempts and claim_idle must be above zero",
+            )
+            .into());
+        }
+        let inner = &self.cache.inner;
+        let l2 = inner
+            .l2
+            .as_ref()
+            .ok_or_else(|| Error::config("write-behind needs a cache with Redis (L2)"))?;
+        let client = l2
+            .node_client()
+            .ok_or_else(|| Error::config("write-behind needs a Redis node to connect to"))?;
+        let (durability, cluster) = durability::inspect(&client, Duration::from_secs(2)).await;
+        if cluster {
+            return Err(Error::config(
+                "write-behind does not run on a Redis Cluster: the cache entry and the stream \
+                 would live in different hash slots and could not be written atomically",
+            )
+            .into());
+        }
+        durability::warn_if_weak(&durability, &c.name);
+        let keys = StreamKeys::new(inner.keys.namespace(), &c.name);
+        let options = self.options.unwrap_or_else(|| inner.defaults.clone());
+        let metrics = WbMetrics::new(inner.keys.namespace(), &c.name);
+        let combiner = Combiner::spawn(Arc::clone(l2), keys.stream.clone());
+        Ok(WriteBehind {
+            shared: Arc::new(Shared {
+                cache: self.cache,
+                sink: self.sink,
+                keys,
+                config: self.config,
+                options,
+                metrics,
+                client,
+                durability,
+                combiner,
+                stale_totals: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+}
+
+/// A write-behind queue: the write side, the read side, and its workers.
+/// Cheap to clone.
+pub struct WriteBehind<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S> Clone for WriteBehind<S> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+pub(crate) struct Shared<S> {
+    cache: Cache,
+    sink: S,
+    keys: StreamKeys,
+    config: WriteBehindConfig,
+    options: EntryOptions,
+    metrics: WbMetrics,
+    client: redis::Client,
+    durability: Durability,
+    /// Sends writes to Redis, many per script under load.
+    combiner: Combiner,
+    /// Counter totals in Redis that miss a direct increment (made while
+    /// Redis failed): deleted once Redis answers, so they are re-read.
+    stale_totals: Mutex<HashSet<String>>,
+}
+
+impl<S> Shared<S> {
+    /// A client for the node that holds the stream: the current master
+    /// under Sentinel (re-resolved after a failover), else the one node.
+    fn node_client(&self) -> redis::Client {
+        self.cache
+            .inner
+            .l2
+            .as_ref()
+            .and_then(|l2| l2.node_client())
+            .unwrap_or_else(|| self.client.clone())
+    }
+}
+
+impl WriteBehind<()> {
+    /// Start configuring a queue on `cache` (which must have Redis) and `sink`.
+    pub fn builder<S: Sink>(cache: Cache, sink: S) -> WriteBehindBuilder<S> {
+        WriteBehindBuilder {
+            cache,
+            sink,
+            config: WriteBehindConfig::default(),
+            options: None,
+        }
+    }
+}
+
+impl<S: Sink> WriteBehind<S> {
+    /// Write `value` under `key`: the cache entry and the queue entry in one
+    /// step in Redis; the sink gets it later. Reads through the cache see it
+    /// at once. If Redis fails, the sink applies it before this returns.
+    pub async fn set<V: CacheValue>(
+        &self,
+        key: &str,
+        value: &V,
+    ) -> Result<Written, WriteBehindError> {
+        let s = &*self.shared;
+        let inner = &s.cache.inner;
+        let opts = &s.options;
+        let stored = inner.keys.stored(key)?;
+        let prepared = inner.prepare(&stored, Some(value), opts, &FillHints::default())?;
+        let json = serde_json::to_vec(value)?;
+        let write_id = new_write_id();
+        let queued = s
+            .combiner
+            .submit(Op::Set {
+                stored: stored.clone(),
+                lease: lease_key(&stored),
+                envelope: prepared.bytes.clone(),
+                ttl_ms: prepared.l2_ttl.as_millis() as u64,
+                write_id: write_id.clone(),
+                key: key.to_string(),
+                json: json.clone(),
+            })
+            .await;
+        match queued {
+            Ok(answer) => {
+                let id = match answer {
+                    Answer::Queued(id) | Answer::Total(_, id) => id,
+                    Answer::NeedsSeed => String::new(),
+                };
+                if let Some(l1) = inner.l1.as_ref().filter(|_| !opts.skip_l1) {
+                    let entry = L1Entry::new(
+                        Some(Arc::new(value.clone()) as Arc<dyn Any + Send + Sync>),
+                        prepared.meta,
+                        prepared.l1_lifetime,
+                        stored.len(),
+                        prepared.bytes.len(),
+                    );
+                    l1.insert(stored.clone(), entry, &inner.metrics.global);
+                }
+                inner.announce_written(std::slice::from_ref(&stored)).await;
+                WbMetrics::count(&s.metrics.counts.queued, &s.metrics.queued, 1);
+                self.retire_stale_totals().await;
+                Ok(Written::Queued(id.parse().unwrap_or_default()))
+            }
+            Err(redis) => {
+                let batch = Batch {
+                    values: vec![ValueWrite {
+                        key: key.to_string(),
+                        json,
+                        version: direct_version(),
+                        write_id,
+                        superseded: Vec::new(),
+                    }],
+                    counters: Vec::new(),
+                };
+                self.apply_direct(&batch, redis.into()).await?;
+                // Both tiers as a plain `set` would (L1 now; L2 when it answers,
+                // else the key is invalidated there once Redis is back).
+                inner
+                    .store(stored, Some(value.clone()), prepared, opts)
+                    .await;
+                Ok(Written::Direct)
+            }
+        }
+    }
+
+    /// Add `delta` to the counter `key`; returns its new total (`None` when
+    /// Redis failed and the sink took the increment directly).
+    pub async fn incr(&self, key: &str, delta: i64) -> Result<Option<i64>, WriteBehindError> {
+        let s = &*self.shared;
+        let inner = &s.cache.inner;
+        let total_key = counter_key(&inner.keys.stored(key)?);
+        let write_id = new_write_id();
+        let mut seed = None;
+        let outcome = loop {
+            let answer = s
+                .combiner
+                .submit(Op::Incr {
+                    total_key: total_key.clone(),
+                    delta,
+                    write_id: write_id.clone(),
+                    key: key.to_string(),
+                    seed,
+                    ttl_ms: s.config.counter_ttl.as_millis() as u64,
+                })
+                .await;
+            match answer {
+                Ok(Answer::NeedsSeed) if seed.is_none() => {
+                    // No running total in Redis: start it from the sink's.
+                    let base = s
+                        .sink
+                        .read_counter(key)
+                        .await
+                        .map_err(WriteBehindError::Sink)?;
+                    seed = Some(base);
+                }
+                other => break other,
+            }
+        };
+        match outcome {
+            Ok(Answer::Total(total, _id)) => {
+                WbMetrics::count(&s.metrics.counts.queued, &s.metrics.queued, 1);
+                self.retire_stale_totals().await;
+                Ok(Some(total))
+            }
+            Ok(_) => Err(WriteBehindError::Redis(Error::config(
+                "the counter script answered nothing after seeding",
+            ))),
+            Err(redis) => {
+                let batch = Batch {
+                    values: Vec::new(),
+                    counters: vec![CounterWrite {
+                        key: key.to_string(),
+                        parts: vec![(write_id, direct_version(), delta)],
+                    }],
+                };
+                self.apply_direct(&batch, redis.into()).await?;
+                s.stale_totals.lock().unwrap().insert(total_key);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The newest value of `key`: from the cache (which holds every
+    /// acknowledged write, also before it reached the sink), else the sink.
+    pub async fn get<V: CacheValue>(&self, key: &str) -> Result<Option<V>, WriteBehindError> {
+        let s = &*self.shared;
+        if let Some(v) = s.cache.get_with::<V>(key, &s.options).await? {
+            return Ok(Some(v));
+        }
+        match s
+            .sink
+            .read_value(key)
+            .await
+            .map_err(WriteBehindError::Sink)?
+        {
+            Some(json) => Ok(Some(serde_json::from_slice(&json)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The counter's current total: Redis's running total (every
+    /// acknowledged increment), else the sink's.
+    pub async fn counter(&self, key: &str) -> Result<i64, WriteBehindError> {
+        let s = &*self.shared;
+        let inner = &s.cache.inner;
+        let total_key = counter_key(&inner.keys.stored(key)?);
+        let l2 = inner.l2.as_ref().expect("checked at build");
+        if let Ok(Some(bytes)) = l2.get(&total_key).await {
+            if let Some(total) = std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|t| t.parse().ok())
+            {
+                return Ok(total);
+            }
+        }
+        s.sink
+            .read_counter(key)
+            .await
+            .map_err(WriteBehindError::Sink)
+    }
+
+    /// Start a worker on this runtime; several may run in one process and in
+    /// many processes (each is its own consumer in the group).
+    pub fn spawn_worker(&self) -> WorkerHandle {
+        worker::spawn(Arc::clone(&self.shared))
+    }
+
+    /// What Redis's persistence means for acknowledged writes (checked at build).
+    pub fn durability(&self) -> &Durability {
+        &self.shared.durability
+    }
+
+    /// In-process counts since this handle was built (shared by its workers).
+    pub fn stats(&self) -> WriteBehindStats {
+        self.shared.metrics.snapshot()
+    }
+
+    /// The stream's key in Redis (for operators: `XLEN`, `XINFO`).
+    pub fn stream_key(&self) -> &str {
+        &self.shared.keys.stream
+    }
+
+    /// The dead-letter stream's key in Redis.
+    pub fn dead_letter_key(&self) -> &str {
+        &self.shared.keys.dead
+    }
+
+    /// The sink.
+    pub fn sink(&self) -> &S {
+        &self.shared.sink
+    }
+
+    async fn apply_direct(&self, batch: &Batch, redis: Error) -> Result<(), WriteBehindError> {
+        let s = &*self.shared;
+        match s.sink.apply(batch).await {
+            Ok(()) => {
+                tracing::debug!(error = %redis, "redis failed; write applied to the sink directly");
+                WbMetrics::count(&s.metrics.counts.direct, &s.metrics.direct, 1);
+                Ok(())
+            }
+            Err(sink) => Err(WriteBehindError::NotApplied { redis, sink }),
+        }
+    }
+
+    /// Delete running totals that missed a direct increment, now that Redis
+    /// answers again (best effort; they are re-read from the sink).
+    async fn retire_stale_totals(&self) {
+        let stale: Vec<String> = {
+            let mut set = self.shared.stale_totals.lock().unwrap();
+            if set.is_empty() {
+                return;
+            }
+            set.drain().collect()
+        };
+        let l2 = self
+            .shared
+            .cache
+            .inner
+            .l2
+            .as_ref()
+            .expect("checked at build");
+        if l2.delete(&stale).await.is_err() {
+            self.shared.stale_totals.lock().unwrap().extend(stale);
+        }
+    }
+}
+
+/// The version of a write applied directly: this process's clock (stream
+/// entry ids use Redis's).
+fn direct_version() -> EntryId {
+    EntryId {
+        ms: now_ms(),
+        seq: 0,
+    }
+}
