@@ -14,6 +14,9 @@ use crate::key::{digest_hex, VaryValues};
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
 /// What a load of a cacheable request produced, as stored in the cache.
+// Nearly every value is `Stored`; boxing it would add an allocation to
+// every hit's clone out of L1.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum Outcome {
     /// A response that may be served to every request with its key.

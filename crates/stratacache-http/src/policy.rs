@@ -23,7 +23,10 @@ use stratacache::EntryOptions;
 /// # let _ = (by_session, by_token, custom);
 /// ```
 #[derive(Clone)]
-pub struct UserScope(Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>);
+pub struct UserScope(Arc<Identify>);
+
+/// A function naming the user of a request.
+type Identify = dyn Fn(&Parts) -> Option<String> + Send + Sync;
 
 impl UserScope {
     /// The user is whoever presents this `Authorization` header value.
