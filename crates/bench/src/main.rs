@@ -5,6 +5,7 @@
 //! last line of stdout, with both figures and their ratio.
 
 mod external;
+mod http;
 mod invalidate_tag;
 mod l1_hit;
 mod l2_hit;
@@ -49,6 +50,9 @@ enum Scenario {
     /// Invalidate one tag over many entries: stratacache's per-tag timestamp
     /// vs a per-tag Redis set (SMEMBERS + UNLINK), commands counted on the server.
     InvalidateTag(InvalidateTagArgs),
+    /// A route behind the HTTP response cache layer vs the same route
+    /// without it, loaded by `wrk`: requests/s and p99.
+    Http(HttpArgs),
     /// One process of `stampede` (started by it; the plan is JSON).
     #[command(hide = true)]
     StampedeWorker { plan: String },
@@ -132,6 +136,34 @@ pub struct InvalidateTagArgs {
     cluster: bool,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct HttpArgs {
+    /// Open connections (`wrk -c`).
+    #[arg(long, default_value_t = 64)]
+    connections: u32,
+    /// wrk threads (`wrk -t`).
+    #[arg(long, default_value_t = 2)]
+    threads: u32,
+    /// Distinct product ids, requested uniformly.
+    #[arg(long, default_value_t = 100)]
+    keys: u64,
+    /// Time the handler waits, standing for its database query, in ms.
+    #[arg(long, default_value_t = 2)]
+    handler_ms: u64,
+    /// Products rendered into each response body (about 300 bytes each).
+    #[arg(long, default_value_t = 10)]
+    items: u64,
+    /// Seconds of each measured wrk run.
+    #[arg(long, default_value_t = 5)]
+    duration_secs: u64,
+    /// Seconds of the warm-up run of each side.
+    #[arg(long, default_value_t = 2)]
+    warmup_secs: u64,
+    /// Interleaved rounds (cached, uncached, uncached, cached, …).
+    #[arg(long, default_value_t = 4)]
+    rounds: u32,
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -149,6 +181,7 @@ fn main() -> Result<()> {
                 stampede::run(&cli.redis_url, cli.worker_threads, &args).await
             }
             Scenario::InvalidateTag(args) => invalidate_tag::run(&cli.redis_url, &args).await,
+            Scenario::Http(args) => http::run(&cli.redis_url, &args).await,
             Scenario::StampedeWorker { plan } => stampede_worker::run(&plan).await,
         }
     })?;

@@ -2,7 +2,6 @@
 //! request flow is in [`crate::service`].
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::HeaderName;
 use stratacache::Cache;
@@ -19,8 +18,7 @@ use crate::service::HttpCache;
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use std::time::Duration;
-/// use axum::{routing::get, Router};
+/// /// use axum::{routing::get, Router};
 /// use stratacache::Cache;
 /// use stratacache_http::{HttpCacheLayer, RouteRule};
 ///
@@ -154,11 +152,6 @@ pub(crate) struct Config {
     pub safety: Safety,
     pub max_body_bytes: usize,
 }
-
-/// How long a resource's list of varied headers is remembered. It is
-/// rewritten by any load that sees a different `Vary`, so a long life
-/// costs nothing in correctness.
-pub(crate) const VARY_SPEC_TTL: Duration = Duration::from_secs(24 * 3600);
 
 impl Config {
     /// The rule for a (percent-decoded) path, with the parameters it matched.

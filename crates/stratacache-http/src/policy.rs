@@ -90,6 +90,7 @@ impl fmt::Debug for UserScope {
 pub struct RouteRule {
     pub(crate) options: EntryOptions,
     pub(crate) ttl: Duration,
+    pub(crate) stale_for: Duration,
     pub(crate) tags: Vec<String>,
     pub(crate) user_scope: Option<UserScope>,
     pub(crate) key_headers: Vec<HeaderName>,
@@ -108,6 +109,7 @@ impl RouteRule {
         Self {
             options: EntryOptions::new().ttl(ttl),
             ttl,
+            stale_for: Duration::ZERO,
             tags: Vec::new(),
             user_scope: None,
             key_headers: Vec::new(),
@@ -115,7 +117,9 @@ impl RouteRule {
     }
 
     /// Start from entry options (a named policy's, say); their TTL is the
-    /// route's TTL and their tags are added to the route's.
+    /// route's TTL and their tags are added to the route's. Set the stale
+    /// window with [`stale_for`](Self::stale_for) on the rule, not in the
+    /// options, so the layer knows it.
     pub fn from_options(options: EntryOptions) -> Self {
         Self {
             ttl: options.get_ttl(),
@@ -136,6 +140,7 @@ impl RouteRule {
     /// Serve an expired response for this long (`X-Cache: STALE`) while one
     /// background call of the handler refreshes it.
     pub fn stale_for(mut self, window: Duration) -> Self {
+        self.stale_for = window;
         self.options = self.options.stale_for(window);
         self
     }

@@ -17,6 +17,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{IF_MODIFIED_SINCE, IF_NONE_MATCH};
@@ -29,7 +30,7 @@ use crate::body::{self, BoxError, CacheBody, Collected};
 use crate::cache_control;
 use crate::cached_response::{now_ms, CachedResponse, Outcome, X_CACHE};
 use crate::key;
-use crate::layer::{Config, VARY_SPEC_TTL};
+use crate::layer::Config;
 use crate::route::fill_template;
 use crate::safety::Admission;
 
@@ -118,6 +119,7 @@ where
     let lookup = Lookup {
         options: rule.options.clone().tags(tags),
         route_ttl: rule.ttl,
+        stale_for: rule.stale_for,
         per_user: user.is_some(),
         request_headers: parts.headers.clone(),
         method,
@@ -177,7 +179,8 @@ struct Lookup {
     method: Method,
     primary: String,
     options: EntryOptions,
-    route_ttl: std::time::Duration,
+    route_ttl: Duration,
+    stale_for: Duration,
     per_user: bool,
     request_headers: HeaderMap,
     arrival_ms: u64,
@@ -334,7 +337,9 @@ impl Lookup {
             CachedResponse::new(head.status, head.headers, bytes, self.primary.clone(), vary);
         let cache = &self.config.cache;
         if spec.as_ref() != Some(&names) {
-            let spec_options = EntryOptions::new().ttl(VARY_SPEC_TTL);
+            // As long as the responses it describes; a load that sees another
+            // `Vary` rewrites it, so it is never wrong for long.
+            let spec_options = EntryOptions::new().ttl(ttl.max(self.route_ttl) + self.stale_for);
             if let Err(err) = cache
                 .set(&key::vary_spec_key(&self.primary), &names, &spec_options)
                 .await
