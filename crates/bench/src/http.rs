@@ -5,11 +5,17 @@
 //! `HttpCacheLayer`, on `--redis-url`) and `/uncached/product/{id}` (the same
 //! handler, no layer). The handler stands for a database-backed page: it
 //! waits `--handler-ms` (the query) and renders `--items` products as JSON.
-//! `wrk` (`-t --threads -c --connections --latency`) requests ids uniformly
-//! from `1..=--keys`; after a warm-up of each side, the sides alternate over
-//! `--rounds` rounds (cached, uncached, uncached, cached, …). Reported per
-//! side: the median over rounds of requests/s and of wrk's p99 latency.
-//! Server and wrk share the machine's cores.
+//! `wrk` requests ids uniformly from `1..=--keys`; after a warm-up of each
+//! side, the sides alternate over `--rounds` rounds (cached, uncached,
+//! uncached, cached, …). Each round has two loads:
+//!
+//! * **saturation**: `wrk -t --threads -c --connections`, the most requests/s
+//!   each side gives (closed loop, so its latencies are mostly queueing);
+//! * **light load**: `wrk -t1 -c --light-connections`, where neither side is
+//!   short of CPU, so p99 is the latency of one request.
+//!
+//! Reported per side and load: the median over rounds of requests/s and of
+//! wrk's p50/p99. Server and wrk share the machine's cores.
 //!
 //! Needs `wrk` on the PATH (Debian/Ubuntu: `apt-get install -y wrk`).
 
@@ -101,22 +107,43 @@ pub async fn run(redis_url: &str, args: &HttpArgs) -> Result<Value> {
     ];
     for (name, prefix) in sides {
         progress!("http: warming up {name} ({} s)", args.warmup_secs);
-        wrk(&base, prefix, &script, args, args.warmup_secs).await?;
+        let shape = Shape {
+            threads: args.threads,
+            connections: args.connections,
+            keys: args.keys,
+            secs: args.warmup_secs,
+        };
+        wrk(&base, prefix, &script, &shape).await?;
     }
     let cached_calls_before = cached_backend.calls.load(Ordering::Relaxed);
-    let mut results: [Vec<WrkRun>; 2] = [Vec::new(), Vec::new()];
+    let loads = [
+        ("saturation", args.threads, args.connections),
+        ("light", 1, args.light_connections),
+    ];
+    // results[load][side]
+    let mut results: Vec<[Vec<WrkRun>; 2]> =
+        vec![[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
     for round_no in 0..args.rounds {
         let order = if round_no % 2 == 0 { [0, 1] } else { [1, 0] };
-        for side in order {
-            let (name, prefix) = sides[side];
-            let run = wrk(&base, prefix, &script, args, args.duration_secs).await?;
-            progress!(
-                "http: round {} {name}: {:.0} req/s, p99 {:.2} ms",
-                round_no + 1,
-                run.requests_per_sec,
-                run.p99_ms
-            );
-            results[side].push(run);
+        for (load_no, (load, threads, connections)) in loads.iter().enumerate() {
+            for side in order {
+                let (name, prefix) = sides[side];
+                let shape = Shape {
+                    threads: *threads,
+                    connections: *connections,
+                    keys: args.keys,
+                    secs: args.duration_secs,
+                };
+                let run = wrk(&base, prefix, &script, &shape).await?;
+                progress!(
+                    "http: round {} {load} {name}: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms",
+                    round_no + 1,
+                    run.requests_per_sec,
+                    run.p50_ms,
+                    run.p99_ms
+                );
+                results[load_no][side].push(run);
+            }
         }
     }
     let cached_calls_measuring = cached_backend.calls.load(Ordering::Relaxed) - cached_calls_before;
@@ -125,33 +152,26 @@ pub async fn run(redis_url: &str, args: &HttpArgs) -> Result<Value> {
     let deleted = cache.invalidate_prefix("http:").await.unwrap_or(0);
     progress!("http: deleted {deleted} keys of namespace {namespace}");
 
+    let med =
+        |runs: &[WrkRun], f: fn(&WrkRun) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
     let summary = |runs: &[WrkRun]| {
-        let rps: Vec<f64> = runs.iter().map(|r| r.requests_per_sec).collect();
-        let p99: Vec<f64> = runs.iter().map(|r| r.p99_ms).collect();
-        let p50: Vec<f64> = runs.iter().map(|r| r.p50_ms).collect();
         json!({
-            "requests_per_sec": round(median(&rps), 0),
-            "p99_ms": round(median(&p99), 3),
-            "p50_ms": round(median(&p50), 3),
-            "rounds_requests_per_sec": rps.iter().map(|x| round(*x, 0)).collect::<Vec<_>>(),
-            "rounds_p99_ms": p99.iter().map(|x| round(*x, 3)).collect::<Vec<_>>(),
+            "requests_per_sec": round(med(runs, |r| r.requests_per_sec), 0),
+            "p50_ms": round(med(runs, |r| r.p50_ms), 3),
+            "p99_ms": round(med(runs, |r| r.p99_ms), 3),
+            "rounds_requests_per_sec": runs.iter().map(|r| round(r.requests_per_sec, 0)).collect::<Vec<_>>(),
+            "rounds_p99_ms": runs.iter().map(|r| round(r.p99_ms, 3)).collect::<Vec<_>>(),
             "bad_responses": runs.iter().map(|r| r.bad_responses).sum::<u64>(),
         })
     };
-    let cached_rps = median(
-        &results[0]
-            .iter()
-            .map(|r| r.requests_per_sec)
-            .collect::<Vec<_>>(),
-    );
-    let plain_rps = median(
-        &results[1]
-            .iter()
-            .map(|r| r.requests_per_sec)
-            .collect::<Vec<_>>(),
-    );
-    let cached_p99 = median(&results[0].iter().map(|r| r.p99_ms).collect::<Vec<_>>());
-    let plain_p99 = median(&results[1].iter().map(|r| r.p99_ms).collect::<Vec<_>>());
+    let compare = |sides: &[Vec<WrkRun>; 2]| {
+        json!({
+            "cached": summary(&sides[0]),
+            "uncached": summary(&sides[1]),
+            "requests_per_sec_ratio": ratio(med(&sides[0], |r| r.requests_per_sec), med(&sides[1], |r| r.requests_per_sec)),
+            "p99_ratio_uncached_over_cached": ratio(med(&sides[1], |r| r.p99_ms), med(&sides[0], |r| r.p99_ms)),
+        })
+    };
     Ok(json!({
         "scenario": "http",
         "load_generator": wrk_version,
@@ -162,10 +182,9 @@ pub async fn run(redis_url: &str, args: &HttpArgs) -> Result<Value> {
         "body_items": args.items,
         "duration_secs": args.duration_secs,
         "rounds": args.rounds,
-        "cached": summary(&results[0]),
-        "uncached": summary(&results[1]),
-        "requests_per_sec_ratio": ratio(cached_rps, plain_rps),
-        "p99_ratio_uncached_over_cached": ratio(plain_p99, cached_p99),
+        "light_connections": args.light_connections,
+        "saturation": compare(&results[0]),
+        "light": compare(&results[1]),
         "cached_handler_calls_while_measuring": cached_calls_measuring,
     }))
 }
@@ -194,23 +213,25 @@ end
     Ok(path)
 }
 
-async fn wrk(
-    base: &str,
-    prefix: &str,
-    script: &PathBuf,
-    args: &HttpArgs,
+/// One wrk run's load.
+struct Shape {
+    threads: u32,
+    connections: u32,
+    keys: u64,
     secs: u64,
-) -> Result<WrkRun> {
+}
+
+async fn wrk(base: &str, prefix: &str, script: &PathBuf, shape: &Shape) -> Result<WrkRun> {
     let mut command = tokio::process::Command::new("wrk");
     command
-        .arg(format!("-t{}", args.threads))
-        .arg(format!("-c{}", args.connections))
-        .arg(format!("-d{secs}s"))
+        .arg(format!("-t{}", shape.threads))
+        .arg(format!("-c{}", shape.connections))
+        .arg(format!("-d{}s", shape.secs))
         .arg("--latency")
         .arg("-s")
         .arg(script)
         .arg(base)
-        .env("BENCH_KEYS", args.keys.to_string())
+        .env("BENCH_KEYS", shape.keys.to_string())
         .env("BENCH_PREFIX", prefix);
     let output = command.output().await.context("running wrk")?;
     let text = String::from_utf8_lossy(&output.stdout).into_owned();

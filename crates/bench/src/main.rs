@@ -144,6 +144,9 @@ pub struct HttpArgs {
     /// wrk threads (`wrk -t`).
     #[arg(long, default_value_t = 2)]
     threads: u32,
+    /// Open connections of the light load (one wrk thread), for latency.
+    #[arg(long, default_value_t = 4)]
+    light_connections: u32,
     /// Distinct product ids, requested uniformly.
     #[arg(long, default_value_t = 100)]
     keys: u64,
@@ -159,8 +162,9 @@ pub struct HttpArgs {
     /// Seconds of the warm-up run of each side.
     #[arg(long, default_value_t = 2)]
     warmup_secs: u64,
-    /// Interleaved rounds (cached, uncached, uncached, cached, …).
-    #[arg(long, default_value_t = 4)]
+    /// Interleaved rounds (cached, uncached, uncached, cached, …), each
+    /// with a saturating and a light load.
+    #[arg(long, default_value_t = 3)]
     rounds: u32,
 }
 

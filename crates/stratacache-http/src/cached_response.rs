@@ -292,6 +292,15 @@ mod tests {
             stored.headers.get(header::CONNECTION).is_none(),
             "hop-by-hop headers are not stored"
         );
+        let binary = postcard::to_stdvec(&Outcome::Stored(stored.clone())).unwrap();
+        assert!(
+            binary.len() < json.len(),
+            "postcard stores the body as bytes"
+        );
+        let Outcome::Stored(back) = postcard::from_bytes(&binary).unwrap() else {
+            panic!()
+        };
+        assert_eq!((back.body, back.headers), (stored.body, stored.headers));
     }
 
     #[test]

@@ -130,13 +130,13 @@ impl HttpCacheBuilder {
         let routes = self
             .routes
             .into_iter()
-            .map(|(pattern, rule)| Ok((RoutePattern::parse(&pattern)?, rule)))
+            .map(|(pattern, rule)| Ok((RoutePattern::parse(&pattern)?, Arc::new(rule))))
             .collect::<Result<Vec<_>, Error>>()?;
         Ok(HttpCacheLayer {
             config: Arc::new(Config {
                 cache: self.cache,
                 routes,
-                default_rule: self.default_rule,
+                default_rule: self.default_rule.map(Arc::new),
                 safety: self.safety,
                 max_body_bytes: self.max_body_bytes,
             }),
@@ -147,15 +147,15 @@ impl HttpCacheBuilder {
 /// Everything a request needs, shared by all clones of the service.
 pub(crate) struct Config {
     pub cache: Cache,
-    routes: Vec<(RoutePattern, RouteRule)>,
-    default_rule: Option<RouteRule>,
+    routes: Vec<(RoutePattern, Arc<RouteRule>)>,
+    default_rule: Option<Arc<RouteRule>>,
     pub safety: Safety,
     pub max_body_bytes: usize,
 }
 
 impl Config {
     /// The rule for a (percent-decoded) path, with the parameters it matched.
-    pub fn rule_for(&self, path: &str) -> Option<(&RouteRule, Params)> {
+    pub fn rule_for(&self, path: &str) -> Option<(&Arc<RouteRule>, Params)> {
         self.routes
             .iter()
             .find_map(|(pattern, rule)| pattern.matches(path).map(|params| (rule, params)))

@@ -17,7 +17,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{IF_MODIFIED_SINCE, IF_NONE_MATCH};
@@ -31,7 +30,8 @@ use crate::cache_control;
 use crate::cached_response::{now_ms, CachedResponse, Outcome, X_CACHE};
 use crate::key;
 use crate::layer::Config;
-use crate::route::fill_template;
+use crate::policy::RouteRule;
+use crate::route::{fill_template, Params};
 use crate::safety::Admission;
 
 /// The service an [`HttpCacheLayer`](crate::HttpCacheLayer) wraps around a handler.
@@ -107,19 +107,13 @@ where
         }
     };
     let primary = key::primary(&parts, rule, &config.safety.keyed_headers, user.as_deref());
-    let mut tags: Vec<String> = rule
-        .tags
-        .iter()
-        .map(|t| fill_template(t, &params))
-        .collect();
-    tags.push(key::path_tag(&path));
     // The handler must answer in full: conditional requests are this layer's
     // job, and a 304 from the handler must never be stored.
     let conditionals = Conditionals::take(&mut parts.headers);
     let lookup = Lookup {
-        options: rule.options.clone().tags(tags),
-        route_ttl: rule.ttl,
-        stale_for: rule.stale_for,
+        rule: Arc::clone(rule),
+        params,
+        path,
         per_user: user.is_some(),
         request_headers: parts.headers.clone(),
         method,
@@ -178,9 +172,10 @@ struct Lookup {
     config: Arc<Config>,
     method: Method,
     primary: String,
-    options: EntryOptions,
-    route_ttl: Duration,
-    stale_for: Duration,
+    rule: Arc<RouteRule>,
+    /// The route parameters and decoded path, for the tags of a stored response.
+    params: Params,
+    path: String,
     per_user: bool,
     request_headers: HeaderMap,
     arrival_ms: u64,
@@ -223,7 +218,7 @@ impl Lookup {
                 move |_: LoadContext<Outcome>| lookup.load(inner, slot, spec, names)
             };
             let fetched = match cache
-                .get_or_load_entry(&response_key, &lookup.options, loader)
+                .get_or_load_entry(&response_key, &lookup.rule.options, loader)
                 .await
             {
                 Ok(fetched) => fetched,
@@ -239,9 +234,11 @@ impl Lookup {
             if !stored.serves(&lookup.primary, &wanted) {
                 continue;
             }
+            // Made after this request arrived: it waited for that load (a
+            // coalesced miss). Same millisecond counts as before: a hit.
             let x_cache = if fetched.is_stale() {
                 "STALE"
-            } else if lock(&slot).ran || stored.stored_at_ms >= lookup.arrival_ms {
+            } else if lock(&slot).ran || stored.stored_at_ms > lookup.arrival_ms {
                 "MISS"
             } else {
                 "HIT"
@@ -305,7 +302,7 @@ impl Lookup {
         let ttl = match cache_control::storable(
             head.status,
             &head.headers,
-            self.route_ttl,
+            self.rule.ttl,
             self.per_user,
         ) {
             Ok(ttl) => ttl,
@@ -339,7 +336,8 @@ impl Lookup {
         if spec.as_ref() != Some(&names) {
             // As long as the responses it describes; a load that sees another
             // `Vary` rewrites it, so it is never wrong for long.
-            let spec_options = EntryOptions::new().ttl(ttl.max(self.route_ttl) + self.stale_for);
+            let spec_options =
+                EntryOptions::new().ttl(ttl.max(self.rule.ttl) + self.rule.stale_for);
             if let Err(err) = cache
                 .set(&key::vary_spec_key(&self.primary), &names, &spec_options)
                 .await
@@ -354,14 +352,33 @@ impl Lookup {
             let response_key = key::response_key(&self.primary, &stored.vary);
             let outcome = Outcome::Stored(stored.clone());
             if let Err(err) = cache
-                .set(&response_key, &outcome, &self.options.clone().ttl(ttl))
+                .set(
+                    &response_key,
+                    &outcome,
+                    &self.rule.options.clone().ttl(ttl).tags(self.tags()),
+                )
                 .await
             {
                 tracing::warn!(error = %err, "could not store the response");
             }
             return Ok(Loaded::value(Outcome::Stored(stored)).dont_cache());
         }
-        Ok(Loaded::value(Outcome::Stored(stored)).ttl(ttl))
+        Ok(Loaded::value(Outcome::Stored(stored))
+            .ttl(ttl)
+            .tags(self.tags()))
+    }
+
+    /// The tags of a stored response: the route's, filled from its
+    /// parameters, and the path's own. Computed on loads only, not on hits.
+    fn tags(&self) -> Vec<String> {
+        let mut tags: Vec<String> = self
+            .rule
+            .tags
+            .iter()
+            .map(|t| fill_template(t, &self.params))
+            .collect();
+        tags.push(key::path_tag(&self.path));
+        tags
     }
 }
 
