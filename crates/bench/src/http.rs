@@ -11,8 +11,13 @@
 //!
 //! * **saturation**: `wrk -t --threads -c --connections`, the most requests/s
 //!   each side gives (closed loop, so its latencies are mostly queueing);
-//! * **light load**: `wrk -t1 -c --light-connections`, where neither side is
-//!   short of CPU, so p99 is the latency of one request.
+//! * **light load**: `wrk -t1 -c --light-connections`, each connection
+//!   pausing `--light-pause-ms` between requests (wrk's `delay()`), so
+//!   neither side is short of CPU and p99 is the latency of one request.
+//!
+//! Before the network runs, the same two routes are called in process
+//! (tower `oneshot`, no sockets) `--in-process-calls` times each: the cost
+//! of a hit through the layer against the bare route.
 //!
 //! Reported per side and load: the median over rounds of requests/s and of
 //! wrk's p50/p99. Server and wrk share the machine's cores.
@@ -23,7 +28,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use axum::extract::{Path, State};
@@ -32,6 +37,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use stratacache::Cache;
 use stratacache_http::{HttpCacheLayer, RouteRule};
+use tower::ServiceExt;
 
 use crate::report::{median, ratio, round, unique_namespace, Product, SAFETY_TTL_SECS};
 use crate::{progress, HttpArgs};
@@ -96,6 +102,7 @@ pub async fn run(redis_url: &str, args: &HttpArgs) -> Result<Value> {
                 .route("/uncached/product/{id}", get(product_page))
                 .with_state(plain_backend.clone()),
         );
+    let in_process = in_process(&app, args).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
@@ -110,6 +117,7 @@ pub async fn run(redis_url: &str, args: &HttpArgs) -> Result<Value> {
         let shape = Shape {
             threads: args.threads,
             connections: args.connections,
+            pause_ms: 0,
             keys: args.keys,
             secs: args.warmup_secs,
         };
@@ -117,20 +125,21 @@ pub async fn run(redis_url: &str, args: &HttpArgs) -> Result<Value> {
     }
     let cached_calls_before = cached_backend.calls.load(Ordering::Relaxed);
     let loads = [
-        ("saturation", args.threads, args.connections),
-        ("light", 1, args.light_connections),
+        ("saturation", args.threads, args.connections, 0),
+        ("light", 1, args.light_connections, args.light_pause_ms),
     ];
     // results[load][side]
     let mut results: Vec<[Vec<WrkRun>; 2]> =
         vec![[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
     for round_no in 0..args.rounds {
         let order = if round_no % 2 == 0 { [0, 1] } else { [1, 0] };
-        for (load_no, (load, threads, connections)) in loads.iter().enumerate() {
+        for (load_no, (load, threads, connections, pause_ms)) in loads.iter().enumerate() {
             for side in order {
                 let (name, prefix) = sides[side];
                 let shape = Shape {
                     threads: *threads,
                     connections: *connections,
+                    pause_ms: *pause_ms,
                     keys: args.keys,
                     secs: args.duration_secs,
                 };
@@ -183,10 +192,42 @@ pub async fn run(redis_url: &str, args: &HttpArgs) -> Result<Value> {
         "duration_secs": args.duration_secs,
         "rounds": args.rounds,
         "light_connections": args.light_connections,
+        "light_pause_ms": args.light_pause_ms,
+        "in_process_us_per_call": in_process,
         "saturation": compare(&results[0]),
         "light": compare(&results[1]),
         "cached_handler_calls_while_measuring": cached_calls_measuring,
     }))
+}
+
+/// Both routes called in this process without sockets, one call at a time:
+/// the cost of a hit through the layer against the route alone (whose
+/// handler here neither waits nor renders: only the routing).
+async fn in_process(app: &Router, args: &HttpArgs) -> Result<Value> {
+    let bare = Router::new().route("/bare/product/{id}", get(|| async { "" }));
+    let mut figures = serde_json::Map::new();
+    for (name, router, path) in [
+        ("cached_hit", app, "/cached/product/1"),
+        ("bare_route", &bare, "/bare/product/1"),
+    ] {
+        let call = || async {
+            let request = axum::http::Request::get(path)
+                .header("host", "bench.example")
+                .body(axum::body::Body::empty())?;
+            let response = router.clone().oneshot(request).await?;
+            axum::body::to_bytes(response.into_body(), usize::MAX).await?;
+            anyhow::Ok(())
+        };
+        call().await?; // fills the cache
+        let started = Instant::now();
+        for _ in 0..args.in_process_calls {
+            call().await?;
+        }
+        let us = started.elapsed().as_secs_f64() * 1e6 / args.in_process_calls as f64;
+        progress!("http: in process, {name}: {us:.2} µs per call");
+        figures.insert(format!("{name}_us"), json!(round(us, 2)));
+    }
+    Ok(Value::Object(figures))
 }
 
 fn wrk_version() -> Result<String> {
@@ -205,8 +246,14 @@ fn write_script() -> Result<PathBuf> {
         &path,
         r#"local keys = tonumber(os.getenv("BENCH_KEYS"))
 local prefix = os.getenv("BENCH_PREFIX")
+local pause = tonumber(os.getenv("BENCH_PAUSE_MS") or "0")
 request = function()
   return wrk.format("GET", prefix .. math.random(1, keys))
+end
+if pause > 0 then
+  delay = function()
+    return pause
+  end
 end
 "#,
     )?;
@@ -217,6 +264,8 @@ end
 struct Shape {
     threads: u32,
     connections: u32,
+    /// Pause of each connection between two requests, in ms.
+    pause_ms: u64,
     keys: u64,
     secs: u64,
 }
@@ -232,6 +281,7 @@ async fn wrk(base: &str, prefix: &str, script: &PathBuf, shape: &Shape) -> Resul
         .arg(script)
         .arg(base)
         .env("BENCH_KEYS", shape.keys.to_string())
+        .env("BENCH_PAUSE_MS", shape.pause_ms.to_string())
         .env("BENCH_PREFIX", prefix);
     let output = command.output().await.context("running wrk")?;
     let text = String::from_utf8_lossy(&output.stdout).into_owned();

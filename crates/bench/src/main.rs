@@ -147,6 +147,12 @@ pub struct HttpArgs {
     /// Open connections of the light load (one wrk thread), for latency.
     #[arg(long, default_value_t = 4)]
     light_connections: u32,
+    /// Pause of each light-load connection between two requests, in ms.
+    #[arg(long, default_value_t = 1)]
+    light_pause_ms: u64,
+    /// Calls of each route in process (no sockets), before the wrk runs.
+    #[arg(long, default_value_t = 100_000)]
+    in_process_calls: u32,
     /// Distinct product ids, requested uniformly.
     #[arg(long, default_value_t = 100)]
     keys: u64,

@@ -27,6 +27,16 @@ pub(crate) enum Outcome {
     Uncacheable,
 }
 
+/// What is known about a resource (one primary key), stored beside its
+/// responses: the request headers its responses vary on, and whether its
+/// responses are not storable (then requests go straight to the handler for
+/// a while, instead of queueing behind one load to learn it again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ResourceSpec {
+    pub vary: Vec<String>,
+    pub pass: bool,
+}
+
 /// A response as stored: status, end-to-end headers, the body, the ETag
 /// served for it, when it was produced, and what it was produced for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,7 +116,7 @@ impl CachedResponse {
     /// The answer to a request: the stored response (with `Age` and
     /// `X-Cache`), or `304 Not Modified` when its `If-None-Match` names this ETag.
     pub fn answer(
-        &self,
+        self,
         method: &Method,
         if_none_match: Option<&HeaderValue>,
         x_cache: &'static str,
@@ -120,7 +130,7 @@ impl CachedResponse {
         let body = if not_modified || method == Method::HEAD {
             body::empty()
         } else {
-            body::full(self.body.clone())
+            body::full(self.body)
         };
         let mut response = Response::new(body);
         *response.status_mut() = status;
@@ -140,7 +150,7 @@ impl CachedResponse {
                 }
             }
         } else {
-            *headers = self.headers.clone();
+            *headers = self.headers;
         }
         let age = now_ms().saturating_sub(self.stored_at_ms) / 1000;
         headers.insert(header::AGE, HeaderValue::from(age));
@@ -307,7 +317,7 @@ mod tests {
     fn if_none_match_gives_304_without_body() {
         let stored = sample();
         let inm = HeaderValue::from_str(&format!("W/{}, \"other\"", stored.etag)).unwrap();
-        let response = stored.answer(&Method::GET, Some(&inm), "HIT");
+        let response = stored.clone().answer(&Method::GET, Some(&inm), "HIT");
         assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
         assert_eq!(
             response.headers()[header::ETAG].to_str().unwrap(),

@@ -137,10 +137,12 @@ pub(crate) fn vary_spec_key(primary: &str) -> String {
 
 /// The first `hex_len` hex digits of the SHA-256 of `bytes`.
 pub(crate) fn digest_hex(bytes: &[u8], hex_len: usize) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(bytes);
     let mut out = String::with_capacity(64);
     for byte in digest {
-        let _ = write!(out, "{byte:02x}");
+        out.push(HEX[usize::from(byte >> 4)] as char);
+        out.push(HEX[usize::from(byte & 0xf)] as char);
     }
     out.truncate(hex_len);
     out

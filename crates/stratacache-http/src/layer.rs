@@ -18,7 +18,8 @@ use crate::service::HttpCache;
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// /// use axum::{routing::get, Router};
+/// use std::time::Duration;
+/// use axum::{routing::get, Router};
 /// use stratacache::Cache;
 /// use stratacache_http::{HttpCacheLayer, RouteRule};
 ///

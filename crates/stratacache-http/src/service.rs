@@ -17,6 +17,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{IF_MODIFIED_SINCE, IF_NONE_MATCH};
@@ -27,7 +28,7 @@ use tower::{Service, ServiceExt};
 
 use crate::body::{self, BoxError, CacheBody, Collected};
 use crate::cache_control;
-use crate::cached_response::{now_ms, CachedResponse, Outcome, X_CACHE};
+use crate::cached_response::{now_ms, CachedResponse, Outcome, ResourceSpec, X_CACHE};
 use crate::key;
 use crate::layer::Config;
 use crate::policy::RouteRule;
@@ -181,6 +182,10 @@ struct Lookup {
     arrival_ms: u64,
 }
 
+/// How long a resource whose responses were not storable is passed straight
+/// to the handler before the layer tries to store one again.
+const UNSTORABLE_MEMORY: Duration = Duration::from_secs(30);
+
 /// How many times a caller looks again after being handed a response made
 /// for another variant (its resource's `Vary` was just learnt).
 const ATTEMPTS: usize = 2;
@@ -208,9 +213,17 @@ impl Lookup {
         }));
         let cache = &lookup.config.cache;
         let spec_key = key::vary_spec_key(&lookup.primary);
+        let mut known_unstorable = false;
         for _ in 0..ATTEMPTS {
-            let spec: Option<Vec<String>> = cache.get(&spec_key).await.ok().flatten();
-            let names = spec.clone().unwrap_or_default();
+            let spec: Option<ResourceSpec> = cache.get(&spec_key).await.ok().flatten();
+            if spec.as_ref().is_some_and(|spec| spec.pass) {
+                known_unstorable = true;
+                break;
+            }
+            let names = spec
+                .as_ref()
+                .map(|spec| spec.vary.clone())
+                .unwrap_or_default();
             let vary = key::vary_values(&lookup.request_headers, &names);
             let response_key = key::response_key(&lookup.primary, &vary);
             let loader = {
@@ -227,7 +240,8 @@ impl Lookup {
                     break;
                 }
             };
-            let Some(Outcome::Stored(stored)) = fetched.value() else {
+            let stale = fetched.is_stale();
+            let Some(Outcome::Stored(stored)) = fetched.into_value() else {
                 break;
             };
             let wanted = key::vary_values(&lookup.request_headers, &stored.vary_names());
@@ -236,7 +250,7 @@ impl Lookup {
             }
             // Made after this request arrived: it waited for that load (a
             // coalesced miss). Same millisecond counts as before: a hit.
-            let x_cache = if fetched.is_stale() {
+            let x_cache = if stale {
                 "STALE"
             } else if lock(&slot).ran || stored.stored_at_ms > lookup.arrival_ms {
                 "MISS"
@@ -256,7 +270,8 @@ impl Lookup {
         }
         if let Some(mut request) = request {
             conditionals.restore(request.headers_mut());
-            return pass(inner, request, Some("MISS")).await;
+            let x_cache = if known_unstorable { "PASS" } else { "MISS" };
+            return pass(inner, request, Some(x_cache)).await;
         }
         // This caller's request went into a load that ended without an answer
         // (the handler panicked, say).
@@ -271,7 +286,7 @@ impl Lookup {
         self: Arc<Self>,
         inner: S,
         slot: SharedSlot<ReqBody, S::Error>,
-        spec: Option<Vec<String>>,
+        spec: Option<ResourceSpec>,
         assumed_vary: Vec<String>,
     ) -> Result<Loaded<Outcome>, Infallible>
     where
@@ -308,6 +323,10 @@ impl Lookup {
             Ok(ttl) => ttl,
             Err(why) => {
                 tracing::debug!(reason = why.as_str(), status = %head.status, "response not stored");
+                // A server error says nothing lasting about the resource.
+                if !head.status.is_server_error() {
+                    self.remember_unstorable(&head.headers).await;
+                }
                 lock(&slot).answer =
                     Some(Ok(Response::from_parts(head, body::boxed(handler_body))));
                 return uncacheable();
@@ -317,6 +336,7 @@ impl Lookup {
             match body::collect_bounded(Box::pin(handler_body), self.config.max_body_bytes).await {
                 Collected::Complete(bytes) => bytes,
                 Collected::TooLarge(whole) => {
+                    self.remember_unstorable(&head.headers).await;
                     lock(&slot).answer = Some(Ok(Response::from_parts(head, body::boxed(whole))));
                     return uncacheable();
                 }
@@ -333,17 +353,15 @@ impl Lookup {
         let stored =
             CachedResponse::new(head.status, head.headers, bytes, self.primary.clone(), vary);
         let cache = &self.config.cache;
-        if spec.as_ref() != Some(&names) {
+        let known = ResourceSpec {
+            vary: names.clone(),
+            pass: false,
+        };
+        if spec.as_ref() != Some(&known) {
             // As long as the responses it describes; a load that sees another
             // `Vary` rewrites it, so it is never wrong for long.
-            let spec_options =
-                EntryOptions::new().ttl(ttl.max(self.rule.ttl) + self.rule.stale_for);
-            if let Err(err) = cache
-                .set(&key::vary_spec_key(&self.primary), &names, &spec_options)
-                .await
-            {
-                tracing::warn!(error = %err, "could not store the resource's Vary");
-            }
+            let lifetime = ttl.max(self.rule.ttl) + self.rule.stale_for;
+            self.remember(&known, lifetime).await;
         }
         if names != assumed_vary {
             // The response belongs under another key than this load's: store
@@ -366,6 +384,26 @@ impl Lookup {
         Ok(Loaded::value(Outcome::Stored(stored))
             .ttl(ttl)
             .tags(self.tags()))
+    }
+
+    /// Remember that this resource's responses are not storable, for a
+    /// while: requests then go straight to the handler, in parallel, instead
+    /// of each waiting for one load to find it out again.
+    async fn remember_unstorable(&self, response_headers: &HeaderMap) {
+        let spec = ResourceSpec {
+            vary: key::vary_names(response_headers),
+            pass: true,
+        };
+        self.remember(&spec, self.rule.ttl.min(UNSTORABLE_MEMORY))
+            .await;
+    }
+
+    async fn remember(&self, spec: &ResourceSpec, lifetime: Duration) {
+        let options = EntryOptions::new().ttl(lifetime);
+        let spec_key = key::vary_spec_key(&self.primary);
+        if let Err(err) = self.config.cache.set(&spec_key, spec, &options).await {
+            tracing::warn!(error = %err, "could not store what is known of a resource");
+        }
     }
 
     /// The tags of a stored response: the route's, filled from its
