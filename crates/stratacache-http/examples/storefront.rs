@@ -183,6 +183,9 @@ async fn app(redis_url: &str, namespace: &str, db: Db) -> Result<Router> {
         .route("/me", get(me))
         .route("/logout", get(logout))
         .with_state(db)
+        // The cache inside the sessions layer: the cookie that layer adds to
+        // refresh a session is added after the cache has seen the response,
+        // so per-user pages can still be stored (keyed by the session id).
         .layer(http_cache)
         .layer(sessions))
 }

@@ -4,7 +4,7 @@
 //! path, normalized query, the always-keyed and route-keyed headers, the
 //! user's digest) and of the values of the request headers its `Vary`
 //! names. Which headers a resource varies on is only known from a response,
-//! so it is remembered per primary key (the *vary spec*) and looked up
+//! so it is remembered per primary key (the *resource spec*) and looked up
 //! first. The primary key's text is also stored in the entry and compared on
 //! every serve, with the varied header values: a digest collision or a
 //! changed `Vary` can cost a miss, never a wrong answer.
@@ -130,7 +130,7 @@ pub(crate) fn response_key(primary: &str, vary: &VaryValues) -> String {
     format!("http:r:{}", digest_hex(text.as_bytes(), 40))
 }
 
-/// The stored key of a primary key's vary spec.
+/// The stored key of a primary key's resource spec.
 pub(crate) fn vary_spec_key(primary: &str) -> String {
     format!("http:v:{}", digest_hex(primary.as_bytes(), 40))
 }

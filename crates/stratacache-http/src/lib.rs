@@ -45,9 +45,12 @@
 //! - **One handler call per key.** Concurrent requests for the same key are
 //!   answered by one call of the handler — per process by stratacache's
 //!   single-flight, across instances by its Redis lease.
-//! - **Headers.** `X-Cache: HIT | MISS | STALE` (and `BYPASS` for requests
-//!   that may not use the cache), `Age`, an `ETag` (the handler's or a
-//!   digest of the body) and `304 Not Modified` for a matching `If-None-Match`.
+//! - **Headers.** `X-Cache: HIT | MISS | STALE`, `BYPASS` for requests that
+//!   may not use the cache, `PASS` for resources whose last response could
+//!   not be stored (they go straight to the handler for up to 30 s rather
+//!   than queue behind one load to learn it again); `Age`; an `ETag` (the
+//!   handler's or a digest of the body) and `304 Not Modified` for a
+//!   matching `If-None-Match`.
 //! - **Invalidation.** POST, PUT, PATCH, DELETE (any unsafe method) that
 //!   succeed invalidate the path's responses and the tags of its route.
 //! - **Bounded bodies.** Bodies over `max_body_bytes` are streamed to their

@@ -1,7 +1,7 @@
 //! The request flow of the layer.
 //!
 //! GET/HEAD on a cached route: admit (credentials, host tricks; see
-//! [`crate::safety`]) → primary key → the resource's vary spec → the stored
+//! [`crate::safety`]) → primary key → the resource spec (its `Vary` list, or "pass") → the stored
 //! key → `get_or_load_entry`, whose loader calls the handler once for every
 //! caller that misses the same key at once (and, through stratacache's lease,
 //! for every instance). A stored response is checked against the request it
