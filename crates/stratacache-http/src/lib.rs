@@ -66,6 +66,11 @@
 //! [`RouteRule::key_header`]. The cache cannot see what a handler reads: an
 //! unkeyed header that changes the body would let one client's variant
 //! reach another.
+//!
+//! Layer order: the layer sees only the `Set-Cookie` headers of the layers
+//! and handlers inside it. A sessions layer placed outside it (as in the
+//! `storefront` example, so per-user pages stay storable) must not create
+//! or change sessions on shared routes; otherwise place it inside.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
