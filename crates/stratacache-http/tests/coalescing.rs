@@ -18,6 +18,7 @@ async fn start(cache: Cache, calls: Calls) -> Server {
     let layer = HttpCacheLayer::builder(cache)
         .route("/slow", RouteRule::new().tag("slow"))
         .route("/session", RouteRule::new())
+        .route("/greeting", RouteRule::new())
         .build()
         .unwrap();
     let c = calls.clone();
@@ -39,8 +40,24 @@ async fn start(cache: Cache, calls: Calls) -> Server {
             )
         }
     };
+    let c = calls.clone();
+    let greeting = move |headers: axum::http::HeaderMap| {
+        let n = c.hit("greeting");
+        let lang = headers
+            .get("accept-language")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            (
+                [("vary", "Accept-Language")],
+                format!("greeting {lang} v{n}"),
+            )
+        }
+    };
     let app = Router::new()
         .route("/slow", get(slow).post(|| async { "posted" }))
+        .route("/greeting", get(greeting))
         .route("/session", get(session))
         .layer(layer);
     Server::start(app).await
@@ -134,4 +151,38 @@ async fn two_instances_share_responses_loads_and_invalidations() {
     let hit = get(&a).send().await.unwrap();
     assert_eq!(x_cache(&hit), "HIT");
     assert_eq!(hit.text().await.unwrap(), "slow v2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesced_requests_get_their_own_variant_while_vary_is_learnt() {
+    let calls = Calls::default();
+    let server = start(
+        common::cache(&common::unique("varyrace")).await,
+        calls.clone(),
+    )
+    .await;
+    let http = client();
+    let languages = ["de", "fr", "en"];
+    // All arrive before the first response shows that the resource varies.
+    let responses = join_all((0..90).map(|i| {
+        let lang = languages[i % 3];
+        let request = http
+            .get(server.url("/greeting"))
+            .header("accept-language", lang)
+            .send();
+        async move { (lang, request.await.unwrap().text().await.unwrap()) }
+    }))
+    .await;
+    for (lang, body) in &responses {
+        assert!(
+            body.starts_with(&format!("greeting {lang} v")),
+            "{lang} got {body}"
+        );
+    }
+    // One load for the first wave, then at most one per remaining language.
+    assert!(
+        calls.get("greeting") <= 3,
+        "{} handler calls",
+        calls.get("greeting")
+    );
 }
