@@ -1,6 +1,6 @@
 //! # stratacache-http
 //!
-//! An HTTP response cache for tower and axum on [stratacache](stratacache),
+//! An HTTP response cache for tower and axum on [stratacache],
 //! and a [tower-sessions](https://crates.io/crates/tower-sessions) store on
 //! the same Redis.
 //!
@@ -55,6 +55,12 @@
 //!   succeed invalidate the path's responses and the tags of its route.
 //! - **Bounded bodies.** Bodies over `max_body_bytes` are streamed to their
 //!   client, never buffered whole and never stored.
+//!
+//! # Features
+//!
+//! `sessions` (on by default): `RedisSessionStore`, a tower-sessions
+//! store on Redis. Without it the crate does not depend on
+//! tower-sessions-core.
 //!
 //! # Safety
 //!
