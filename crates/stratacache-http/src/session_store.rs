@@ -11,6 +11,8 @@
 //! must be an error the application sees, not a silent miss that logs
 //! everyone out.
 
+use std::time::Duration;
+
 use redis::aio::ConnectionLike;
 use redis::AsyncCommands;
 use tower_sessions_core::session::{Id, Record};
@@ -37,12 +39,17 @@ const CREATE_ATTEMPTS: usize = 8;
 pub struct RedisSessionStore<C = redis::aio::ConnectionManager> {
     connection: C,
     prefix: String,
+    timeout: Duration,
 }
+
+/// How long one store operation may wait for Redis by default.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl<C> std::fmt::Debug for RedisSessionStore<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisSessionStore")
             .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -57,6 +64,28 @@ where
         Self {
             connection,
             prefix: "session:".to_string(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// The longest one operation waits for Redis (2 s by default); past it
+    /// the operation fails with a backend error rather than hold the request.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Run one Redis call under the store's timeout.
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> session_store::Result<T> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result.map_err(backend),
+            Err(_) => Err(session_store::Error::Backend(format!(
+                "redis did not answer within {:?}",
+                self.timeout
+            ))),
         }
     }
 
@@ -78,7 +107,7 @@ where
         let expires_at_ms = record.expiry_date.unix_timestamp_nanos() / 1_000_000;
         let mut connection = self.connection.clone();
         if expires_at_ms <= now_unix_ms() {
-            let _: () = connection.del(&key).await.map_err(backend)?;
+            let _: () = self.bounded(connection.del(&key)).await?;
             return Ok(!only_new);
         }
         let json = serde_json::to_string(record)
@@ -92,10 +121,7 @@ where
         if only_new {
             command.arg("NX");
         }
-        let written: Option<String> = command
-            .query_async(&mut connection)
-            .await
-            .map_err(backend)?;
+        let written: Option<String> = self.bounded(command.query_async(&mut connection)).await?;
         Ok(written.is_some())
     }
 }
@@ -123,10 +149,7 @@ where
 
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
         let mut connection = self.connection.clone();
-        let json: Option<String> = connection
-            .get(self.key(session_id))
-            .await
-            .map_err(backend)?;
+        let json: Option<String> = self.bounded(connection.get(self.key(session_id))).await?;
         let Some(json) = json else { return Ok(None) };
         let record: Record = serde_json::from_str(&json)
             .map_err(|err| session_store::Error::Decode(err.to_string()))?;
@@ -140,10 +163,7 @@ where
 
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
         let mut connection = self.connection.clone();
-        let _: () = connection
-            .del(self.key(session_id))
-            .await
-            .map_err(backend)?;
+        let _: () = self.bounded(connection.del(self.key(session_id))).await?;
         Ok(())
     }
 }

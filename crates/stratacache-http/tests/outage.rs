@@ -87,3 +87,22 @@ async fn the_session_store_reports_an_outage_as_a_backend_error() {
         other => panic!("expected a backend error, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_fails_session_calls_within_the_timeout() {
+    let redis = RedisServer::start();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let connection = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let store = RedisSessionStore::new(connection).with_timeout(Duration::from_millis(300));
+    let id = Id::default();
+    assert!(store.load(&id).await.unwrap().is_none());
+    redis.pause();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), store.load(&id)).await;
+    redis.resume();
+    match outcome {
+        Ok(Err(tower_sessions::session_store::Error::Backend(message))) => {
+            assert!(message.contains("did not answer"), "{message}")
+        }
+        other => panic!("expected a timeout as a backend error, got {other:?}"),
+    }
+}
