@@ -43,7 +43,9 @@ pub(crate) fn primary(
                 .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
         })
         .unwrap_or_default();
-    key.push_str(&host.to_ascii_lowercase());
+    // Exact bytes, not lower-cased: a handler that reflects the host must
+    // not hand an attacker's `SHOP.EXAMPLE` to clients that sent `shop.example`.
+    key.push_str(&host);
     key.push('\n');
     key.push_str(parts.uri.path());
     key.push('\n');
@@ -212,7 +214,14 @@ mod tests {
             &keyed,
             Some("u1"),
         );
-        let all = [&base, &other_host, &forwarded, &user];
+        // A host spelt otherwise is another key.
+        let upper = primary(
+            &parts("/a?x=1", &[("host", "A.EXAMPLE")]),
+            &rule,
+            &keyed,
+            None,
+        );
+        let all = [&base, &other_host, &forwarded, &user, &upper];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
                 assert_ne!(a, b);

@@ -155,7 +155,9 @@ impl RouteRule {
 
     /// Key responses per user, as identified by `scope`. Requests carrying
     /// credentials are cached only on such routes; a `Cache-Control: private`
-    /// response is stored only on such routes.
+    /// response is stored only on such routes. The scope must name whatever
+    /// the handler tells users apart by (the session cookie when the handler
+    /// reads the session, the token when it reads `Authorization`).
     pub fn per_user(mut self, scope: UserScope) -> Self {
         self.user_scope = Some(scope);
         self
