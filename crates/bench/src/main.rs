@@ -8,6 +8,7 @@ mod backplane;
 mod consistency;
 mod consistency_worker;
 mod external;
+mod http;
 mod invalidate_tag;
 mod l1_hit;
 mod l2_hit;
@@ -66,6 +67,9 @@ enum Scenario {
     /// Counter increments through write-behind (Redis stream → batched,
     /// coalesced PostgreSQL upserts) vs one UPDATE per increment.
     WriteBehind(WriteBehindArgs),
+    /// A route behind the HTTP response cache layer vs the same route
+    /// without it, loaded by `wrk`: requests/s and p99.
+    Http(HttpArgs),
     /// One process of `stampede` (started by it; the plan is JSON).
     #[command(hide = true)]
     StampedeWorker { plan: String },
@@ -213,6 +217,44 @@ pub struct WriteBehindArgs {
     batch_interval_ms: u64,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct HttpArgs {
+    /// Open connections (`wrk -c`).
+    #[arg(long, default_value_t = 64)]
+    connections: u32,
+    /// wrk threads (`wrk -t`).
+    #[arg(long, default_value_t = 2)]
+    threads: u32,
+    /// Open connections of the light load (one wrk thread), for latency.
+    #[arg(long, default_value_t = 4)]
+    light_connections: u32,
+    /// Pause of each light-load connection between two requests, in ms.
+    #[arg(long, default_value_t = 1)]
+    light_pause_ms: u64,
+    /// Calls of each route in process (no sockets), before the wrk runs.
+    #[arg(long, default_value_t = 100_000)]
+    in_process_calls: u32,
+    /// Distinct product ids, requested uniformly.
+    #[arg(long, default_value_t = 100)]
+    keys: u64,
+    /// Time the handler waits, standing for its database query, in ms.
+    #[arg(long, default_value_t = 2)]
+    handler_ms: u64,
+    /// Products rendered into each response body (about 300 bytes each).
+    #[arg(long, default_value_t = 10)]
+    items: u64,
+    /// Seconds of each measured wrk run.
+    #[arg(long, default_value_t = 5)]
+    duration_secs: u64,
+    /// Seconds of the warm-up run of each side.
+    #[arg(long, default_value_t = 2)]
+    warmup_secs: u64,
+    /// Interleaved rounds (cached, uncached, uncached, cached, …), each
+    /// with a saturating and a light load.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -234,6 +276,7 @@ fn main() -> Result<()> {
             Scenario::Consistency(args) => consistency::run(&cli.redis_url, &args).await,
             Scenario::ConsistencyWorker { plan } => consistency_worker::run(&plan).await,
             Scenario::WriteBehind(args) => write_behind::run(&cli.redis_url, &args).await,
+            Scenario::Http(args) => http::run(&cli.redis_url, &args).await,
             Scenario::StampedeWorker { plan } => stampede_worker::run(&plan).await,
         }
     })?;
