@@ -69,11 +69,17 @@ impl From<sqlx::Error> for ApiError {
             | sqlx::Error::WorkerCrashed => {
                 ApiError::Unavailable(format!("database unavailable: {err}"))
             }
-            // 57P01..03: the server is shutting down or starting up; 08xxx: connection errors.
+            // Errors of reaching the database rather than of the query:
+            // 08 connection exceptions, 57P shutting down or starting up, 53
+            // insufficient resources (too many connections), 28 refused
+            // authorization, 3D000 no such database, 55000 (the database
+            // does not accept connections).
             sqlx::Error::Database(db)
-                if db
-                    .code()
-                    .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) =>
+                if db.code().is_some_and(|c| {
+                    ["08", "57P", "53", "28"].iter().any(|p| c.starts_with(p))
+                        || c == "3D000"
+                        || c == "55000"
+                }) =>
             {
                 ApiError::Unavailable(format!("database unavailable: {err}"))
             }

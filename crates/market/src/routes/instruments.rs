@@ -16,6 +16,11 @@ use crate::error::{parse_symbol, ApiError};
 use crate::model::{InstrumentDetail, InstrumentSummary};
 use crate::seams::listing::ListingFilter;
 
+/// The cache key of an instrument's detail (the read-through resource's key).
+pub fn instrument_key(symbol: &str) -> String {
+    format!("instrument:{symbol}")
+}
+
 /// Query of the listing.
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {

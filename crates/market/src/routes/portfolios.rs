@@ -1,5 +1,5 @@
 //! `GET /api/portfolios/{user_id}` (cache-aside, 60 s) and `POST /api/orders`
-//! (not cached; invalidates the user's portfolio).
+//! (not cached; invalidates the user's portfolio and the instrument's detail).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -9,6 +9,7 @@ use crate::app::Shared;
 use crate::db::{queries, writes};
 use crate::error::{parse_id, ApiError, JsonBody};
 use crate::model::{NewOrder, OrderFilled, Portfolio};
+use crate::routes::instruments::instrument_key;
 
 /// The cache key of a user's portfolio.
 pub fn portfolio_key(user_id: i64) -> String {
@@ -41,6 +42,11 @@ pub async fn place_order(
     state
         .caching
         .invalidate(&portfolio_key(filled.user_id))
+        .await;
+    // The instrument's holders and trade totals changed too.
+    state
+        .caching
+        .invalidate(&instrument_key(&filled.symbol))
         .await;
     Ok((StatusCode::CREATED, Json(filled)))
 }

@@ -1,5 +1,7 @@
 //! `GET`/`PUT /api/stocks/{symbol}/price` and `/depth`: write-through, so a
 //! read after a write is answered from the cache with the written value.
+//! A new price also invalidates the instrument's detail; portfolios valued
+//! at it follow within their TTL (60 s), by design of the portfolio policy.
 
 use axum::extract::{Path, State};
 use axum::Json;
@@ -8,6 +10,7 @@ use crate::app::Shared;
 use crate::db::{queries, writes};
 use crate::error::{parse_symbol, ApiError, JsonBody};
 use crate::model::{Depth, NewDepth, NewPrice, Quote};
+use crate::routes::instruments::instrument_key;
 
 fn unknown(symbol: &str) -> ApiError {
     ApiError::NotFound(format!("unknown symbol {symbol:?}"))
@@ -46,6 +49,8 @@ pub async fn put_price(
             writes::put_price(&state.db, &symbol, &new)
         })
         .await?;
+    // The detail's price statistics and candles include the new tick.
+    state.caching.invalidate(&instrument_key(&symbol)).await;
     Ok(Json(quote))
 }
 
