@@ -130,6 +130,7 @@ impl Caching {
         &self,
         policy: &'static str,
         key: &str,
+        opts: Option<EntryOptions>,
         loader: F,
     ) -> Result<Option<V>, ApiError>
     where
@@ -142,7 +143,10 @@ impl Caching {
             self.counters.load(policy);
             return loader().await;
         };
-        let opts = self.options(policy)?;
+        let opts = match opts {
+            Some(opts) => opts,
+            None => self.options(policy)?,
+        };
         let counters = Arc::clone(&self.counters);
         Ok(cache
             .get_or_load_optional(key, &opts, move || {
@@ -182,11 +186,19 @@ impl Caching {
         }
     }
 
-    /// Forget every key starting with `prefix`.
-    pub async fn invalidate_prefix(&self, prefix: &str) {
+    /// The options of policy `name` with `tag` added.
+    pub fn options_tagged(&self, name: &str, tag: String) -> Result<EntryOptions, ApiError> {
+        let opts = self.options(name)?;
+        let mut tags = opts.get_tags().to_vec();
+        tags.push(tag);
+        Ok(opts.tags(tags))
+    }
+
+    /// Forget every entry tagged `tag` (one timestamp in Redis, O(1)).
+    pub async fn invalidate_tag(&self, tag: &str) {
         if let Some(cache) = &self.cache {
-            if let Err(err) = cache.invalidate_prefix(prefix).await {
-                tracing::warn!(prefix, error = %err, "prefix invalidation failed");
+            if let Err(err) = cache.invalidate_tag(tag).await {
+                tracing::warn!(tag, error = %err, "tag invalidation failed");
             }
         }
     }

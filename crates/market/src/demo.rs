@@ -102,7 +102,11 @@ fn start_services() -> anyhow::Result<()> {
         "demo: making sure Redis and PostgreSQL run ({})",
         script.display()
     );
-    let status = std::process::Command::new("bash").arg(&script).status()?;
+    // Its report goes to stderr: stdout is the table's.
+    let status = std::process::Command::new("bash")
+        .arg(&script)
+        .stdout(std::process::Stdio::from(std::io::stderr()))
+        .status()?;
     anyhow::ensure!(status.success(), "scripts/services.sh failed ({status})");
     Ok(())
 }

@@ -10,6 +10,7 @@ use crate::db::{queries, writes};
 use crate::error::{parse_id, ApiError, JsonBody};
 use crate::model::{NewOrder, OrderFilled, Portfolio};
 use crate::routes::instruments::instrument_key;
+use crate::routes::users::user_tag;
 
 /// The cache key of a user's portfolio.
 pub fn portfolio_key(user_id: i64) -> String {
@@ -23,11 +24,17 @@ pub async fn portfolio(
 ) -> Result<Json<Portfolio>, ApiError> {
     let user_id = parse_id(&user_id, "user id")?;
     let db = state.db.clone();
+    let opts = state
+        .caching
+        .options_tagged("portfolio", user_tag(user_id))?;
     state
         .caching
-        .read_optional("portfolio", &portfolio_key(user_id), move || async move {
-            queries::portfolio(&db, user_id).await
-        })
+        .read_optional(
+            "portfolio",
+            &portfolio_key(user_id),
+            Some(opts),
+            move || async move { queries::portfolio(&db, user_id).await },
+        )
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("unknown user {user_id}")))

@@ -27,7 +27,7 @@ pub async fn price(
     let s = symbol.clone();
     state
         .caching
-        .read_optional("stock_price", &key, move || async move {
+        .read_optional("stock_price", &key, None, move || async move {
             queries::quote(&db, &s).await
         })
         .await?
@@ -65,7 +65,7 @@ pub async fn depth(
     let s = symbol.clone();
     state
         .caching
-        .read_optional("market_depth", &key, move || async move {
+        .read_optional("market_depth", &key, None, move || async move {
             queries::depth(&db, &s).await
         })
         .await?
