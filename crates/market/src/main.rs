@@ -92,6 +92,9 @@ enum Command {
         /// Fraction of requests that write.
         #[arg(long, default_value_t = 0.05)]
         write_ratio: f64,
+        /// Requests/s offered by all users together; 0 = as fast as answered.
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
@@ -111,6 +114,9 @@ enum Command {
         /// Virtual users (ignored with --quick).
         #[arg(long)]
         users: Option<usize>,
+        /// Requests/s offered to both sides; 0 = as fast as each answers.
+        #[arg(long)]
+        rate: Option<f64>,
         /// Do not run scripts/services.sh first.
         #[arg(long)]
         no_services: bool,
@@ -185,6 +191,7 @@ async fn main() -> anyhow::Result<()> {
             warmup,
             zipf,
             write_ratio,
+            rate,
             seed,
         } => {
             let mut config = LoadConfig::new(&url);
@@ -193,6 +200,7 @@ async fn main() -> anyhow::Result<()> {
             config.warmup = warmup;
             config.zipf = zipf;
             config.write_ratio = write_ratio;
+            config.rate = rate;
             config.seed = seed;
             let report = load::run(&config).await?;
             println!("{}", serde_json::to_string(&report)?);
@@ -203,6 +211,7 @@ async fn main() -> anyhow::Result<()> {
             quick,
             duration,
             users,
+            rate,
             no_services,
             out,
         } => {
@@ -218,6 +227,9 @@ async fn main() -> anyhow::Result<()> {
                 if let Some(u) = users {
                     config.virtual_users = u;
                 }
+            }
+            if let Some(rate) = rate {
+                config.rate = rate;
             }
             if let Some(out) = out {
                 config.out = out;

@@ -31,6 +31,27 @@ pub fn prometheus_sum(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// The cache's own count of answers from L1 or L2 (hits) and of lookups
+/// (L1 hits + L1 misses) for the cache named `namespace`, from Prometheus
+/// text. A caller that joined another caller's load counts as a miss even
+/// when that load found the value in Redis, so this errs low.
+pub fn library_hits(text: &str, namespace: &str) -> (f64, f64) {
+    let label = format!("cache=\"{namespace}\"");
+    let mine = |name: &str, tier: &str| -> f64 {
+        let tier = format!("tier=\"{tier}\"");
+        text.lines()
+            .filter(|l| l.starts_with(name) && l.contains(&label) && l.contains(&tier))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let (l1_hits, l2_hits) = (
+        mine("stratacache_hits_total{", "l1"),
+        mine("stratacache_hits_total{", "l2"),
+    );
+    let l1_misses = mine("stratacache_misses_total{", "l1");
+    (l1_hits + l2_hits, l1_hits + l1_misses)
+}
+
 /// Latency percentiles of one window, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize)]
 pub struct LatencyWindow {
@@ -146,5 +167,15 @@ mod tests {
         let text = "# TYPE a_total counter\na_total{x=\"1\"} 2\na_total{x=\"2\"} 3\na_total_other 7\na_total 1\n";
         assert_eq!(prometheus_sum(text, "a_total"), 6.0);
         assert_eq!(prometheus_sum(text, "missing"), 0.0);
+    }
+
+    #[test]
+    fn library_hits_count_one_cache_only() {
+        let text = "stratacache_hits_total{cache=\"a\",policy=\"p\",tier=\"l1\"} 90\n\
+                    stratacache_hits_total{cache=\"a\",policy=\"p\",tier=\"l2\"} 5\n\
+                    stratacache_misses_total{cache=\"a\",policy=\"p\",tier=\"l1\"} 10\n\
+                    stratacache_misses_total{cache=\"a\",policy=\"p\",tier=\"l2\"} 5\n\
+                    stratacache_hits_total{cache=\"b\",policy=\"p\",tier=\"l1\"} 1000\n";
+        assert_eq!(library_hits(text, "a"), (95.0, 100.0));
     }
 }

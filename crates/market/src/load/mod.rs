@@ -33,6 +33,9 @@ pub struct LoadConfig {
     pub zipf: f64,
     /// Fraction of requests that write.
     pub write_ratio: f64,
+    /// Requests per second offered by all virtual users together (each
+    /// paces itself); 0 = closed loop, every user sends as fast as answered.
+    pub rate: f64,
     /// Random seed (the same seed sends the same sequence per virtual user).
     pub seed: u64,
     /// Show a progress bar on stderr.
@@ -49,6 +52,7 @@ impl LoadConfig {
             warmup: Duration::from_secs(5),
             zipf: 0.99,
             write_ratio: 0.05,
+            rate: 0.0,
             seed: 42,
             progress: true,
         }
@@ -71,6 +75,9 @@ pub struct LoadReport {
     pub virtual_users: usize,
     pub zipf: f64,
     pub write_ratio: f64,
+    /// Offered rate (0 = closed loop).
+    #[serde(default)]
+    pub offered_rate: f64,
     pub duration_s: f64,
     pub requests: u64,
     pub ok: u64,
@@ -268,7 +275,22 @@ async fn virtual_user(shared: Shared, index: usize) -> (Histogram<u64>, Tally) {
     );
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     let mut tally = Tally::default();
+    // Open loop: this user's share of the rate, at evenly spaced moments
+    // (offset per user so they do not fire together).
+    let pace = (config.rate > 0.0)
+        .then(|| Duration::from_secs_f64(config.virtual_users as f64 / config.rate));
+    let mut next = tokio::time::Instant::now()
+        + pace.map_or(Duration::ZERO, |p| p.mul_f64(rng.random::<f64>()));
     while !stop.load(Ordering::Relaxed) {
+        if let Some(pace) = pace {
+            tokio::time::sleep_until(next).await;
+            next += pace;
+            // A user that fell far behind resumes its pace instead of bursting.
+            let now = tokio::time::Instant::now();
+            if next + Duration::from_secs(1) < now {
+                next = now;
+            }
+        }
         let op = if rng.random::<f64>() < config.write_ratio {
             pick(&mut rng, WRITES)
         } else {
@@ -382,6 +404,7 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<LoadReport> {
         virtual_users: config.virtual_users,
         zipf: config.zipf,
         write_ratio: config.write_ratio,
+        offered_rate: config.rate,
         duration_s: secs,
         requests,
         ok: tally.ok,

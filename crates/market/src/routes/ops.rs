@@ -11,7 +11,7 @@ use stratacache::BreakerState;
 use crate::app::Shared;
 use crate::error::{ApiError, JsonBody};
 use crate::redis_link::RedisMemory;
-use crate::telemetry::{prometheus, prometheus_sum, LatencyWindow};
+use crate::telemetry::{library_hits, prometheus, prometheus_sum, LatencyWindow};
 
 /// `POST /admin/invalidate` body: exactly one of the three.
 #[derive(Debug, Deserialize)]
@@ -124,8 +124,12 @@ pub struct Stats {
     pub requests: u64,
     /// Reads that asked the cache.
     pub cache_lookups: u64,
-    /// Database loads those reads caused.
+    /// Database loads those reads caused (background refreshes included).
     pub cache_loads: u64,
+    /// Answers from L1 or L2, as the cache counts them.
+    pub cache_hits: f64,
+    /// Cache lookups, as the cache counts them (L1 hits + L1 misses).
+    pub cache_lookups_counted: f64,
     /// Queries sent to PostgreSQL.
     pub db_queries: u64,
     /// Latency of the last second.
@@ -149,9 +153,12 @@ pub struct Stats {
 /// `GET /dashboard/stats`.
 pub async fn stats(State(state): State<Shared>) -> Json<Stats> {
     let memory: Option<RedisMemory> = state.redis.memory().await;
-    let l1_evictions = prometheus()
-        .map(|h| prometheus_sum(&h.render(), "stratacache_l1_evictions_total"))
-        .unwrap_or(0.0);
+    let rendered = prometheus().map(|h| h.render()).unwrap_or_default();
+    let l1_evictions = prometheus_sum(&rendered, "stratacache_l1_evictions_total");
+    let (cache_hits, cache_lookups_counted) = match state.caching.cache() {
+        Some(cache) => library_hits(&rendered, cache.namespace()),
+        None => (0.0, 0.0),
+    };
     let counters = state.caching.counters();
     Json(Stats {
         uptime_s: state.telemetry.uptime(),
@@ -159,6 +166,8 @@ pub async fn stats(State(state): State<Shared>) -> Json<Stats> {
         requests: state.telemetry.requests(),
         cache_lookups: counters.lookups(),
         cache_loads: counters.loads(),
+        cache_hits,
+        cache_lookups_counted,
         db_queries: state.db.queries(),
         latency: state.telemetry.last_window(),
         breaker: breaker_name(state.caching.breaker()).to_string(),
