@@ -1,6 +1,7 @@
 //! The service's use of stratacache: one [`Caching`] per instance, holding
 //! the cache (or none, with `--cache off`) and the policy of each resource,
-//! counting lookups and loads so the hit rate is the service's own figure.
+//! counting cached reads and the database loads they cause (background
+//! refreshes included) — the service's own figure beside the cache's hit rate.
 //!
 //! Every cached read goes through [`Caching::read`] or
 //! [`Caching::read_optional`]; with the cache off they call the loader
