@@ -51,10 +51,7 @@ impl DemoConfig {
             duration: Duration::from_secs(20),
             rate: 400.0,
             start_services: true,
-            out: PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../target/market-demo.md"
-            )),
+            out: repo_root().join("target/market-demo.md"),
             progress: true,
         }
     }
@@ -96,8 +93,14 @@ pub struct DemoResult {
     pub on: ModeResult,
 }
 
+/// The workspace root (two levels above this crate).
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(manifest)
+        .to_path_buf()
 }
 
 fn start_services() -> anyhow::Result<()> {

@@ -154,38 +154,34 @@ pub(crate) fn change_pct(from: f64, to: f64) -> f64 {
     }
 }
 
-/// The instrument's id, or `None` for an unknown symbol.
-pub async fn instrument_id(db: &Db, symbol: &str) -> Result<Option<i32>, ApiError> {
-    Ok(
-        sqlx::query_scalar("SELECT id FROM instruments WHERE symbol = $1")
-            .bind(symbol)
-            .fetch_optional(db.counted())
-            .await?,
-    )
-}
-
 /// The order book of a symbol, or `None` for an unknown symbol.
 pub async fn depth(db: &Db, symbol: &str) -> Result<Option<Depth>, ApiError> {
-    let Some(id) = instrument_id(db, symbol).await? else {
-        return Ok(None);
-    };
     let rows = sqlx::query(
-        "SELECT side, price, quantity FROM market_depth WHERE instrument_id = $1 ORDER BY side, level",
+        "SELECT d.side, d.price, d.quantity FROM instruments i
+         LEFT JOIN market_depth d ON d.instrument_id = i.id
+         WHERE i.symbol = $1 ORDER BY d.side, d.level",
     )
-    .bind(id)
+    .bind(symbol)
     .fetch_all(db.counted())
     .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
     let mut depth = Depth {
         symbol: symbol.to_string(),
         bids: Vec::new(),
         asks: Vec::new(),
     };
     for r in rows {
+        // An instrument without levels comes back as one row of NULLs.
+        let Some(side) = r.get::<Option<String>, _>("side") else {
+            continue;
+        };
         let level = DepthLevel {
             price: r.get("price"),
             quantity: r.get("quantity"),
         };
-        match r.get::<&str, _>("side") {
+        match side.as_str() {
             "bid" => depth.bids.push(level),
             _ => depth.asks.push(level),
         }
