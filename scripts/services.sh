@@ -10,6 +10,9 @@
 # message on failure.
 #
 # Environment: SERVICES_WAIT_SECS (default 30) bounds each readiness wait.
+#
+# --with-chromium: also make sure Debian's `chromium` is installed (the
+# market dashboard's screenshot test drives it headless).
 set -euo pipefail
 
 WAIT_SECS="${SERVICES_WAIT_SECS:-30}"
@@ -199,5 +202,28 @@ setup_postgres() {
     echo "postgresql: $(join "; " "${did[@]}")"
 }
 
+# ------------------------------------------------------------- Chromium ---
+
+setup_chromium() {
+    if command -v chromium >/dev/null 2>&1; then
+        echo "chromium: $(chromium --version 2>/dev/null | head -n 1) (using it)"
+    else
+        apt_install chromium fonts-dejavu-core
+        command -v chromium >/dev/null 2>&1 || die "chromium is not on PATH after installing it"
+        echo "chromium: installed $(chromium --version 2>/dev/null | head -n 1)"
+    fi
+}
+
+WITH_CHROMIUM=0
+for arg in "$@"; do
+    case "$arg" in
+        --with-chromium) WITH_CHROMIUM=1 ;;
+        *) die "unknown argument $arg (known: --with-chromium)" ;;
+    esac
+done
+
 setup_redis
 setup_postgres
+if [ "$WITH_CHROMIUM" -eq 1 ]; then
+    setup_chromium
+fi

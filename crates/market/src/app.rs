@@ -1,0 +1,302 @@
+//! `market serve`: the configuration, the shared state, the router, and a
+//! running server that tests and the demo start in-process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use stratacache::{Cache, Policies, Resource};
+
+use crate::caching::Caching;
+use crate::db::seed::SeedInfo;
+use crate::db::{self, Db};
+use crate::error::ApiError;
+use crate::model::InstrumentDetail;
+use crate::redis_link::RedisLink;
+use crate::routes;
+use crate::routes::instruments::DetailLoader;
+use crate::seams::listing::{CachedListing, DirectListing, InstrumentListing};
+use crate::seams::sessions::{RedisSessions, SessionStore};
+use crate::seams::views::{SqlViewCounter, ViewCounter};
+use crate::telemetry::Telemetry;
+
+/// The policy file compiled in, used unless `--policies` names another.
+pub const DEFAULT_POLICIES: &str = include_str!("../market-policies.toml");
+
+/// Policies the routes use; a policy file without one of them is refused at start.
+pub const REQUIRED_POLICIES: &[&str] = &[
+    "instrument_list",
+    "instrument",
+    "stock_price",
+    "market_depth",
+    "portfolio",
+    "watchlist",
+    "profile",
+    "trending",
+    "market_overview",
+    "session",
+];
+
+/// Largest request body accepted; bigger ones are answered 413.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// How `market serve` runs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// PostgreSQL URL.
+    pub database_url: String,
+    /// Redis URL (cache and sessions).
+    pub redis_url: String,
+    /// Whether to cache (`--cache on|off`).
+    pub cache: bool,
+    /// Policy file; `None` uses the compiled-in `market-policies.toml`.
+    pub policies: Option<PathBuf>,
+    /// Cache key namespace (instances that share it share their cache).
+    pub namespace: String,
+    /// Where to listen.
+    pub bind: SocketAddr,
+    /// PostgreSQL pool size.
+    pub db_connections: u32,
+    /// Per-call Redis timeout.
+    pub redis_timeout: Duration,
+}
+
+impl ServeConfig {
+    /// Defaults: loopback services, cache on, port 8080.
+    pub fn new(database_url: &str, redis_url: &str) -> Self {
+        Self {
+            database_url: database_url.to_string(),
+            redis_url: redis_url.to_string(),
+            cache: true,
+            policies: None,
+            namespace: "market".into(),
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            db_connections: 16,
+            redis_timeout: Duration::from_millis(250),
+        }
+    }
+}
+
+/// The read-through resource of instrument details.
+pub type InstrumentResource = Resource<String, InstrumentDetail, DetailLoader>;
+
+/// What every handler shares.
+pub struct AppState {
+    /// The database.
+    pub db: Db,
+    /// The cache, or none.
+    pub caching: Caching,
+    /// Read-through instrument details (cache on only).
+    pub instruments: Option<InstrumentResource>,
+    /// The listing seam.
+    pub listing: Box<dyn InstrumentListing>,
+    /// The view counter seam.
+    pub views: Box<dyn ViewCounter>,
+    /// The session seam.
+    pub sessions: Box<dyn SessionStore>,
+    /// The service's own Redis connection.
+    pub redis: Arc<RedisLink>,
+    /// Request counts and latencies.
+    pub telemetry: Arc<Telemetry>,
+    /// What the database was seeded with, read at start.
+    pub seed: Option<SeedInfo>,
+}
+
+/// Shared state handle.
+pub type Shared = Arc<AppState>;
+
+fn policies(config: &ServeConfig) -> anyhow::Result<Policies> {
+    let mut policies = match &config.policies {
+        Some(path) => Policies::from_toml_file(path)?,
+        None => Policies::from_toml_str(DEFAULT_POLICIES)?,
+    };
+    policies.overlay_env("MARKET")?;
+    for name in REQUIRED_POLICIES {
+        policies
+            .get(name)
+            .map_err(|_| anyhow::anyhow!("the policy file has no policy {name:?}"))?;
+    }
+    Ok(policies)
+}
+
+/// Build the state: database pool (migrated), cache, seams.
+pub async fn build_state(config: &ServeConfig) -> anyhow::Result<Shared> {
+    crate::telemetry::prometheus();
+    let db = Db::connect(&config.database_url, config.db_connections).await?;
+    // An unreachable database at start is not fatal: routes answer 503 until it is back.
+    if let Err(err) = db::migrate(db.pool()).await {
+        tracing::warn!(error = %err, "could not migrate the database at start");
+    }
+    let seed = db::seed::seeded(db.pool()).await.unwrap_or(None);
+    let policies = policies(config)?;
+    let session_ttl = policies.get("session")?.options().get_ttl();
+    let caching = if config.cache {
+        let mut builder = Cache::builder()
+            .namespace(config.namespace.clone())
+            .redis_url(&config.redis_url)
+            .redis_timeout(config.redis_timeout)
+            .metrics(true);
+        for policy in policies.iter() {
+            builder = builder.policy(policy.name(), policy.strategy(), policy.options().clone());
+        }
+        Caching::on(builder.build().await?)
+    } else {
+        Caching::off()
+    };
+    let instruments = match caching.cache() {
+        Some(cache) => Some(Resource::new(
+            cache.clone(),
+            "instrument",
+            caching.options("instrument")?,
+            DetailLoader {
+                db: db.clone(),
+                counters: Arc::clone(caching.counters()),
+            },
+        )),
+        None => None,
+    };
+    let listing: Box<dyn InstrumentListing> = if config.cache {
+        Box::new(CachedListing {
+            db: db.clone(),
+            caching: caching.clone(),
+        })
+    } else {
+        Box::new(DirectListing { db: db.clone() })
+    };
+    let redis = Arc::new(RedisLink::new(&config.redis_url, Duration::from_secs(1))?);
+    let telemetry = Telemetry::new();
+    telemetry.spawn_ticker();
+    Ok(Arc::new(AppState {
+        views: Box::new(SqlViewCounter { db: db.clone() }),
+        sessions: Box::new(RedisSessions {
+            redis: Arc::clone(&redis),
+            namespace: config.namespace.clone(),
+            ttl: session_ttl,
+        }),
+        db,
+        caching,
+        instruments,
+        listing,
+        redis,
+        telemetry,
+        seed,
+    }))
+}
+
+/// Every route of the service.
+pub fn router(state: Shared) -> Router {
+    use routes::*;
+    Router::new()
+        .route("/api/instruments", get(instruments::list))
+        .route("/api/instruments/{symbol}", get(instruments::detail))
+        .route("/api/instruments/{symbol}/views", post(market::count_view))
+        .route(
+            "/api/stocks/{symbol}/price",
+            get(stocks::price).put(stocks::put_price),
+        )
+        .route(
+            "/api/stocks/{symbol}/depth",
+            get(stocks::depth).put(stocks::put_depth),
+        )
+        .route("/api/portfolios/{user_id}", get(portfolios::portfolio))
+        .route("/api/orders", post(portfolios::place_order))
+        .route(
+            "/api/watchlists/{user_id}",
+            get(users::watchlist).put(users::put_watchlist),
+        )
+        .route(
+            "/api/users/{user_id}/profile",
+            get(users::profile).put(users::put_profile),
+        )
+        .route("/api/trending", get(market::trending))
+        .route("/api/market/overview", get(market::overview))
+        .route("/login", post(sessions::login))
+        .route("/logout", post(sessions::logout))
+        .route("/api/me", get(sessions::me))
+        .route("/admin/invalidate", post(ops::invalidate))
+        .route("/health", get(ops::health))
+        .route("/metrics", get(ops::metrics))
+        .route("/dashboard", get(ops::dashboard))
+        .route("/dashboard/stats", get(ops::stats))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_request,
+        ))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+async fn record_request(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let response = next.run(request).await;
+    state
+        .telemetry
+        .record(&route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// A server running on a tokio task.
+pub struct RunningServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its state (for counters).
+    pub state: Shared,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// `http://{addr}`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stop accepting, finish in-flight requests, close the pool.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task).await??;
+        self.state.db.close().await;
+        Ok(())
+    }
+
+    /// Wait until the server ends (it ends on its own only on an I/O error).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        Ok(self.task.await??)
+    }
+}
+
+/// Build the state and serve on `config.bind` (port 0 picks a free one).
+pub async fn start(config: &ServeConfig) -> anyhow::Result<RunningServer> {
+    let state = build_state(config).await?;
+    let listener = tokio::net::TcpListener::bind(config.bind).await?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let app = router(state.clone());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+    });
+    Ok(RunningServer {
+        addr,
+        state,
+        shutdown: Some(tx),
+        task,
+    })
+}

@@ -1,0 +1,405 @@
+//! The service's reads: one function per resource, each one query (or a few
+//! in one round of work), costed for real by joins and aggregation.
+
+use sqlx::Row;
+
+use super::Db;
+use crate::error::ApiError;
+use crate::model::*;
+
+/// How many of an instrument's newest ticks the portfolio's statistics cover.
+const PORTFOLIO_WINDOW_TICKS: i64 = 1440;
+/// Days of candles in an instrument's detail.
+const DETAIL_CANDLE_DAYS: i64 = 30;
+
+/// Instruments, optionally of one sector and/or exchange (codes), by symbol.
+pub async fn list_instruments(
+    db: &Db,
+    sector: Option<&str>,
+    exchange: Option<&str>,
+) -> Result<Vec<InstrumentSummary>, ApiError> {
+    let rows = sqlx::query(
+        "SELECT i.symbol, i.name, e.code AS exchange, s.code AS sector, f.market_cap
+         FROM instruments i
+         JOIN exchanges e ON e.id = i.exchange_id
+         JOIN sectors s ON s.id = i.sector_id
+         JOIN fundamentals f ON f.instrument_id = i.id
+         WHERE ($1::TEXT IS NULL OR s.code = $1) AND ($2::TEXT IS NULL OR e.code = $2)
+         ORDER BY i.symbol",
+    )
+    .bind(sector)
+    .bind(exchange)
+    .fetch_all(db.counted())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| InstrumentSummary {
+            symbol: r.get("symbol"),
+            name: r.get("name"),
+            exchange: r.get("exchange"),
+            sector: r.get("sector"),
+            market_cap: r.get("market_cap"),
+        })
+        .collect())
+}
+
+/// The instrument's detail, or `None` for an unknown symbol.
+pub async fn instrument_detail(
+    db: &Db,
+    symbol: &str,
+) -> Result<Option<InstrumentDetail>, ApiError> {
+    let row = sqlx::query(
+        "SELECT i.symbol, i.name, e.code AS exchange, e.name AS exchange_name, e.currency,
+                s.code AS sector, s.name AS sector_name, i.listed_on::TEXT AS listed_on,
+                f.market_cap, f.pe_ratio, f.dividend_yield, f.eps, f.shares_outstanding,
+                stats.high_all_time, stats.low_all_time, stats.average_price, stats.total_volume,
+                holders.holders, holders.shares_held, traded.trade_count, traded.traded_quantity,
+                candles.candles
+         FROM instruments i
+         JOIN exchanges e ON e.id = i.exchange_id
+         JOIN sectors s ON s.id = i.sector_id
+         JOIN fundamentals f ON f.instrument_id = i.id
+         CROSS JOIN LATERAL (
+             SELECT max(p.price) AS high_all_time, min(p.price) AS low_all_time,
+                    avg(p.price) AS average_price, sum(p.volume)::BIGINT AS total_volume
+             FROM prices p WHERE p.instrument_id = i.id) AS stats
+         CROSS JOIN LATERAL (
+             SELECT count(*) AS holders, coalesce(sum(quantity), 0)::BIGINT AS shares_held
+             FROM positions WHERE instrument_id = i.id) AS holders
+         CROSS JOIN LATERAL (
+             SELECT count(*) AS trade_count, coalesce(sum(quantity), 0)::BIGINT AS traded_quantity
+             FROM trades WHERE instrument_id = i.id) AS traded
+         CROSS JOIN LATERAL (
+             SELECT coalesce(jsonb_agg(jsonb_build_object(
+                        'day', d.day, 'open', d.open, 'high', d.high, 'low', d.low,
+                        'close', d.close, 'volume', d.volume) ORDER BY d.day), '[]') AS candles
+             FROM (
+                 SELECT date_trunc('day', t.ts)::DATE::TEXT AS day,
+                        (array_agg(t.price ORDER BY t.ts))[1] AS open,
+                        max(t.price) AS high, min(t.price) AS low,
+                        (array_agg(t.price ORDER BY t.ts DESC))[1] AS close,
+                        sum(t.volume)::BIGINT AS volume
+                 FROM (SELECT ts, price, volume FROM prices
+                       WHERE instrument_id = i.id ORDER BY ts DESC LIMIT $2) AS t
+                 GROUP BY 1) AS d) AS candles
+         WHERE i.symbol = $1",
+    )
+    .bind(symbol)
+    .bind(DETAIL_CANDLE_DAYS * 24)
+    .fetch_optional(db.counted())
+    .await?;
+    let Some(r) = row else { return Ok(None) };
+    let candles: serde_json::Value = r.get("candles");
+    let candles: Vec<Candle> =
+        serde_json::from_value(candles).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Some(InstrumentDetail {
+        symbol: r.get("symbol"),
+        name: r.get("name"),
+        exchange: r.get("exchange"),
+        exchange_name: r.get("exchange_name"),
+        currency: r.get("currency"),
+        sector: r.get("sector"),
+        sector_name: r.get("sector_name"),
+        listed_on: r.get("listed_on"),
+        market_cap: r.get("market_cap"),
+        pe_ratio: r.get("pe_ratio"),
+        dividend_yield: r.get("dividend_yield"),
+        eps: r.get("eps"),
+        shares_outstanding: r.get("shares_outstanding"),
+        high_all_time: r.get::<Option<f64>, _>("high_all_time").unwrap_or(0.0),
+        low_all_time: r.get::<Option<f64>, _>("low_all_time").unwrap_or(0.0),
+        average_price: r.get::<Option<f64>, _>("average_price").unwrap_or(0.0),
+        total_volume: r.get::<Option<i64>, _>("total_volume").unwrap_or(0),
+        holders: r.get("holders"),
+        shares_held: r.get("shares_held"),
+        trade_count: r.get("trade_count"),
+        traded_quantity: r.get("traded_quantity"),
+        candles,
+    }))
+}
+
+/// The newest tick of a symbol against the one before it, or `None` for an unknown symbol.
+pub async fn quote(db: &Db, symbol: &str) -> Result<Option<Quote>, ApiError> {
+    let row = sqlx::query(
+        "SELECT i.symbol, t.price, t.volume, t.ts::TEXT AS at,
+                coalesce((SELECT p.price FROM prices p WHERE p.instrument_id = i.id AND p.ts < t.ts
+                          ORDER BY p.ts DESC LIMIT 1), t.price) AS previous
+         FROM instruments i
+         CROSS JOIN LATERAL (SELECT ts, price, volume FROM prices
+                             WHERE instrument_id = i.id ORDER BY ts DESC LIMIT 1) AS t
+         WHERE i.symbol = $1",
+    )
+    .bind(symbol)
+    .fetch_optional(db.counted())
+    .await?;
+    Ok(row.map(|r| {
+        let price: f64 = r.get("price");
+        let previous: f64 = r.get("previous");
+        Quote {
+            symbol: r.get("symbol"),
+            price,
+            previous,
+            change_pct: change_pct(previous, price),
+            volume: r.get("volume"),
+            at: r.get("at"),
+        }
+    }))
+}
+
+pub(crate) fn change_pct(from: f64, to: f64) -> f64 {
+    if from == 0.0 {
+        0.0
+    } else {
+        ((to - from) / from * 10_000.0).round() / 100.0
+    }
+}
+
+/// The order book of a symbol, or `None` for an unknown symbol.
+pub async fn depth(db: &Db, symbol: &str) -> Result<Option<Depth>, ApiError> {
+    let rows = sqlx::query(
+        "SELECT d.side, d.price, d.quantity FROM instruments i
+         LEFT JOIN market_depth d ON d.instrument_id = i.id
+         WHERE i.symbol = $1 ORDER BY d.side, d.level",
+    )
+    .bind(symbol)
+    .fetch_all(db.counted())
+    .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut depth = Depth {
+        symbol: symbol.to_string(),
+        bids: Vec::new(),
+        asks: Vec::new(),
+    };
+    for r in rows {
+        // An instrument without levels comes back as one row of NULLs.
+        let Some(side) = r.get::<Option<String>, _>("side") else {
+            continue;
+        };
+        let level = DepthLevel {
+            price: r.get("price"),
+            quantity: r.get("quantity"),
+        };
+        match side.as_str() {
+            "bid" => depth.bids.push(level),
+            _ => depth.asks.push(level),
+        }
+    }
+    Ok(Some(depth))
+}
+
+/// Whether the user exists.
+pub async fn user_exists(db: &Db, user_id: i64) -> Result<bool, ApiError> {
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
+            .bind(user_id)
+            .fetch_one(db.counted())
+            .await?,
+    )
+}
+
+/// The user's portfolio valued at the last prices, with 60-day statistics
+/// per holding and the user's trades per holding; `None` for an unknown user.
+pub async fn portfolio(db: &Db, user_id: i64) -> Result<Option<Portfolio>, ApiError> {
+    let rows = sqlx::query(
+        "SELECT u.id AS user_id, i.symbol, i.name, p.quantity, p.cost_basis,
+                last.price AS last_price, w.average_price, w.volatility,
+                coalesce(t.bought, 0)::BIGINT AS bought, coalesce(t.sold, 0)::BIGINT AS sold
+         FROM users u
+         LEFT JOIN positions p ON p.user_id = u.id
+         LEFT JOIN instruments i ON i.id = p.instrument_id
+         LEFT JOIN LATERAL (SELECT price FROM prices WHERE instrument_id = p.instrument_id
+                            ORDER BY ts DESC LIMIT 1) AS last ON TRUE
+         LEFT JOIN LATERAL (
+             SELECT avg(x.price) AS average_price, coalesce(stddev_samp(x.price), 0) AS volatility
+             FROM (SELECT price FROM prices WHERE instrument_id = p.instrument_id
+                   ORDER BY ts DESC LIMIT $2) AS x) AS w ON TRUE
+         LEFT JOIN LATERAL (
+             SELECT sum(quantity) FILTER (WHERE side = 'buy') AS bought,
+                    sum(quantity) FILTER (WHERE side = 'sell') AS sold
+             FROM trades WHERE user_id = u.id AND instrument_id = p.instrument_id) AS t ON TRUE
+         WHERE u.id = $1
+         ORDER BY i.symbol",
+    )
+    .bind(user_id)
+    .bind(PORTFOLIO_WINDOW_TICKS)
+    .fetch_all(db.counted())
+    .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut portfolio = Portfolio {
+        user_id,
+        holdings: Vec::new(),
+        market_value: 0.0,
+        cost: 0.0,
+        unrealized_pnl: 0.0,
+    };
+    for r in rows {
+        let Some(symbol) = r.get::<Option<String>, _>("symbol") else {
+            continue; // the user holds nothing: the LEFT JOIN's one empty row
+        };
+        let quantity: i64 = r.get("quantity");
+        let cost_basis: f64 = r.get("cost_basis");
+        let last_price: f64 = r.get::<Option<f64>, _>("last_price").unwrap_or(0.0);
+        let market_value = round2(quantity as f64 * last_price);
+        let cost = quantity as f64 * cost_basis;
+        portfolio.market_value += market_value;
+        portfolio.cost += cost;
+        portfolio.holdings.push(Holding {
+            symbol,
+            name: r.get("name"),
+            quantity,
+            cost_basis: round2(cost_basis),
+            last_price,
+            market_value,
+            unrealized_pnl: round2(market_value - cost),
+            average_price_60d: round2(r.get::<Option<f64>, _>("average_price").unwrap_or(0.0)),
+            volatility_60d: round2(r.get::<Option<f64>, _>("volatility").unwrap_or(0.0)),
+            bought: r.get("bought"),
+            sold: r.get("sold"),
+        });
+    }
+    portfolio.market_value = round2(portfolio.market_value);
+    portfolio.cost = round2(portfolio.cost);
+    portfolio.unrealized_pnl = round2(portfolio.market_value - portfolio.cost);
+    Ok(Some(portfolio))
+}
+
+pub(crate) fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// The user's watchlist, or `None` for an unknown user.
+pub async fn watchlist(db: &Db, user_id: i64) -> Result<Option<Watchlist>, ApiError> {
+    let rows = sqlx::query(
+        "SELECT i.symbol FROM users u
+         LEFT JOIN watchlists w ON w.user_id = u.id
+         LEFT JOIN instruments i ON i.id = w.instrument_id
+         WHERE u.id = $1 ORDER BY w.position",
+    )
+    .bind(user_id)
+    .fetch_all(db.counted())
+    .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Watchlist {
+        user_id,
+        symbols: rows
+            .into_iter()
+            .filter_map(|r| r.get::<Option<String>, _>("symbol"))
+            .collect(),
+    }))
+}
+
+/// The user's profile, or `None` for an unknown user.
+pub async fn profile(db: &Db, user_id: i64) -> Result<Option<Profile>, ApiError> {
+    let row = sqlx::query(
+        "SELECT u.id, u.username, p.display_name, p.email, p.country, p.risk_level
+         FROM users u JOIN profiles p ON p.user_id = u.id WHERE u.id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(db.counted())
+    .await?;
+    Ok(row.map(|r| Profile {
+        user_id: r.get("id"),
+        username: r.get("username"),
+        display_name: r.get("display_name"),
+        email: r.get("email"),
+        country: r.get("country"),
+        risk_level: r.get("risk_level"),
+    }))
+}
+
+/// The ten most viewed instruments.
+pub async fn trending(db: &Db) -> Result<Vec<Trending>, ApiError> {
+    let rows = sqlx::query(
+        "SELECT i.symbol, i.name, v.views FROM view_counts v
+         JOIN instruments i ON i.id = v.instrument_id
+         ORDER BY v.views DESC, i.symbol LIMIT 10",
+    )
+    .fetch_all(db.counted())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Trending {
+            symbol: r.get("symbol"),
+            name: r.get("name"),
+            views: r.get("views"),
+        })
+        .collect())
+}
+
+/// Sectors' moves over the last 24 ticks, and the biggest movers.
+pub async fn overview(db: &Db) -> Result<Overview, ApiError> {
+    let rows = sqlx::query(
+        "WITH recent AS (
+             SELECT i.symbol, s.code AS sector, w.first_price, w.last_price, w.volume
+             FROM instruments i JOIN sectors s ON s.id = i.sector_id
+             CROSS JOIN LATERAL (
+                 SELECT (array_agg(x.price ORDER BY x.ts))[1] AS first_price,
+                        (array_agg(x.price ORDER BY x.ts DESC))[1] AS last_price,
+                        sum(x.volume)::BIGINT AS volume
+                 FROM (SELECT ts, price, volume FROM prices WHERE instrument_id = i.id
+                       ORDER BY ts DESC LIMIT 24) AS x) AS w)
+         SELECT symbol, sector, first_price, last_price, volume FROM recent",
+    )
+    .fetch_all(db.counted())
+    .await?;
+    let mut sectors: std::collections::BTreeMap<String, (i64, f64, i64)> = Default::default();
+    let mut movers = Vec::with_capacity(rows.len());
+    for r in rows {
+        let first: Option<f64> = r.get("first_price");
+        let last: Option<f64> = r.get("last_price");
+        let change = match (first, last) {
+            (Some(f), Some(l)) => change_pct(f, l),
+            _ => 0.0,
+        };
+        let entry = sectors.entry(r.get("sector")).or_default();
+        entry.0 += 1;
+        entry.1 += change;
+        entry.2 += r.get::<Option<i64>, _>("volume").unwrap_or(0);
+        movers.push(Mover {
+            symbol: r.get("symbol"),
+            change_pct: change,
+        });
+    }
+    movers.sort_by(|a, b| {
+        b.change_pct
+            .total_cmp(&a.change_pct)
+            .then(a.symbol.cmp(&b.symbol))
+    });
+    let gainers = movers.iter().take(5).cloned().collect();
+    let losers = movers.iter().rev().take(5).cloned().collect();
+    Ok(Overview {
+        sectors: sectors
+            .into_iter()
+            .map(|(sector, (n, sum, volume))| SectorSummary {
+                sector,
+                instruments: n,
+                average_change_pct: round2(sum / n.max(1) as f64),
+                volume,
+            })
+            .collect(),
+        gainers,
+        losers,
+    })
+}
+
+/// The user whose credentials these are, or `None`.
+pub async fn authenticate(
+    db: &Db,
+    username: &str,
+    password: &str,
+) -> Result<Option<i64>, ApiError> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM users WHERE username = $1
+           AND password_hash = sha256(convert_to('market:' || $1 || ':' || $2, 'UTF8'))",
+    )
+    .bind(username)
+    .bind(password)
+    .fetch_optional(db.counted())
+    .await?)
+}

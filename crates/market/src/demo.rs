@@ -1,0 +1,404 @@
+//! `market demo`: services up, database migrated and seeded, then the same
+//! load against the service with the cache off and on, and the before/after
+//! table — printed and written to a file.
+//!
+//! Database queries/s come from PostgreSQL's own statistics: the delta of
+//! `xact_commit + xact_rollback` in `pg_stat_database` for the service's
+//! database over the measured part (every autocommitted statement is one
+//! transaction; an order's transaction counts once). `pg_stat_statements` is
+//! not used because it needs `shared_preload_libraries` and a restart.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+use crate::app::{self, ServeConfig};
+use crate::db::{self, seed};
+use crate::load::{self, LoadConfig, LoadReport};
+use crate::telemetry::{library_hits, prometheus};
+
+/// How to run the demo.
+#[derive(Debug, Clone)]
+pub struct DemoConfig {
+    pub database_url: String,
+    pub redis_url: String,
+    pub scale: f64,
+    pub virtual_users: usize,
+    pub warmup: Duration,
+    pub duration: Duration,
+    /// Requests/s offered to both sides (0 = closed loop). A fixed rate
+    /// compares database queries/s and latency at the same traffic.
+    pub rate: f64,
+    /// Run `scripts/services.sh` first.
+    pub start_services: bool,
+    /// Where the table goes (`.md`; the JSON beside it).
+    pub out: PathBuf,
+    pub progress: bool,
+}
+
+impl DemoConfig {
+    /// The default run: scale 1, 32 virtual users offering 400 requests/s,
+    /// 15 s warm-up and 20 s measured per side.
+    pub fn new(database_url: &str, redis_url: &str) -> Self {
+        Self {
+            database_url: database_url.into(),
+            redis_url: redis_url.into(),
+            scale: 1.0,
+            virtual_users: 32,
+            warmup: Duration::from_secs(15),
+            duration: Duration::from_secs(20),
+            rate: 400.0,
+            start_services: true,
+            out: repo_root().join("target/market-demo.md"),
+            progress: true,
+        }
+    }
+
+    /// `--quick`: 2 s warm-up, 5 s measured, 16 virtual users offering 200 requests/s.
+    pub fn quick(mut self) -> Self {
+        self.virtual_users = 16;
+        self.rate = 200.0;
+        self.warmup = Duration::from_secs(2);
+        self.duration = Duration::from_secs(5);
+        self
+    }
+}
+
+/// One side of the table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModeResult {
+    pub cache: bool,
+    pub load: LoadReport,
+    /// PostgreSQL transactions per second (pg_stat_database).
+    pub db_queries_per_sec: f64,
+    /// Queries the service itself counted, per second (cross-check).
+    pub service_queries_per_sec: f64,
+    /// Answers from L1 or L2 over lookups, as the cache counts them, over
+    /// the measured part (0 with the cache off).
+    pub hit_rate: f64,
+    /// Database loads (foreground and background refreshes) per cached
+    /// read (1 with the cache off).
+    pub loads_per_lookup: f64,
+}
+
+/// Both sides.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DemoResult {
+    pub scale: f64,
+    pub instruments: i64,
+    pub users: i64,
+    pub off: ModeResult,
+    pub on: ModeResult,
+}
+
+/// The workspace root (two levels above this crate).
+fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(manifest)
+        .to_path_buf()
+}
+
+fn start_services() -> anyhow::Result<()> {
+    let script = repo_root().join("scripts/services.sh");
+    if !script.exists() {
+        eprintln!(
+            "demo: {} not found; using the services configured",
+            script.display()
+        );
+        return Ok(());
+    }
+    eprintln!(
+        "demo: making sure Redis and PostgreSQL run ({})",
+        script.display()
+    );
+    // Its report goes to stderr: stdout is the table's.
+    let status = std::process::Command::new("bash")
+        .arg(&script)
+        .stdout(std::process::Stdio::from(std::io::stderr()))
+        .status()?;
+    anyhow::ensure!(status.success(), "scripts/services.sh failed ({status})");
+    Ok(())
+}
+
+/// Migrate and, unless the database already holds a seed of `scale`, seed it.
+pub async fn prepare_database(
+    url: &str,
+    scale: f64,
+    progress: bool,
+) -> anyhow::Result<seed::SeedInfo> {
+    db::create_database_if_missing(url).await?;
+    let pool = PgPool::connect(url).await?;
+    db::migrate(&pool).await?;
+    let plan = seed::SeedPlan::at_scale(scale)?;
+    let info = match seed::seeded(&pool).await? {
+        Some(info) if info.scale == scale => {
+            eprintln!("demo: database already seeded at scale {scale}");
+            info
+        }
+        _ => {
+            eprintln!(
+                "demo: seeding {} instruments, {} users (scale {scale})",
+                plan.instruments, plan.users
+            );
+            let took = seed::seed(&pool, plan, progress).await?;
+            eprintln!("demo: seeded in {:.1} s", took.as_secs_f64());
+            seed::seeded(&pool)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("seed did not finish"))?
+        }
+    };
+    pool.close().await;
+    Ok(info)
+}
+
+async fn transactions(pool: &PgPool, database: &str) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT (xact_commit + xact_rollback)::BIGINT FROM pg_stat_database WHERE datname = $1",
+    )
+    .bind(database)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Backends report their statistics at most once a second while busy and
+/// shortly after going idle; waiting this long after traffic stops lets the
+/// counters settle.
+const STATS_SETTLE: Duration = Duration::from_millis(1500);
+
+async fn run_mode(
+    config: &DemoConfig,
+    cache: bool,
+    stats_pool: &PgPool,
+    database: &str,
+) -> anyhow::Result<ModeResult> {
+    let mut serve = ServeConfig::new(&config.database_url, &config.redis_url);
+    serve.cache = cache;
+    serve.bind = "127.0.0.1:0".parse()?;
+    serve.namespace = format!(
+        "market-demo-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis()
+    );
+    let server = app::start(&serve).await?;
+    let label = if cache { "cache on" } else { "cache off" };
+    eprintln!(
+        "demo: {label}: {} virtual users, {} s warm-up, {} s measured",
+        config.virtual_users,
+        config.warmup.as_secs(),
+        config.duration.as_secs()
+    );
+
+    let mut load = LoadConfig::new(&server.url());
+    load.virtual_users = config.virtual_users;
+    load.rate = config.rate;
+    load.progress = config.progress;
+    if !config.warmup.is_zero() {
+        // Warm-up as fast as answered: it stands for the hours a running
+        // service has had to fill its cache (and PostgreSQL its buffers);
+        // only the part after it is measured, at the offered rate.
+        load.rate = 0.0;
+        load.warmup = Duration::ZERO;
+        load.duration = config.warmup;
+        load::run(&load).await?;
+        load.rate = config.rate;
+    }
+    tokio::time::sleep(STATS_SETTLE).await;
+    let counters = server.state.caching.counters().clone();
+    let library = || match (prometheus(), server.state.caching.cache()) {
+        (Some(h), Some(cache)) => library_hits(&h.render(), cache.namespace()),
+        _ => (0.0, 0.0),
+    };
+    let (lookups0, loads0, queries0) = (
+        counters.lookups(),
+        counters.loads(),
+        server.state.db.queries(),
+    );
+    let (hits0, counted0) = library();
+    let xact0 = transactions(stats_pool, database).await?;
+    load.warmup = Duration::ZERO;
+    load.duration = config.duration;
+    let report = load::run(&load).await?;
+    let (lookups, loads, queries) = (
+        counters.lookups() - lookups0,
+        counters.loads() - loads0,
+        server.state.db.queries() - queries0,
+    );
+    let (hits, counted) = library();
+    let (hits, counted) = (hits - hits0, counted - counted0);
+    if let Some(cache) = server.state.caching.cache() {
+        // The demo's namespace is its own; drop what it wrote.
+        for prefix in [
+            "user:",
+            "instrument",
+            "price:",
+            "depth:",
+            "trending",
+            "market:",
+        ] {
+            let _ = cache.invalidate_prefix(prefix).await;
+        }
+    }
+    server.stop().await?;
+    tokio::time::sleep(STATS_SETTLE).await;
+    let xact = transactions(stats_pool, database).await? - xact0;
+    let secs = report.duration_s;
+    Ok(ModeResult {
+        cache,
+        db_queries_per_sec: xact.max(0) as f64 / secs,
+        service_queries_per_sec: queries as f64 / secs,
+        hit_rate: if cache && counted > 0.0 {
+            hits / counted
+        } else {
+            0.0
+        },
+        loads_per_lookup: if lookups > 0 {
+            loads as f64 / lookups as f64
+        } else {
+            0.0
+        },
+        load: report,
+    })
+}
+
+/// Run the whole demo and write the table.
+pub async fn run(config: &DemoConfig) -> anyhow::Result<DemoResult> {
+    if config.start_services {
+        start_services()?;
+    }
+    let info = prepare_database(&config.database_url, config.scale, config.progress).await?;
+    let database = db::database_name(&config.database_url)?;
+    let stats_pool = PgPool::connect(&config.database_url).await?;
+    let off = run_mode(config, false, &stats_pool, &database).await?;
+    let on = run_mode(config, true, &stats_pool, &database).await?;
+    stats_pool.close().await;
+    let result = DemoResult {
+        scale: config.scale,
+        instruments: info.instruments,
+        users: info.users,
+        off,
+        on,
+    };
+    let table = table(&result, config);
+    println!("{table}");
+    if let Some(dir) = config.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&config.out, &table)?;
+    std::fs::write(
+        config.out.with_extension("json"),
+        serde_json::to_string_pretty(&result)?,
+    )?;
+    eprintln!("demo: table written to {}", config.out.display());
+    Ok(result)
+}
+
+fn ratio_down(off: f64, on: f64) -> String {
+    if on <= 0.0 {
+        "—".into()
+    } else {
+        format!("÷ {:.1}", off / on)
+    }
+}
+
+/// The before/after table in Markdown.
+pub fn table(r: &DemoResult, config: &DemoConfig) -> String {
+    let (off, on) = (&r.off, &r.on);
+    let lat = |m: &ModeResult| m.load.latency_ms;
+    let mut out = String::new();
+    let offered = if config.rate > 0.0 {
+        format!("offering {:.0} requests/s", config.rate)
+    } else {
+        "as fast as answered".to_string()
+    };
+    out.push_str(&format!(
+        "market demo — {} instruments, {} users (scale {}), {} virtual users {offered}, Zipf {}, {:.0} % writes, {} s measured per side after {} s of warm-up as fast as answered\n\n",
+        r.instruments, r.users, r.scale, config.virtual_users, off.load.zipf,
+        off.load.write_ratio * 100.0, config.duration.as_secs(), config.warmup.as_secs()
+    ));
+    out.push_str("| | cache off | cache on | change |\n|---|---:|---:|---:|\n");
+    let rows: [(&str, f64, f64, String); 5] = [
+        (
+            "mean latency (ms)",
+            lat(off).mean,
+            lat(on).mean,
+            ratio_down(lat(off).mean, lat(on).mean),
+        ),
+        (
+            "p50 latency (ms)",
+            lat(off).p50,
+            lat(on).p50,
+            ratio_down(lat(off).p50, lat(on).p50),
+        ),
+        (
+            "p95 latency (ms)",
+            lat(off).p95,
+            lat(on).p95,
+            ratio_down(lat(off).p95, lat(on).p95),
+        ),
+        (
+            "p99 latency (ms)",
+            lat(off).p99,
+            lat(on).p99,
+            ratio_down(lat(off).p99, lat(on).p99),
+        ),
+        (
+            "database queries/s (pg_stat_database)",
+            off.db_queries_per_sec,
+            on.db_queries_per_sec,
+            ratio_down(off.db_queries_per_sec, on.db_queries_per_sec),
+        ),
+    ];
+    for (name, a, b, change) in rows {
+        out.push_str(&format!("| {name} | {a:.2} | {b:.2} | {change} |\n"));
+    }
+    let rps_change = if off.load.requests_per_sec > 0.0 {
+        format!(
+            "× {:.1}",
+            on.load.requests_per_sec / off.load.requests_per_sec
+        )
+    } else {
+        "—".into()
+    };
+    out.push_str(&format!(
+        "| requests/s | {:.0} | {:.0} | {rps_change} |\n",
+        off.load.requests_per_sec, on.load.requests_per_sec
+    ));
+    out.push_str(&format!(
+        "| cache hit rate (answered from L1 or Redis) | — | {:.1} % | |\n",
+        on.hit_rate * 100.0
+    ));
+    out.push_str(&format!(
+        "| database loads per cached read (refreshes included) | {:.3} | {:.3} | {} |\n",
+        off.loads_per_lookup,
+        on.loads_per_lookup,
+        ratio_down(off.loads_per_lookup, on.loads_per_lookup)
+    ));
+    out.push_str(&format!(
+        "| failed requests (5xx or transport) | {} | {} | |\n",
+        off.load.server_errors, on.load.server_errors
+    ));
+    out
+}
+
+impl DemoResult {
+    /// Whether the cache won where a short run can show it: median latency,
+    /// database queries/s, a hit rate above one half, and the same traffic
+    /// served. The tail (p99) is left to the full run: while the hit rate is
+    /// below 99 %, the p99 request is a miss, which costs the query plus the
+    /// cache's own work.
+    pub fn cache_wins(&self) -> bool {
+        let (off, on) = (&self.off, &self.on);
+        on.load.latency_ms.p50 < off.load.latency_ms.p50
+            && on.db_queries_per_sec < off.db_queries_per_sec
+            && on.hit_rate > 0.5
+            // At a fixed offered rate both sides serve about the same.
+            && on.load.requests_per_sec >= 0.9 * off.load.requests_per_sec
+    }
+}

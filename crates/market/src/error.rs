@@ -1,0 +1,165 @@
+//! The API's errors and how each becomes a response: a status and
+//! `{"error": "..."}`. Nothing a client sends ends in a panic or a 500.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+
+/// Everything a route can answer besides success.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// The thing asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is malformed or its values are out of range.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The body is over the limit.
+    #[error("request body is too large")]
+    TooLarge,
+    /// No valid session.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The request conflicts with the current state (e.g. selling more than held).
+    #[error("{0}")]
+    Conflict(String),
+    /// A dependency (PostgreSQL, or Redis for sessions) does not answer.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an unexpected database answer; logged, answered as 500.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(msg) = &self {
+            tracing::error!(error = %msg, "internal error");
+        }
+        let body = Json(serde_json::json!({ "error": self.to_string() }));
+        (self.status(), body).into_response()
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => {
+                ApiError::Unavailable(format!("database unavailable: {err}"))
+            }
+            // Errors of reaching the database rather than of the query:
+            // 08 connection exceptions, 57P shutting down or starting up, 53
+            // insufficient resources (too many connections), 28 refused
+            // authorization, 3D000 no such database, 55000 (the database
+            // does not accept connections).
+            sqlx::Error::Database(db)
+                if db.code().is_some_and(|c| {
+                    ["08", "57P", "53", "28"].iter().any(|p| c.starts_with(p))
+                        || c == "3D000"
+                        || c == "55000"
+                }) =>
+            {
+                ApiError::Unavailable(format!("database unavailable: {err}"))
+            }
+            _ => ApiError::Internal(err.to_string()),
+        }
+    }
+}
+
+impl From<stratacache::Error> for ApiError {
+    fn from(err: stratacache::Error) -> Self {
+        match err {
+            // A loader's own error comes back as it was raised.
+            stratacache::Error::Loader(inner) => match inner.downcast_ref::<ApiError>() {
+                Some(api) => api.clone(),
+                None => ApiError::Internal(inner.to_string()),
+            },
+            stratacache::Error::LoaderTimeout(_) | stratacache::Error::WaitTimeout(_) => {
+                ApiError::Unavailable(format!("the data source is slow: {err}"))
+            }
+            stratacache::Error::InvalidKey { .. } => ApiError::BadRequest(err.to_string()),
+            stratacache::Error::Redis(_)
+            | stratacache::Error::RedisTimeout(_)
+            | stratacache::Error::RedisUnavailable => {
+                ApiError::Unavailable(format!("cache unavailable: {err}"))
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// A JSON body whose every rejection is an [`ApiError`]: malformed or
+/// mistyped JSON is a 400 with the parser's message, a body over the limit 413.
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(JsonBody(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::TooLarge;
+    }
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::BadRequest("expected a JSON body (Content-Type: application/json)".into())
+        }
+        other => ApiError::BadRequest(format!("invalid JSON body: {}", other.body_text())),
+    }
+}
+
+/// A numeric id from a path segment: not a positive integer is a 400.
+pub fn parse_id(text: &str, what: &str) -> Result<i64, ApiError> {
+    match text.parse::<i64>() {
+        Ok(id) if id > 0 => Ok(id),
+        _ => Err(ApiError::BadRequest(format!(
+            "{what} must be a positive integer, got {text:?}"
+        ))),
+    }
+}
+
+/// A symbol from a path segment, upper-cased. Anything that cannot be a
+/// symbol (empty, too long, odd characters) is simply not found.
+pub fn parse_symbol(text: &str) -> Result<String, ApiError> {
+    let valid = !text.is_empty()
+        && text.len() <= 12
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '.');
+    if valid {
+        Ok(text.to_ascii_uppercase())
+    } else {
+        Err(ApiError::NotFound(format!("unknown symbol {text:?}")))
+    }
+}

@@ -1,0 +1,422 @@
+//! `market load`: virtual users sending the service's traffic — Zipf
+//! popularity over users and symbols, a read/write mix — for a duration,
+//! with a progress bar; latencies into an hdrhistogram; a JSON report.
+
+mod zipf;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::model::InstrumentSummary;
+use crate::routes::ops::Stats;
+pub use zipf::Zipf;
+
+/// How to drive the service.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// Base URL of `market serve`.
+    pub url: String,
+    /// Concurrent virtual users.
+    pub virtual_users: usize,
+    /// How long to measure.
+    pub duration: Duration,
+    /// Unmeasured traffic first, so the measured part sees steady state.
+    pub warmup: Duration,
+    /// Zipf exponent over users and symbols.
+    pub zipf: f64,
+    /// Fraction of requests that write.
+    pub write_ratio: f64,
+    /// Requests per second offered by all virtual users together (each
+    /// paces itself); 0 = closed loop, every user sends as fast as answered.
+    pub rate: f64,
+    /// Random seed (the same seed sends the same sequence per virtual user).
+    pub seed: u64,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+impl LoadConfig {
+    /// 32 virtual users for 20 s after 5 s of warm-up, Zipf 0.99, 5 % writes.
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.trim_end_matches('/').to_string(),
+            virtual_users: 32,
+            duration: Duration::from_secs(20),
+            warmup: Duration::from_secs(5),
+            zipf: 0.99,
+            write_ratio: 0.05,
+            rate: 0.0,
+            seed: 42,
+            progress: true,
+        }
+    }
+}
+
+/// Latency figures in milliseconds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Latency {
+    pub mean: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoadReport {
+    pub virtual_users: usize,
+    pub zipf: f64,
+    pub write_ratio: f64,
+    /// Offered rate (0 = closed loop).
+    #[serde(default)]
+    pub offered_rate: f64,
+    pub duration_s: f64,
+    pub requests: u64,
+    pub ok: u64,
+    /// 4xx answers (the generator sends valid requests, so these are bugs or conflicts).
+    pub client_errors: u64,
+    /// 5xx answers and transport errors.
+    pub server_errors: u64,
+    pub requests_per_sec: f64,
+    pub latency_ms: Latency,
+}
+
+/// The kinds of request sent, with their weights.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Detail,
+    Price,
+    Portfolio,
+    Watchlist,
+    Profile,
+    Depth,
+    List,
+    Trending,
+    Overview,
+    View,
+    Order,
+    PutPrice,
+    PutWatchlist,
+    PutProfile,
+}
+
+const READS: &[(Op, u32)] = &[
+    (Op::Detail, 25),
+    (Op::Price, 20),
+    (Op::Portfolio, 20),
+    (Op::Watchlist, 8),
+    (Op::Profile, 7),
+    (Op::Depth, 5),
+    (Op::List, 5),
+    (Op::Trending, 5),
+    (Op::Overview, 5),
+];
+
+const WRITES: &[(Op, u32)] = &[
+    (Op::View, 40),
+    (Op::Order, 25),
+    (Op::PutPrice, 15),
+    (Op::PutWatchlist, 10),
+    (Op::PutProfile, 10),
+];
+
+fn pick(rng: &mut StdRng, table: &[(Op, u32)]) -> Op {
+    let total: u32 = table.iter().map(|(_, w)| w).sum();
+    let mut n = rng.random_range(0..total);
+    for (op, w) in table {
+        if n < *w {
+            return *op;
+        }
+        n -= w;
+    }
+    table[0].0
+}
+
+struct Population {
+    symbols: Vec<String>,
+    users: i64,
+    symbol_zipf: Zipf,
+    user_zipf: Zipf,
+}
+
+impl Population {
+    fn symbol(&self, rng: &mut StdRng) -> &str {
+        &self.symbols[self.symbol_zipf.sample(rng)]
+    }
+
+    fn user(&self, rng: &mut StdRng) -> i64 {
+        self.user_zipf.sample(rng) as i64 + 1
+    }
+}
+
+async fn population(client: &reqwest::Client, config: &LoadConfig) -> anyhow::Result<Population> {
+    let stats: Stats = client
+        .get(format!("{}/dashboard/stats", config.url))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    anyhow::ensure!(
+        stats.users > 0,
+        "the service's database is not seeded (run `market seed`)"
+    );
+    let list: Vec<InstrumentSummary> = client
+        .get(format!("{}/api/instruments", config.url))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    anyhow::ensure!(!list.is_empty(), "the service lists no instruments");
+    let symbols: Vec<String> = list.into_iter().map(|i| i.symbol).collect();
+    Ok(Population {
+        symbol_zipf: Zipf::new(symbols.len(), config.zipf),
+        user_zipf: Zipf::new(stats.users as usize, config.zipf),
+        symbols,
+        users: stats.users,
+    })
+}
+
+async fn send(
+    client: &reqwest::Client,
+    base: &str,
+    pop: &Population,
+    rng: &mut StdRng,
+    op: Op,
+) -> reqwest::Result<u16> {
+    let request = match op {
+        Op::Detail => client.get(format!("{base}/api/instruments/{}", pop.symbol(rng))),
+        Op::Price => client.get(format!("{base}/api/stocks/{}/price", pop.symbol(rng))),
+        Op::Depth => client.get(format!("{base}/api/stocks/{}/depth", pop.symbol(rng))),
+        Op::Portfolio => client.get(format!("{base}/api/portfolios/{}", pop.user(rng))),
+        Op::Watchlist => client.get(format!("{base}/api/watchlists/{}", pop.user(rng))),
+        Op::Profile => client.get(format!("{base}/api/users/{}/profile", pop.user(rng))),
+        Op::List => {
+            let sector = ["TECH", "FIN", "HLTH", "ENRG", "INDU"][rng.random_range(0..5)];
+            client.get(format!("{base}/api/instruments?sector={sector}"))
+        }
+        Op::Trending => client.get(format!("{base}/api/trending")),
+        Op::Overview => client.get(format!("{base}/api/market/overview")),
+        Op::View => client.post(format!("{base}/api/instruments/{}/views", pop.symbol(rng))),
+        Op::Order => client
+            .post(format!("{base}/api/orders"))
+            .json(&serde_json::json!({
+                "user_id": pop.user(rng), "symbol": pop.symbol(rng), "side": "buy",
+                "quantity": rng.random_range(1..20),
+            })),
+        Op::PutPrice => {
+            let price = (rng.random_range(1000..50000) as f64) / 100.0;
+            client
+                .put(format!("{base}/api/stocks/{}/price", pop.symbol(rng)))
+                .json(&serde_json::json!({ "price": price, "volume": rng.random_range(1..1000) }))
+        }
+        Op::PutWatchlist => {
+            let symbols: Vec<&str> = (0..5).map(|_| pop.symbol(rng)).collect();
+            client
+                .put(format!("{base}/api/watchlists/{}", pop.user(rng)))
+                .json(&serde_json::json!({ "symbols": symbols }))
+        }
+        Op::PutProfile => {
+            let n = rng.random_range(0..1000);
+            client
+                .put(format!("{base}/api/users/{}/profile", pop.user(rng)))
+                .json(&serde_json::json!({ "display_name": format!("Trader {n}") }))
+        }
+    };
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    // Read the body: the latency measured is the whole answer's.
+    response.bytes().await?;
+    Ok(status)
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    client_errors: u64,
+    server_errors: u64,
+}
+
+/// What every virtual user shares.
+struct Shared {
+    client: reqwest::Client,
+    base: Arc<str>,
+    pop: Arc<Population>,
+    config: Arc<LoadConfig>,
+    stop: Arc<AtomicBool>,
+    measuring: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+}
+
+async fn virtual_user(shared: Shared, index: usize) -> (Histogram<u64>, Tally) {
+    let Shared {
+        client,
+        base,
+        pop,
+        config,
+        stop,
+        measuring,
+        sent,
+    } = shared;
+    let mut rng = StdRng::seed_from_u64(
+        config
+            .seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(index as u64),
+    );
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let mut tally = Tally::default();
+    // Open loop: this user's share of the rate, at evenly spaced moments
+    // (offset per user so they do not fire together).
+    let pace = (config.rate > 0.0)
+        .then(|| Duration::from_secs_f64(config.virtual_users as f64 / config.rate));
+    let mut next = tokio::time::Instant::now()
+        + pace.map_or(Duration::ZERO, |p| p.mul_f64(rng.random::<f64>()));
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(pace) = pace {
+            tokio::time::sleep_until(next).await;
+            next += pace;
+            // A user that fell far behind resumes its pace instead of bursting.
+            let now = tokio::time::Instant::now();
+            if next + Duration::from_secs(1) < now {
+                next = now;
+            }
+        }
+        let op = if rng.random::<f64>() < config.write_ratio {
+            pick(&mut rng, WRITES)
+        } else {
+            pick(&mut rng, READS)
+        };
+        let started = Instant::now();
+        let outcome = send(&client, &base, &pop, &mut rng, op).await;
+        let micros = started.elapsed().as_micros() as u64;
+        if !measuring.load(Ordering::Relaxed) {
+            continue;
+        }
+        sent.fetch_add(1, Ordering::Relaxed);
+        let _ = histogram.record(micros.clamp(1, 60_000_000));
+        match outcome {
+            Ok(200..=399) => tally.ok += 1,
+            Ok(400..=499) => tally.client_errors += 1,
+            _ => tally.server_errors += 1,
+        }
+    }
+    (histogram, tally)
+}
+
+/// Run the load: warm-up, then the measured part; the report covers the latter.
+pub async fn run(config: &LoadConfig) -> anyhow::Result<LoadReport> {
+    anyhow::ensure!(config.virtual_users > 0, "--users must be at least 1");
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&config.write_ratio),
+        "--write-ratio must be in [0, 1]"
+    );
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(config.virtual_users)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let pop = Arc::new(population(&client, config).await?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(config.warmup.is_zero()));
+    let sent = Arc::new(AtomicU64::new(0));
+    let shared = Arc::new(config.clone());
+    let base: Arc<str> = Arc::from(config.url.as_str());
+    let _ = pop.users;
+    let tasks: Vec<_> = (0..config.virtual_users)
+        .map(|i| {
+            tokio::spawn(virtual_user(
+                Shared {
+                    client: client.clone(),
+                    base: base.clone(),
+                    pop: pop.clone(),
+                    config: shared.clone(),
+                    stop: stop.clone(),
+                    measuring: measuring.clone(),
+                    sent: sent.clone(),
+                },
+                i,
+            ))
+        })
+        .collect();
+
+    let bar = if config.progress {
+        let bar = ProgressBar::new((config.warmup + config.duration).as_secs().max(1));
+        bar.set_style(
+            ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} s")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let started = Instant::now();
+    let mut measured_from = started;
+    let end = started + config.warmup + config.duration;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        if !measuring.load(Ordering::Relaxed) && now >= started + config.warmup {
+            measuring.store(true, Ordering::Relaxed);
+            measured_from = now;
+        }
+        bar.set_position(now.duration_since(started).as_secs());
+        if measuring.load(Ordering::Relaxed) {
+            let secs = now.duration_since(measured_from).as_secs_f64().max(0.001);
+            bar.set_message(format!(
+                "{:.0} req/s",
+                sent.load(Ordering::Relaxed) as f64 / secs
+            ));
+        } else {
+            bar.set_message("warm-up");
+        }
+        if now >= end {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let measured = measured_from.elapsed();
+    bar.finish_and_clear();
+
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut tally = Tally::default();
+    for task in tasks {
+        let (h, t) = task.await?;
+        histogram.add(h)?;
+        tally.ok += t.ok;
+        tally.client_errors += t.client_errors;
+        tally.server_errors += t.server_errors;
+    }
+    let ms = |v: u64| v as f64 / 1000.0;
+    let requests = histogram.len();
+    let secs = measured.as_secs_f64();
+    Ok(LoadReport {
+        virtual_users: config.virtual_users,
+        zipf: config.zipf,
+        write_ratio: config.write_ratio,
+        offered_rate: config.rate,
+        duration_s: secs,
+        requests,
+        ok: tally.ok,
+        client_errors: tally.client_errors,
+        server_errors: tally.server_errors,
+        requests_per_sec: requests as f64 / secs,
+        latency_ms: Latency {
+            mean: histogram.mean() / 1000.0,
+            p50: ms(histogram.value_at_quantile(0.50)),
+            p95: ms(histogram.value_at_quantile(0.95)),
+            p99: ms(histogram.value_at_quantile(0.99)),
+            max: ms(histogram.max()),
+        },
+    })
+}

@@ -1,0 +1,224 @@
+//! What the API sends and receives, and what the cache stores.
+
+use serde::{Deserialize, Serialize};
+
+/// One row of `GET /api/instruments`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstrumentSummary {
+    pub symbol: String,
+    pub name: String,
+    pub exchange: String,
+    pub sector: String,
+    pub market_cap: f64,
+}
+
+/// One trading day of an instrument, from its ticks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candle {
+    pub day: String,
+    pub open: f64,
+    pub high: f64,
+    pub low: f64,
+    pub close: f64,
+    pub volume: i64,
+}
+
+/// `GET /api/instruments/{symbol}`: the instrument with its exchange, sector,
+/// fundamentals, price statistics, recent candles, holders and trades.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstrumentDetail {
+    pub symbol: String,
+    pub name: String,
+    pub exchange: String,
+    pub exchange_name: String,
+    pub currency: String,
+    pub sector: String,
+    pub sector_name: String,
+    pub listed_on: String,
+    pub market_cap: f64,
+    pub pe_ratio: f64,
+    pub dividend_yield: f64,
+    pub eps: f64,
+    pub shares_outstanding: i64,
+    pub high_all_time: f64,
+    pub low_all_time: f64,
+    pub average_price: f64,
+    pub total_volume: i64,
+    pub holders: i64,
+    pub shares_held: i64,
+    pub trade_count: i64,
+    pub traded_quantity: i64,
+    pub candles: Vec<Candle>,
+}
+
+/// `GET /api/stocks/{symbol}/price`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quote {
+    pub symbol: String,
+    pub price: f64,
+    pub previous: f64,
+    pub change_pct: f64,
+    pub volume: i64,
+    pub at: String,
+}
+
+/// One level of the order book.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DepthLevel {
+    pub price: f64,
+    pub quantity: i64,
+}
+
+/// `GET /api/stocks/{symbol}/depth`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Depth {
+    pub symbol: String,
+    pub bids: Vec<DepthLevel>,
+    pub asks: Vec<DepthLevel>,
+}
+
+/// One holding in a portfolio, valued at the last price.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Holding {
+    pub symbol: String,
+    pub name: String,
+    pub quantity: i64,
+    pub cost_basis: f64,
+    pub last_price: f64,
+    pub market_value: f64,
+    pub unrealized_pnl: f64,
+    pub average_price_60d: f64,
+    pub volatility_60d: f64,
+    pub bought: i64,
+    pub sold: i64,
+}
+
+/// `GET /api/portfolios/{user_id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Portfolio {
+    pub user_id: i64,
+    pub holdings: Vec<Holding>,
+    pub market_value: f64,
+    pub cost: f64,
+    pub unrealized_pnl: f64,
+}
+
+/// `GET /api/watchlists/{user_id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Watchlist {
+    pub user_id: i64,
+    pub symbols: Vec<String>,
+}
+
+/// `GET /api/users/{id}/profile`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    pub user_id: i64,
+    pub username: String,
+    pub display_name: String,
+    pub email: String,
+    pub country: String,
+    pub risk_level: String,
+}
+
+/// One row of `GET /api/trending`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trending {
+    pub symbol: String,
+    pub name: String,
+    pub views: i64,
+}
+
+/// One sector in the market overview.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SectorSummary {
+    pub sector: String,
+    pub instruments: i64,
+    pub average_change_pct: f64,
+    pub volume: i64,
+}
+
+/// A mover in the market overview.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mover {
+    pub symbol: String,
+    pub change_pct: f64,
+}
+
+/// `GET /api/market/overview`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Overview {
+    pub sectors: Vec<SectorSummary>,
+    pub gainers: Vec<Mover>,
+    pub losers: Vec<Mover>,
+}
+
+/// `POST /api/orders` body.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrder {
+    pub user_id: i64,
+    pub symbol: String,
+    pub side: String,
+    pub quantity: i64,
+    #[serde(default)]
+    pub limit_price: Option<f64>,
+}
+
+/// `POST /api/orders` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderFilled {
+    pub order_id: i64,
+    pub user_id: i64,
+    pub symbol: String,
+    pub side: String,
+    pub quantity: i64,
+    pub price: f64,
+    pub status: String,
+}
+
+/// `PUT /api/stocks/{symbol}/price` body.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPrice {
+    pub price: f64,
+    #[serde(default)]
+    pub volume: Option<i64>,
+}
+
+/// `PUT /api/stocks/{symbol}/depth` body.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewDepth {
+    pub bids: Vec<DepthLevel>,
+    pub asks: Vec<DepthLevel>,
+}
+
+/// `PUT /api/watchlists/{user_id}` body.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewWatchlist {
+    pub symbols: Vec<String>,
+}
+
+/// `PUT /api/users/{id}/profile` body: the fields to change.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileUpdate {
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub country: Option<String>,
+    #[serde(default)]
+    pub risk_level: Option<String>,
+}
+
+/// `POST /login` body.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
