@@ -8,6 +8,7 @@ mod backplane;
 mod consistency;
 mod consistency_worker;
 mod external;
+mod faults;
 mod http;
 mod invalidate_tag;
 mod l1_hit;
@@ -70,6 +71,9 @@ enum Scenario {
     /// A route behind the HTTP response cache layer vs the same route
     /// without it, loaded by `wrk`: requests/s and p99.
     Http(HttpArgs),
+    /// The fault suite: Redis killed, Redis slow, PostgreSQL down, backplane
+    /// cut, Cluster failover — each under load; optionally written to RELIABILITY.md.
+    Faults(FaultsArgs),
     /// One process of `stampede` (started by it; the plan is JSON).
     #[command(hide = true)]
     StampedeWorker { plan: String },
@@ -255,6 +259,38 @@ pub struct HttpArgs {
     rounds: u32,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct FaultsArgs {
+    /// Shorter faults (3 s instead of 10 s), for CI.
+    #[arg(long)]
+    quick: bool,
+    /// Run only these scenarios (redis-killed, redis-slow, postgres-down,
+    /// backplane-cut, cluster-failover); default: all.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Write the results table into this file (between its fault-suite markers).
+    #[arg(long)]
+    write: Option<String>,
+}
+
+impl FaultsArgs {
+    fn only_or_all(&self) -> Vec<String> {
+        if self.only.is_empty() {
+            [
+                "redis-killed",
+                "redis-slow",
+                "postgres-down",
+                "backplane-cut",
+                "cluster-failover",
+            ]
+            .map(String::from)
+            .to_vec()
+        } else {
+            self.only.clone()
+        }
+    }
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -277,6 +313,7 @@ fn main() -> Result<()> {
             Scenario::ConsistencyWorker { plan } => consistency_worker::run(&plan).await,
             Scenario::WriteBehind(args) => write_behind::run(&cli.redis_url, &args).await,
             Scenario::Http(args) => http::run(&cli.redis_url, &args).await,
+            Scenario::Faults(args) => faults::run(&args).await,
             Scenario::StampedeWorker { plan } => stampede_worker::run(&plan).await,
         }
     })?;

@@ -20,6 +20,9 @@ pub struct DelayProxy {
     port: u16,
     delay_us: Arc<AtomicU64>,
     stopped: Arc<AtomicBool>,
+    /// While set, open connections are closed and new ones refused: the
+    /// server looks down from behind the proxy.
+    cut: Arc<AtomicBool>,
 }
 
 impl DelayProxy {
@@ -30,16 +33,22 @@ impl DelayProxy {
         let port = listener.local_addr()?.port();
         let delay_us = Arc::new(AtomicU64::new(0));
         let stopped = Arc::new(AtomicBool::new(false));
+        let cut = Arc::new(AtomicBool::new(false));
         {
-            let (delay_us, stopped) = (delay_us.clone(), stopped.clone());
+            let link = Link {
+                delay_us: delay_us.clone(),
+                stopped: stopped.clone(),
+                cut: cut.clone(),
+            };
             thread::Builder::new()
                 .name(format!("delay-proxy-{port}"))
-                .spawn(move || accept_loop(listener, upstream_port, delay_us, stopped))?;
+                .spawn(move || accept_loop(listener, upstream_port, link))?;
         }
         Ok(DelayProxy {
             port,
             delay_us,
             stopped,
+            cut,
         })
     }
 
@@ -51,6 +60,12 @@ impl DelayProxy {
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Close every open connection and refuse new ones (`true`), or let
+    /// connections through again (`false`).
+    pub fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, Ordering::Release);
     }
 
     /// Hold every chunk back this long from now on (zero: forward at once).
@@ -68,17 +83,30 @@ impl Drop for DelayProxy {
     }
 }
 
-fn accept_loop(
-    listener: TcpListener,
-    upstream_port: u16,
+/// What every connection of one proxy shares.
+#[derive(Clone)]
+struct Link {
     delay_us: Arc<AtomicU64>,
     stopped: Arc<AtomicBool>,
-) {
+    cut: Arc<AtomicBool>,
+}
+
+impl Link {
+    fn closing(&self) -> bool {
+        self.stopped.load(Ordering::Acquire) || self.cut.load(Ordering::Acquire)
+    }
+}
+
+fn accept_loop(listener: TcpListener, upstream_port: u16, link: Link) {
     for client in listener.incoming() {
-        if stopped.load(Ordering::Acquire) {
+        if link.stopped.load(Ordering::Acquire) {
             return;
         }
         let Ok(client) = client else { continue };
+        if link.cut.load(Ordering::Acquire) {
+            let _ = client.shutdown(Shutdown::Both);
+            continue;
+        }
         let Ok(upstream) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
             let _ = client.shutdown(Shutdown::Both);
             continue;
@@ -91,28 +119,42 @@ fn accept_loop(
         ];
         for pair in pairs {
             if let (Ok(from), Ok(to)) = pair {
-                let (delay_us, stopped) = (delay_us.clone(), stopped.clone());
+                let link = link.clone();
                 let _ = thread::Builder::new()
                     .name("delay-proxy-pipe".into())
-                    .spawn(move || pipe(from, to, &delay_us, &stopped));
+                    .spawn(move || pipe(from, to, &link));
             }
         }
     }
 }
 
-/// Copy `from` to `to`, holding each chunk back for the current delay.
-fn pipe(mut from: TcpStream, mut to: TcpStream, delay_us: &AtomicU64, stopped: &AtomicBool) {
+/// Copy `from` to `to`, holding each chunk back for the current delay; the
+/// read times out now and then so a cut is noticed on idle connections.
+fn pipe(mut from: TcpStream, mut to: TcpStream, link: &Link) {
+    let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
+        if link.closing() {
+            break;
+        }
         let n = match from.read(&mut buffer) {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
             Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(_) => break,
         };
-        let delay = delay_us.load(Ordering::Acquire);
+        let delay = link.delay_us.load(Ordering::Acquire);
         if delay > 0 {
             thread::sleep(Duration::from_micros(delay));
         }
-        if stopped.load(Ordering::Acquire) || to.write_all(&buffer[..n]).is_err() {
+        if link.closing() || to.write_all(&buffer[..n]).is_err() {
             break;
         }
     }
@@ -157,5 +199,15 @@ mod tests {
         assert!(round_trip(&mut conn) >= Duration::from_millis(200));
         proxy.set_delay(Duration::ZERO);
         round_trip(&mut conn);
+        proxy.set_cut(true);
+        let mut buf = [0u8; 4];
+        let _ = conn.write_all(b"ping");
+        assert!(
+            matches!(conn.read(&mut buf), Ok(0) | Err(_)),
+            "cut closes open connections"
+        );
+        proxy.set_cut(false);
+        let mut again = TcpStream::connect(("127.0.0.1", proxy.port())).unwrap();
+        round_trip(&mut again);
     }
 }

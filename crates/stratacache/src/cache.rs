@@ -431,24 +431,29 @@ impl Inner {
         self.trusted(entry)
     }
 
-    /// While the backplane is down, only recently filled L1 entries are served.
+    /// While the backplane is down, only L1 entries whose load began
+    /// recently are served: a load that began before a write this instance
+    /// did not hear of may have read the old value, however late it lands.
     fn trusted(&self, entry: Arc<L1Entry>) -> Option<Arc<L1Entry>> {
         match &self.backplane {
-            Some(b) if !b.trusts(entry.inserted_at()) => None,
+            Some(b) if !b.trusts(entry.meta.created_at_ms) => None,
             _ => Some(entry),
         }
     }
 
-    /// [`l1_entry`](Self::l1_entry) by the key within the namespace (no allocation).
+    /// [`l1_entry`](Self::l1_entry) by the key within the namespace (no
+    /// allocation), under the same trust rule.
     pub(crate) fn l1_entry_inner(
         &self,
         inner_key: &str,
         opts: &EntryOptions,
     ) -> Option<Arc<L1Entry>> {
-        self.l1
+        let entry = self
+            .l1
             .as_ref()
             .filter(|_| !opts.skip_l1)?
-            .get_inner(inner_key)
+            .get_inner(inner_key)?;
+        self.trusted(entry)
     }
 
     /// The L2 entry for `stored` if it is still usable (fresh or stale), with

@@ -45,7 +45,6 @@ pub(crate) struct L1Entry {
     pub(crate) value: Option<Arc<dyn Any + Send + Sync>>,
     pub(crate) meta: EntryMeta,
     expires_at: Instant,
-    inserted_at: Instant,
     weight: u32,
     encoded_len: u32,
 }
@@ -64,15 +63,9 @@ impl L1Entry {
             value,
             meta,
             expires_at: Instant::now() + lifetime,
-            inserted_at: Instant::now(),
             weight,
             encoded_len: encoded_len.min(u32::MAX as usize) as u32,
         }
-    }
-
-    /// When this instance put the entry in L1.
-    pub(crate) fn inserted_at(&self) -> Instant {
-        self.inserted_at
     }
 
     /// The size of the entry's stored form.

@@ -412,3 +412,46 @@ async fn the_sharded_backplane_follows_its_slot_across_a_failover() {
         "the invalidation went through the resubscribed shard channel"
     );
 }
+
+/// `get_or_load` applies the same trust rule as `get`: with the backplane
+/// down, an L1 entry whose load began longer ago than the outage bound is a
+/// miss, so a write this instance did not hear of cannot be served from L1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_or_load_stops_trusting_l1_while_the_backplane_is_down() {
+    let mut server = RedisServer::start();
+    let cache = Cache::builder()
+        .namespace(common::namespace("trust"))
+        .redis_url(&server.url())
+        .redis_timeout(Duration::from_millis(200))
+        .backplane_outage_l1_max_age(Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    assert!(
+        common::eventually(Duration::from_secs(3), || async {
+            cache.backplane_connected() == Some(true)
+        })
+        .await
+    );
+    let opts = EntryOptions::new().ttl(Duration::from_secs(600));
+    let load = |v: u32| move || async move { Ok::<_, std::io::Error>(v) };
+    assert_eq!(cache.get_or_load("k", &opts, load(1)).await.unwrap(), 1);
+    assert_eq!(
+        cache.get_or_load("k", &opts, load(9)).await.unwrap(),
+        1,
+        "an L1 hit"
+    );
+    server.kill();
+    assert!(
+        common::eventually(Duration::from_secs(3), || async {
+            cache.backplane_connected() == Some(false)
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        cache.get_or_load("k", &opts, load(2)).await.unwrap(),
+        2,
+        "the old L1 entry is not trusted; the loader answers"
+    );
+}

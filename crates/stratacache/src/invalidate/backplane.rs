@@ -7,8 +7,8 @@
 //! ```
 //!
 //! While the subscription is down an instance may miss invalidations, so it
-//! stops trusting L1: entries put in L1 more than `outage_l1_max_age` ago are
-//! treated as misses, and L1 is cleared when the subscription is back.
+//! stops trusting L1: entries whose load began more than `outage_l1_max_age`
+//! ago are treated as misses, and L1 is cleared when the subscription is back.
 //!
 //! On a Cluster the bus is a *sharded* channel (SPUBLISH / SSUBSCRIBE, on the
 //! master serving the channel's slot): a classic PUBLISH is copied to every
@@ -26,7 +26,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use redis::PushKind;
@@ -61,9 +61,11 @@ impl Backplane {
         }
     }
 
-    /// Whether an L1 entry put there at `inserted` may be served.
-    pub(crate) fn trusts(&self, inserted: Instant) -> bool {
-        self.connected.load(Ordering::Acquire) || inserted.elapsed() <= self.outage_l1_max_age
+    /// Whether an L1 entry whose load began at `created_at_ms` may be served.
+    pub(crate) fn trusts(&self, created_at_ms: u64) -> bool {
+        self.connected.load(Ordering::Acquire)
+            || crate::cache::now_ms().saturating_sub(created_at_ms)
+                <= self.outage_l1_max_age.as_millis() as u64
     }
 
     pub(crate) fn is_connected(&self) -> bool {
