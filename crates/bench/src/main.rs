@@ -12,6 +12,7 @@ mod invalidate_tag;
 mod l1_hit;
 mod l2_hit;
 mod l2_throughput;
+mod peers;
 mod report;
 mod stampede;
 mod stampede_worker;
@@ -59,6 +60,10 @@ enum Scenario {
     /// vs naive cache-aside, PostgreSQL rows), and invalidation propagation
     /// to every instance's L1.
     Consistency(ConsistencyArgs),
+    /// The same workload (Zipf keys, 1 ms loader, 64 callers) through
+    /// stratacache and its peers: the seeds' cache-aside on redis-rs, the
+    /// `cached` crate's Redis store, the seeds' Node.js code on ioredis.
+    Peers(peers::PeersArgs),
     /// One reader process of `consistency` (started by it; the plan is JSON).
     #[command(hide = true)]
     ConsistencyWorker { plan: String },
@@ -200,6 +205,7 @@ fn main() -> Result<()> {
             Scenario::InvalidateTag(args) => invalidate_tag::run(&cli.redis_url, &args).await,
             Scenario::Backplane(args) => backplane::run(&args).await,
             Scenario::Consistency(args) => consistency::run(&cli.redis_url, &args).await,
+            Scenario::Peers(args) => peers::run(&cli.redis_url, &args).await,
             Scenario::ConsistencyWorker { plan } => consistency_worker::run(&plan).await,
             Scenario::StampedeWorker { plan } => stampede_worker::run(&plan).await,
         }
