@@ -248,8 +248,10 @@ async fn measure(url: &str, args: &PeersArgs, side_ns: &dyn Fn(&str) -> String) 
     };
     let node_dir = args.node_dir.clone().unwrap_or_else(node::default_dir);
     let (mut node_side, mut node_skipped) = (None, None);
-    if args.no_node || !wanted(args, SIDES[4]) {
-        node_skipped = Some("skipped: --no-node or --only".to_string());
+    if args.no_node {
+        node_skipped = Some("skipped: --no-node".to_string());
+    } else if !wanted(args, SIDES[4]) {
+        node_skipped = Some("skipped: --only".to_string());
     } else {
         match NodeSide::start(&args.node, &node_dir, &plan).await? {
             Ok(side) => node_side = Some(side),
