@@ -12,9 +12,12 @@ mod faults;
 mod http;
 mod invalidate_tag;
 mod l1_hit;
+mod l1_memory;
 mod l2_hit;
 mod l2_throughput;
+mod peers;
 mod report;
+mod scaling;
 mod stampede;
 mod stampede_worker;
 mod write_behind;
@@ -45,6 +48,9 @@ struct Cli {
 enum Scenario {
     /// L1 hit: `cache.get` on a filled L1 vs a bare moka get of the same keys.
     L1Hit(L1HitArgs),
+    /// L1 memory: fill an L1-only cache past its byte bound; the bound vs
+    /// what L1 counts and what resident memory grew by, bytes per entry.
+    L1Memory(L1MemoryArgs),
     /// L2 hit, one task: `cache.get` without L1 vs a bare redis-rs GET + decode.
     L2Hit(L2HitArgs),
     /// L2 hits from many tasks vs bare redis-rs and `redis-benchmark` ceilings.
@@ -62,6 +68,13 @@ enum Scenario {
     /// vs naive cache-aside, PostgreSQL rows), and invalidation propagation
     /// to every instance's L1.
     Consistency(ConsistencyArgs),
+    /// The same workload (Zipf keys, 1 ms loader, 64 callers) through
+    /// stratacache and its peers: the seeds' cache-aside on redis-rs, the
+    /// `cached` crate's Redis store, the seeds' Node.js code on ioredis.
+    Peers(peers::PeersArgs),
+    /// Read scaling with concurrency (1–1,024 callers) and value size
+    /// (100 B–1 MB): stratacache with and without L1 vs bare redis-rs; an SVG plot.
+    Scaling(ScalingArgs),
     /// One reader process of `consistency` (started by it; the plan is JSON).
     #[command(hide = true)]
     ConsistencyWorker { plan: String },
@@ -90,6 +103,35 @@ pub struct L1HitArgs {
     /// Interleaved rounds (stratacache, bare, bare, stratacache, …); medians are reported.
     #[arg(long, default_value_t = 10)]
     rounds: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct L1MemoryArgs {
+    /// The L1 byte bound (`l1_max_bytes`), in MiB.
+    #[arg(long, default_value_t = 64)]
+    max_mib: u64,
+    /// Write this many times the entries that fit (at ~512 bytes each).
+    #[arg(long, default_value_t = 3.0)]
+    fill_factor: f64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ScalingArgs {
+    /// Concurrent callers of the concurrency sweep.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 4, 16, 64, 256, 1024])]
+    callers: Vec<usize>,
+    /// Value sizes of the size sweep, in bytes.
+    #[arg(long, value_delimiter = ',', default_values_t = [100, 1_000, 10_000, 100_000, 1_000_000])]
+    sizes: Vec<usize>,
+    /// Concurrent callers of the size sweep.
+    #[arg(long, default_value_t = 64)]
+    size_callers: usize,
+    /// Measuring time of each point, in milliseconds.
+    #[arg(long, default_value_t = 1_000)]
+    point_ms: u64,
+    /// Where to write the plot (default: bench-results/scaling.svg in the repository).
+    #[arg(long)]
+    svg: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -302,6 +344,7 @@ fn main() -> Result<()> {
     let report = runtime.block_on(async {
         match cli.scenario {
             Scenario::L1Hit(args) => l1_hit::run(&args).await,
+            Scenario::L1Memory(args) => l1_memory::run(&args).await,
             Scenario::L2Hit(args) => l2_hit::run(&cli.redis_url, &args).await,
             Scenario::L2Throughput(args) => l2_throughput::run(&cli.redis_url, &args).await,
             Scenario::Stampede(args) => {
@@ -310,6 +353,8 @@ fn main() -> Result<()> {
             Scenario::InvalidateTag(args) => invalidate_tag::run(&cli.redis_url, &args).await,
             Scenario::Backplane(args) => backplane::run(&args).await,
             Scenario::Consistency(args) => consistency::run(&cli.redis_url, &args).await,
+            Scenario::Scaling(args) => scaling::run(&cli.redis_url, &args).await,
+            Scenario::Peers(args) => peers::run(&cli.redis_url, &args).await,
             Scenario::ConsistencyWorker { plan } => consistency_worker::run(&plan).await,
             Scenario::WriteBehind(args) => write_behind::run(&cli.redis_url, &args).await,
             Scenario::Http(args) => http::run(&cli.redis_url, &args).await,

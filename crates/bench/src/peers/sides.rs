@@ -1,0 +1,210 @@
+//! The four in-process sides of `peers`, each answering "give me product
+//! `id`" with its own cache in front of the same 1 ms "database".
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use cached::{AsyncRedisCache, ConcurrentCachedAsync};
+use redis::aio::MultiplexedConnection;
+use redis::AsyncCommands;
+use stratacache::{Cache, EntryOptions};
+
+use crate::report::{stored_key, Product};
+
+/// One way of reading product `id` through a cache.
+pub trait Peer: Send + Sync + 'static {
+    fn fetch(&self, id: u64) -> impl Future<Output = Result<()>> + Send;
+
+    /// Loader calls so far.
+    fn loads(&self) -> u64;
+}
+
+/// The "database" every side shares: `loader_ms`, then the row. Counts its calls.
+#[derive(Clone)]
+pub struct Database {
+    loads: Arc<AtomicU64>,
+    latency: Duration,
+}
+
+impl Database {
+    pub fn new(loader_ms: u64) -> Self {
+        Self {
+            loads: Arc::new(AtomicU64::new(0)),
+            latency: Duration::from_millis(loader_ms),
+        }
+    }
+
+    pub async fn load(&self, id: u64) -> Product {
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(self.latency).await;
+        Product::sample(id)
+    }
+
+    fn count(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
+    }
+}
+
+/// The caller's key of product `id` (what an application would pass).
+fn product_key(id: u64) -> String {
+    format!("product:{id}")
+}
+
+/// stratacache `get_or_load`, with or without L1.
+pub struct Stratacache {
+    cache: Cache,
+    opts: EntryOptions,
+    db: Database,
+}
+
+impl Stratacache {
+    pub async fn build(
+        url: &str,
+        ns: &str,
+        with_l1: bool,
+        ttl: Duration,
+        db: Database,
+    ) -> Result<Self> {
+        let builder = Cache::builder().namespace(ns).redis_url(url);
+        let builder = if with_l1 {
+            builder
+        } else {
+            builder.without_l1()
+        };
+        Ok(Self {
+            cache: builder.build().await.context("building stratacache")?,
+            opts: EntryOptions::new().ttl(ttl),
+            db,
+        })
+    }
+
+    /// Every key this side may have written for ids `0..n`.
+    pub fn written_keys(ns: &str, n: u64) -> Vec<String> {
+        (0..n)
+            .flat_map(|id| {
+                let stored = stored_key(ns, &product_key(id));
+                [format!("{stored}:lease"), format!("{stored}:ver"), stored]
+            })
+            .collect()
+    }
+}
+
+impl Peer for Stratacache {
+    async fn fetch(&self, id: u64) -> Result<()> {
+        let db = self.db.clone();
+        let product = self
+            .cache
+            .get_or_load(&product_key(id), &self.opts, move || async move {
+                Ok::<_, Infallible>(db.load(id).await)
+            })
+            .await?;
+        black_box(product);
+        Ok(())
+    }
+
+    fn loads(&self) -> u64 {
+        self.db.count()
+    }
+}
+
+/// The seed articles' cache-aside ported literally to redis-rs: `GET`; on a
+/// hit parse the JSON; on a miss load, `SETEX` the JSON, return. One shared
+/// multiplexed connection, as the articles share one ioredis client.
+pub struct Naive {
+    conn: MultiplexedConnection,
+    ns: String,
+    ttl_secs: u64,
+    db: Database,
+}
+
+impl Naive {
+    pub fn new(conn: MultiplexedConnection, ns: &str, ttl: Duration, db: Database) -> Self {
+        Self {
+            conn,
+            ns: ns.to_string(),
+            ttl_secs: ttl.as_secs(),
+            db,
+        }
+    }
+}
+
+impl Peer for Naive {
+    async fn fetch(&self, id: u64) -> Result<()> {
+        let key = format!("{}:{}", self.ns, product_key(id));
+        let mut conn = self.conn.clone();
+        let cached: Option<Vec<u8>> = conn.get(&key).await?;
+        if let Some(json) = cached {
+            black_box(serde_json::from_slice::<Product>(&json)?);
+            return Ok(());
+        }
+        let data = self.db.load(id).await;
+        let json = serde_json::to_vec(&data)?;
+        let () = conn.set_ex(&key, json, self.ttl_secs).await?;
+        black_box(data);
+        Ok(())
+    }
+
+    fn loads(&self) -> u64 {
+        self.db.count()
+    }
+}
+
+/// The `cached` crate's `AsyncRedisCache`, used as its `#[io_cached]` macro
+/// uses it: `async_cache_get`; on a miss load and `async_cache_set`.
+pub struct CachedCrate {
+    cache: AsyncRedisCache<u64, Product>,
+    db: Database,
+}
+
+/// The prefix the `cached` side's keys carry after the namespace.
+const CACHED_PREFIX: &str = "product";
+
+impl CachedCrate {
+    pub async fn build(url: &str, ns: &str, ttl: Duration, db: Database) -> Result<Self> {
+        let cache = AsyncRedisCache::builder(CACHED_PREFIX)
+            .namespace(ns)
+            .connection_string(url)
+            .ttl(ttl)
+            .build()
+            .await
+            .context("building the cached crate's AsyncRedisCache")?;
+        Ok(Self { cache, db })
+    }
+
+    /// The keys the store writes: `{namespace}:{prefix}:{key}` (no field
+    /// here holds a `:` or `%`, so none is escaped).
+    pub fn written_keys(ns: &str, n: u64) -> Vec<String> {
+        (0..n)
+            .map(|id| format!("{ns}:{CACHED_PREFIX}:{id}"))
+            .collect()
+    }
+}
+
+impl Peer for CachedCrate {
+    async fn fetch(&self, id: u64) -> Result<()> {
+        if let Some(product) = self.cache.async_cache_get(&id).await? {
+            black_box(product);
+            return Ok(());
+        }
+        let product = self.db.load(id).await;
+        self.cache.async_cache_set(id, product.clone()).await?;
+        black_box(product);
+        Ok(())
+    }
+
+    fn loads(&self) -> u64 {
+        self.db.count()
+    }
+}
+
+/// The keys the naive side and the Node.js side write: `{ns}:product:{id}`.
+pub fn plain_keys(ns: &str, n: u64) -> Vec<String> {
+    (0..n)
+        .map(|id| format!("{ns}:{}", product_key(id)))
+        .collect()
+}
