@@ -11,7 +11,9 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
+use stratacache::write_behind::{WorkerHandle, WriteBehind};
 use stratacache::{Cache, Policies, Resource};
+use stratacache_http::HttpCacheLayer;
 
 use crate::caching::Caching;
 use crate::db::seed::SeedInfo;
@@ -21,9 +23,9 @@ use crate::model::InstrumentDetail;
 use crate::redis_link::RedisLink;
 use crate::routes;
 use crate::routes::instruments::DetailLoader;
-use crate::seams::listing::{CachedListing, DirectListing, InstrumentListing};
-use crate::seams::sessions::{RedisSessions, SessionStore};
-use crate::seams::views::{SqlViewCounter, ViewCounter};
+use crate::seams::listing::{self, DirectListing, InstrumentListing};
+use crate::seams::sessions::{self, Sessions};
+use crate::seams::views::{SqlViewCounter, ViewCountSink, ViewCounter, WriteBehindViews};
 use crate::telemetry::Telemetry;
 
 /// The policy file compiled in, used unless `--policies` names another.
@@ -96,10 +98,16 @@ pub struct AppState {
     pub instruments: Option<InstrumentResource>,
     /// The listing seam.
     pub listing: Box<dyn InstrumentListing>,
+    /// The response cache in front of the listing (cache on only).
+    pub listing_cache: Option<HttpCacheLayer>,
     /// The view counter seam.
     pub views: Box<dyn ViewCounter>,
-    /// The session seam.
-    pub sessions: Box<dyn SessionStore>,
+    /// The write-behind worker flushing view counts (cache on only).
+    pub view_worker: std::sync::Mutex<Option<WorkerHandle>>,
+    /// The sessions layer (tower-sessions on Redis).
+    pub sessions: Sessions,
+    /// The session store's Redis connection.
+    pub session_redis: redis::aio::ConnectionManager,
     /// The service's own Redis connection.
     pub redis: Arc<RedisLink>,
     /// Request counts and latencies.
@@ -161,28 +169,53 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<Shared> {
         )),
         None => None,
     };
-    let listing: Box<dyn InstrumentListing> = if config.cache {
-        Box::new(CachedListing {
-            db: db.clone(),
-            caching: caching.clone(),
-        })
-    } else {
-        Box::new(DirectListing { db: db.clone() })
+    let listing_cache = match caching.cache() {
+        Some(cache) => Some(listing::http_layer(
+            cache.clone(),
+            caching.options("instrument_list")?,
+        )?),
+        None => None,
     };
+    let (views, view_worker): (Box<dyn ViewCounter>, _) = match caching.cache() {
+        Some(cache) => {
+            let queue = WriteBehind::builder(cache.clone(), ViewCountSink { db: db.clone() })
+                .name("views")
+                .build()
+                .await?;
+            // `market serve` flushes the counts itself; instances sharing the
+            // namespace share the queue, each worker a consumer of its group.
+            let worker = queue.spawn_worker();
+            let views = WriteBehindViews {
+                queue,
+                db: db.clone(),
+                caching: caching.clone(),
+            };
+            (Box::new(views) as Box<dyn ViewCounter>, Some(worker))
+        }
+        None => (
+            Box::new(SqlViewCounter { db: db.clone() }) as Box<dyn ViewCounter>,
+            None,
+        ),
+    };
+    let (sessions, session_redis) = sessions::layer(
+        &config.redis_url,
+        &config.namespace,
+        session_ttl,
+        Duration::from_secs(1),
+    )?;
     let redis = Arc::new(RedisLink::new(&config.redis_url, Duration::from_secs(1))?);
     let telemetry = Telemetry::new();
     telemetry.spawn_ticker();
     Ok(Arc::new(AppState {
-        views: Box::new(SqlViewCounter { db: db.clone() }),
-        sessions: Box::new(RedisSessions {
-            redis: Arc::clone(&redis),
-            namespace: config.namespace.clone(),
-            ttl: session_ttl,
-        }),
+        listing: Box::new(DirectListing { db: db.clone() }),
+        listing_cache,
+        views,
+        view_worker: std::sync::Mutex::new(view_worker),
+        sessions,
+        session_redis,
         db,
         caching,
         instruments,
-        listing,
         redis,
         telemetry,
         seed,
@@ -192,8 +225,16 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<Shared> {
 /// Every route of the service.
 pub fn router(state: Shared) -> Router {
     use routes::*;
+    let listing = match &state.listing_cache {
+        Some(cache) => get(instruments::list).layer(cache.clone()),
+        None => get(instruments::list),
+    }
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        instruments::count_list_lookup,
+    ));
     Router::new()
-        .route("/api/instruments", get(instruments::list))
+        .route("/api/instruments", listing)
         .route("/api/instruments/{symbol}", get(instruments::detail))
         .route("/api/instruments/{symbol}/views", post(market::count_view))
         .route(
@@ -225,6 +266,7 @@ pub fn router(state: Shared) -> Router {
         .route("/dashboard", get(ops::dashboard))
         .route("/dashboard/stats", get(ops::stats))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(state.sessions.clone())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_request,
@@ -263,12 +305,17 @@ impl RunningServer {
         format!("http://{}", self.addr)
     }
 
-    /// Stop accepting, finish in-flight requests, close the pool.
+    /// Stop accepting, finish in-flight requests, flush the view counts
+    /// read so far, close the pool.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         (&mut self.task).await??;
+        let worker = self.state.view_worker.lock().unwrap().take();
+        if let Some(worker) = worker {
+            worker.shutdown().await;
+        }
         self.state.db.close().await;
         Ok(())
     }

@@ -21,3 +21,4 @@ pub mod redis_link;
 pub mod routes;
 pub mod seams;
 pub mod telemetry;
+pub mod warm;

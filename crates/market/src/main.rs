@@ -120,6 +120,9 @@ enum Command {
         /// Do not run scripts/services.sh first.
         #[arg(long)]
         no_services: bool,
+        /// Do not warm users' profiles and watchlists before the cached side's load.
+        #[arg(long)]
+        no_warm: bool,
         /// Where to write the table (Markdown; the JSON goes beside it).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -213,11 +216,13 @@ async fn main() -> anyhow::Result<()> {
             users,
             rate,
             no_services,
+            no_warm,
             out,
         } => {
             let mut config = DemoConfig::new(&services.database_url, &services.redis_url);
             config.scale = scale;
             config.start_services = !no_services;
+            config.warm_users = !no_warm;
             if quick {
                 config = config.quick();
             } else {

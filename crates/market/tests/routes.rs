@@ -34,6 +34,30 @@ async fn every_read_route_answers() {
     let filtered = filtered.as_array().unwrap();
     assert!(!filtered.is_empty() && filtered.iter().all(|i| i["sector"] == sector.as_str()));
 
+    // The listing is behind the HTTP response cache: one handler call per
+    // filter, the parameters' order does not matter.
+    let x_cache = |url: String| {
+        let c = c.clone();
+        async move {
+            let r = c.get(url).send().await.unwrap();
+            let x = r
+                .headers()
+                .get("x-cache")
+                .map(|v| v.to_str().unwrap().to_string());
+            (x, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let by_both = format!("{base}/api/instruments?sector={sector}&exchange=NYSE");
+    let loads_before = loads(&server);
+    let (first, body) = x_cache(by_both.clone()).await;
+    assert_eq!(first.as_deref(), Some("MISS"));
+    let (again, same) = x_cache(format!(
+        "{base}/api/instruments?exchange=NYSE&sector={sector}"
+    ))
+    .await;
+    assert_eq!((again.as_deref(), &same), (Some("HIT"), &body));
+    assert_eq!(loads(&server), loads_before + 1);
+
     let (status, detail) = get(&c, &format!("{base}/api/instruments/{symbol}")).await;
     assert_eq!(status, 200, "{detail}");
     assert_eq!(detail["symbol"], symbol.as_str());
@@ -244,7 +268,7 @@ async fn every_write_is_read_back_through_both_instances() {
             .bind(&symbol).fetch_one(&pool).await.unwrap()
     };
     let views_before = count().await;
-    for _ in 0..3 {
+    for i in 1..=3 {
         let (status, answer) = send(
             &c,
             Method::POST,
@@ -253,8 +277,20 @@ async fn every_write_is_read_back_through_both_instances() {
         )
         .await;
         assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["views"].as_i64(), Some(views_before + i), "{answer}");
     }
-    assert_eq!(count().await, views_before + 3);
+    // Write-behind: the answers count at once (Redis's running total), the
+    // table follows within the worker's batch interval; poll, bounded.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while count().await != views_before + 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "views did not reach PostgreSQL: {} of {}",
+            count().await,
+            views_before + 3
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     sqlx::query("UPDATE view_counts SET views = 1000000 WHERE instrument_id = 5")
         .execute(&pool)
         .await

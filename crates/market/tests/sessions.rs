@@ -66,6 +66,41 @@ async fn sessions_log_in_follow_the_user_across_instances_and_log_out() {
         "the session lives in Redis, shared"
     );
 
+    // Logging in again with the session's cookie rotates the id: the old
+    // one no longer names a session, the new one does, on both instances.
+    let response = c
+        .post(format!("{}/login", b.url()))
+        .header("cookie", pair.clone())
+        .json(&json!({"username": "user9", "password": "password9"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let rotated = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_ne!(rotated, pair, "login must issue a new id");
+    assert_eq!(me(a.url()).await.0, 401, "the old id is gone");
+    let pair = rotated;
+    let me = |url: String| {
+        let pair = pair.clone();
+        let c = c.clone();
+        async move {
+            c.get(format!("{url}/api/me"))
+                .header("cookie", pair)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(me(a.url()).await, 200);
+
     let response = c
         .post(format!("{}/logout", b.url()))
         .header("cookie", pair.clone())
@@ -73,7 +108,12 @@ async fn sessions_log_in_follow_the_user_across_instances_and_log_out() {
         .await
         .unwrap();
     assert_eq!(response.status(), 204);
-    assert_eq!(me(a.url()).await.0, 401);
+    assert_eq!(
+        me(a.url()).await,
+        401,
+        "logout deletes the session everywhere"
+    );
+    assert_eq!(me(b.url()).await, 401);
     let forged = c
         .get(format!("{}/api/me", a.url()))
         .header("cookie", "market_session=../../etc")

@@ -40,6 +40,16 @@ fn filter_code(value: Option<String>, what: &str) -> Result<Option<String>, ApiE
     }
 }
 
+/// Counts a listing lookup, in front of the response cache.
+pub async fn count_list_lookup(
+    State(state): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    state.caching.counters().lookup("instrument_list");
+    next.run(request).await
+}
+
 /// `GET /api/instruments?sector=&exchange=`.
 pub async fn list(
     State(state): State<Shared>,
@@ -49,6 +59,9 @@ pub async fn list(
         sector: filter_code(query.sector, "sector")?,
         exchange: filter_code(query.exchange, "exchange")?,
     };
+    // Reaching the handler is a load: with the cache on, the response cache
+    // in front of the route missed (lookups are counted in front of it).
+    state.caching.counters().load("instrument_list");
     Ok(Json(state.listing.list(filter).await?))
 }
 

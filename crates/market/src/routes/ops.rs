@@ -11,6 +11,7 @@ use stratacache::BreakerState;
 use crate::app::Shared;
 use crate::error::{ApiError, JsonBody};
 use crate::redis_link::RedisMemory;
+use crate::seams::listing::{reaches_listing, LISTING_TAG};
 use crate::telemetry::{library_hits, prometheus, prometheus_sum, LatencyWindow};
 
 /// `POST /admin/invalidate` body: exactly one of the three.
@@ -45,6 +46,10 @@ pub async fn invalidate(
         }
         (None, Some(tag), None) if !tag.is_empty() => {
             cache.invalidate_tag(&tag).await?;
+            // Listing responses are tagged as a whole (see the listing seam).
+            if reaches_listing(&tag) {
+                cache.invalidate_tag(LISTING_TAG).await?;
+            }
             serde_json::json!({ "invalidated": true, "tag": tag })
         }
         (None, None, Some(prefix)) if !prefix.is_empty() => {

@@ -1,18 +1,20 @@
-//! `POST /login`, `POST /logout`, `GET /api/me`, on the session seam.
+//! `POST /login`, `POST /logout`, `GET /api/me`, on tower-sessions
+//! (see [`crate::seams::sessions`]). Store calls are made here, not left to
+//! the sessions layer, so a Redis outage answers a clear 503.
 
 use axum::extract::State;
-use axum::http::header::{COOKIE, SET_COOKIE};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
+use tower_sessions::Session;
 
 use crate::app::Shared;
 use crate::db::queries;
 use crate::error::{ApiError, JsonBody};
 use crate::model::Credentials;
 use crate::routes::users::cached_profile;
-use crate::seams::sessions::COOKIE as SESSION_COOKIE;
+use crate::seams::sessions::{ready, unavailable, USER_ID};
 
 /// Who is logged in.
 #[derive(Debug, Serialize)]
@@ -22,28 +24,11 @@ pub struct Me {
     display_name: String,
 }
 
-fn session_id(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (name, value) = pair.trim().split_once('=')?;
-            (name == SESSION_COOKIE).then(|| value.to_string())
-        })
-}
-
-fn cookie(value: &str, max_age: u64) -> HeaderValue {
-    HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}"
-    ))
-    .expect("a cookie of hex digits is a valid header")
-}
-
-/// `POST /login` `{"username", "password"}`: sets the session cookie.
+/// `POST /login` `{"username", "password"}`: a new session (a new id, even
+/// for a client that had one) and its cookie.
 pub async fn login(
     State(state): State<Shared>,
+    session: Session,
     JsonBody(creds): JsonBody<Credentials>,
 ) -> Result<Response, ApiError> {
     if creds.username.len() > 100 || creds.password.len() > 200 {
@@ -52,30 +37,31 @@ pub async fn login(
     let user_id = queries::authenticate(&state.db, &creds.username, &creds.password)
         .await?
         .ok_or_else(|| ApiError::Unauthorized("wrong username or password".into()))?;
-    let id = state.sessions.create(user_id).await?;
-    let body = Json(serde_json::json!({ "user_id": user_id, "username": creds.username }));
-    let mut response = body.into_response();
-    response
-        .headers_mut()
-        .insert(SET_COOKIE, cookie(&id, state.sessions.ttl().as_secs()));
-    Ok(response)
+    ready(&state.session_redis).await?;
+    session.cycle_id().await.map_err(unavailable)?;
+    session
+        .insert(USER_ID, user_id)
+        .await
+        .map_err(unavailable)?;
+    session.save().await.map_err(unavailable)?;
+    Ok(Json(serde_json::json!({ "user_id": user_id, "username": creds.username })).into_response())
 }
 
-/// `POST /logout`: ends the session and clears the cookie.
-pub async fn logout(State(state): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
-    if let Some(id) = session_id(&headers) {
-        state.sessions.end(&id).await?;
-    }
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    response.headers_mut().insert(SET_COOKIE, cookie("", 0));
-    Ok(response)
+/// `POST /logout`: deletes the session; the layer clears the cookie.
+pub async fn logout(State(state): State<Shared>, session: Session) -> Result<Response, ApiError> {
+    ready(&state.session_redis).await?;
+    session.flush().await.map_err(unavailable)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `GET /api/me`: the logged-in user, 401 without a live session.
-pub async fn me(State(state): State<Shared>, headers: HeaderMap) -> Result<Json<Me>, ApiError> {
+pub async fn me(State(state): State<Shared>, session: Session) -> Result<Json<Me>, ApiError> {
     let not_logged_in = || ApiError::Unauthorized("not logged in".into());
-    let id = session_id(&headers).ok_or_else(not_logged_in)?;
-    let user_id = state.sessions.user(&id).await?.ok_or_else(not_logged_in)?;
+    let user_id: i64 = session
+        .get(USER_ID)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(not_logged_in)?;
     let profile = cached_profile(&state, user_id)
         .await?
         .ok_or_else(not_logged_in)?;

@@ -1,14 +1,24 @@
 //! `GET /api/instruments?sector=&exchange=`: the listing.
 //!
-//! Today: the core library's `get_or_load`, one entry per filter, tagged
-//! `sector:{code}` and `exchange:{code}` so `POST /admin/invalidate
-//! {"tag": "sector:TECH"}` drops every listing of that sector.
-//! Replacement: the HTTP response-cache layer (`stratacache-http`) wrapping
-//! the route with the same tags; the route then calls [`DirectListing`].
+//! The route always answers through [`DirectListing`]; with the cache on,
+//! [`http_layer`] (the `stratacache-http` response cache) wraps the route,
+//! keyed by the normalised query (`?exchange=X&sector=Y` and
+//! `?sector=Y&exchange=X` share an entry), with the `instrument_list`
+//! policy's TTLs, answering `X-Cache: HIT | MISS | STALE`.
+//!
+//! Tags: the layer fills tag templates from path parameters, and the filter
+//! is in the query, so listing responses carry the one tag
+//! [`LISTING_TAG`] rather than `sector:{code}`/`exchange:{code}`; an
+//! invalidation of a sector or exchange tag (`POST /admin/invalidate`) also
+//! invalidates [`LISTING_TAG`] — every listing (a few dozen responses)
+//! rather than one sector's. No API route changes what the listing shows
+//! (symbols, names, sectors, exchanges, market caps); an unsafe request to
+//! `/api/instruments` itself would invalidate the tag.
 
 use futures::future::BoxFuture;
+use stratacache::{Cache, EntryOptions};
+use stratacache_http::{HttpCacheLayer, RouteRule};
 
-use crate::caching::Caching;
 use crate::db::{queries, Db};
 use crate::error::ApiError;
 use crate::model::InstrumentSummary;
@@ -53,38 +63,24 @@ impl InstrumentListing for DirectListing {
     }
 }
 
-/// Through the core library, tagged by sector and exchange.
-pub struct CachedListing {
-    /// The database.
-    pub db: Db,
-    /// The cache.
-    pub caching: Caching,
+/// The tag of every cached listing response.
+pub const LISTING_TAG: &str = "instrument_list";
+
+/// Whether an invalidation of `tag` must reach the listing too.
+pub fn reaches_listing(tag: &str) -> bool {
+    tag.starts_with("sector:") || tag.starts_with("exchange:")
 }
 
-impl InstrumentListing for CachedListing {
-    fn list(
-        &self,
-        filter: ListingFilter,
-    ) -> BoxFuture<'_, Result<Vec<InstrumentSummary>, ApiError>> {
-        Box::pin(async move {
-            let sector = filter.sector.clone().unwrap_or_else(|| "*".into());
-            let exchange = filter.exchange.clone().unwrap_or_else(|| "*".into());
-            let key = format!("instruments:sector={sector}:exchange={exchange}");
-            let opts = self
-                .caching
-                .options("instrument_list")?
-                .tags([format!("sector:{sector}"), format!("exchange:{exchange}")]);
-            let db = self.db.clone();
-            self.caching
-                .read("instrument_list", &key, Some(opts), move || async move {
-                    queries::list_instruments(
-                        &db,
-                        filter.sector.as_deref(),
-                        filter.exchange.as_deref(),
-                    )
-                    .await
-                })
-                .await
-        })
-    }
+/// The response cache of `GET /api/instruments`, with the `instrument_list`
+/// policy's entry options (TTL, L1 TTL, jitter) and [`LISTING_TAG`].
+pub fn http_layer(
+    cache: Cache,
+    options: EntryOptions,
+) -> Result<HttpCacheLayer, stratacache_http::Error> {
+    HttpCacheLayer::builder(cache)
+        .route(
+            "/api/instruments",
+            RouteRule::from_options(options).tag(LISTING_TAG),
+        )
+        .build()
 }

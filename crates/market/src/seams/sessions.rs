@@ -1,106 +1,77 @@
 //! `POST /login`, `POST /logout`, `GET /api/me`: sessions.
 //!
-//! Today: [`RedisSessions`], a random 128-bit id in an `HttpOnly` cookie and
-//! a Redis key `{namespace}:session:{id}` holding the user id, expiring with
-//! the `session` policy's TTL (30 minutes).
-//! Replacement: the tower-sessions store on the same Redis
-//! (`stratacache-http`), with `tower_sessions::SessionManagerLayer` on the
-//! router; the routes then read the user id from `tower_sessions::Session`.
+//! tower-sessions with `stratacache_http::RedisSessionStore`: the session
+//! record lives in Redis under `{namespace}:session:{id}`, so every instance
+//! sharing the namespace shares sessions. The id travels in an `HttpOnly`
+//! cookie; the session expires after the `session` policy's TTL (30 minutes)
+//! without activity. Login rotates the id (no session fixation), logout
+//! deletes the record.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use rand::RngCore;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use stratacache_http::RedisSessionStore;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, SessionManagerLayer};
 
 use crate::error::ApiError;
-use crate::redis_link::RedisLink;
 
 /// The cookie's name.
 pub const COOKIE: &str = "market_session";
 
-/// Creates, reads and ends sessions.
-pub trait SessionStore: Send + Sync {
-    /// A new session for `user_id`; the answer is its id.
-    fn create(&self, user_id: i64) -> BoxFuture<'_, Result<String, ApiError>>;
-    /// The user of session `id`, `None` when it does not exist or expired.
-    fn user(&self, id: &str) -> BoxFuture<'_, Result<Option<i64>, ApiError>>;
-    /// End session `id`.
-    fn end(&self, id: &str) -> BoxFuture<'_, Result<(), ApiError>>;
-    /// How long a session lives.
-    fn ttl(&self) -> Duration;
+/// The session's key holding the user id.
+pub const USER_ID: &str = "user_id";
+
+/// The store and layer type of the service.
+pub type Sessions = SessionManagerLayer<RedisSessionStore<ConnectionManager>>;
+
+/// The sessions layer on `redis_url`. The connection is made on first use,
+/// so a service started while Redis is down still starts (sessions answer
+/// 503 until Redis is back). The cookie is not `Secure`: the service speaks
+/// plain HTTP and is meant to sit behind a TLS-terminating proxy.
+/// The returned connection is the store's (clones share it), for [`ready`].
+pub fn layer(
+    redis_url: &str,
+    namespace: &str,
+    ttl: Duration,
+    timeout: Duration,
+) -> anyhow::Result<(Sessions, ConnectionManager)> {
+    let client = redis::Client::open(redis_url)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(1);
+    let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+    let store = RedisSessionStore::new(connection.clone())
+        .with_prefix(format!("{namespace}:session:"))
+        .with_timeout(timeout);
+    let inactivity = time::Duration::try_from(ttl)?;
+    let layer = SessionManagerLayer::new(store)
+        .with_name(COOKIE)
+        .with_http_only(true)
+        .with_same_site(SameSite::Lax)
+        .with_secure(false)
+        .with_expiry(Expiry::OnInactivity(inactivity));
+    Ok((layer, connection))
 }
 
-/// Sessions as Redis keys with a TTL.
-pub struct RedisSessions {
-    /// The connection.
-    pub redis: Arc<RedisLink>,
-    /// Key prefix (the cache namespace).
-    pub namespace: String,
-    /// Session lifetime.
-    pub ttl: Duration,
-}
-
-impl RedisSessions {
-    fn key(&self, id: &str) -> String {
-        format!("{}:session:{id}", self.namespace)
+/// Make sure the store's connection answers before a login or logout
+/// changes a session: after Redis restarted, the connection manager learns
+/// that its connection is dead from the first call that fails and reconnects
+/// then, so one failed `PING` is retried once rather than failing the
+/// change half-way.
+pub async fn ready(connection: &ConnectionManager) -> Result<(), ApiError> {
+    let mut connection = connection.clone();
+    let ping = redis::cmd("PING");
+    if ping.query_async::<()>(&mut connection).await.is_ok() {
+        return Ok(());
     }
+    ping.query_async::<()>(&mut connection)
+        .await
+        .map_err(unavailable)
 }
 
-fn unavailable(err: impl std::fmt::Display) -> ApiError {
+/// A session store failure, as the routes answer it.
+pub fn unavailable(err: impl std::fmt::Display) -> ApiError {
     ApiError::Unavailable(format!("session store unavailable: {err}"))
-}
-
-/// Whether `id` has the form of an id this store issues (32 hex digits).
-fn well_formed(id: &str) -> bool {
-    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-impl SessionStore for RedisSessions {
-    fn create(&self, user_id: i64) -> BoxFuture<'_, Result<String, ApiError>> {
-        Box::pin(async move {
-            let mut raw = [0u8; 16];
-            rand::rng().fill_bytes(&mut raw);
-            let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(self.key(&id))
-                .arg(user_id)
-                .arg("PX")
-                .arg(self.ttl.as_millis() as u64);
-            self.redis.query::<()>(&cmd).await.map_err(unavailable)?;
-            Ok(id)
-        })
-    }
-
-    fn user(&self, id: &str) -> BoxFuture<'_, Result<Option<i64>, ApiError>> {
-        let id = id.to_string();
-        Box::pin(async move {
-            if !well_formed(&id) {
-                return Ok(None);
-            }
-            // Reading a session slides its expiry, as tower-sessions does.
-            let mut cmd = redis::cmd("GETEX");
-            cmd.arg(self.key(&id))
-                .arg("PX")
-                .arg(self.ttl.as_millis() as u64);
-            let user: Option<i64> = self.redis.query(&cmd).await.map_err(unavailable)?;
-            Ok(user)
-        })
-    }
-
-    fn end(&self, id: &str) -> BoxFuture<'_, Result<(), ApiError>> {
-        let id = id.to_string();
-        Box::pin(async move {
-            if well_formed(&id) {
-                let mut cmd = redis::cmd("DEL");
-                cmd.arg(self.key(&id));
-                self.redis.query::<()>(&cmd).await.map_err(unavailable)?;
-            }
-            Ok(())
-        })
-    }
-
-    fn ttl(&self) -> Duration {
-        self.ttl
-    }
 }
