@@ -19,33 +19,8 @@ against_every_target!(
     a_load_that_began_before_a_delete_never_lands_after_it,
 );
 
-async fn instances(target: Target, test: &str, n: usize) -> Vec<Cache> {
-    let ns = common::namespace(test);
-    let mut caches = Vec::new();
-    for _ in 0..n {
-        // These tests are about what is served, not about timeouts: a
-        // generous Redis timeout keeps a loaded CI machine from turning
-        // slow reads into (correctly conservative) misses.
-        let cache = Cache::builder()
-            .namespace(ns.clone())
-            .redis(target.topology())
-            .redis_timeout(Duration::from_secs(2))
-            .build()
-            .await
-            .unwrap();
-        assert!(
-            common::eventually(Duration::from_secs(3), || async {
-                cache.backplane_connected() == Some(true)
-            })
-            .await
-        );
-        caches.push(cache);
-    }
-    caches
-}
-
 async fn a_tag_invalidation_hides_every_tagged_entry_from_every_instance(target: Target) {
-    let caches = instances(target, "tag", 2).await;
+    let caches = common::instances(target, "tag", 2).await;
     let (a, b) = (&caches[0], &caches[1]);
     let entries = if target == Target::Cluster {
         100_000
@@ -121,7 +96,7 @@ async fn a_tag_invalidation_hides_every_tagged_entry_from_every_instance(target:
 }
 
 async fn a_prefix_invalidation_deletes_the_keys_everywhere(target: Target) {
-    let caches = instances(target, "prefix", 2).await;
+    let caches = common::instances(target, "prefix", 2).await;
     let (a, b) = (&caches[0], &caches[1]);
     let opts = EntryOptions::new().ttl(Duration::from_secs(600));
     for user in 1..=2 {
@@ -157,7 +132,7 @@ async fn a_prefix_invalidation_deletes_the_keys_everywhere(target: Target) {
 }
 
 async fn clear_invalidates_the_namespace_in_constant_time(target: Target) {
-    let caches = instances(target, "clear", 2).await;
+    let caches = common::instances(target, "clear", 2).await;
     let (a, b) = (&caches[0], &caches[1]);
     let opts = EntryOptions::new().ttl(Duration::from_secs(600));
     for i in 0..500 {
@@ -197,7 +172,7 @@ async fn within<T>(step: &str, fut: impl std::future::Future<Output = T>) -> T {
 }
 
 async fn a_load_that_began_before_a_delete_never_lands_after_it(target: Target) {
-    let caches = instances(target, "staleset", 2).await;
+    let caches = common::instances(target, "staleset", 2).await;
     let (reader, writer) = (&caches[0], &caches[1]);
     let opts = EntryOptions::new().ttl(Duration::from_secs(600));
     let read_db = Arc::new(Notify::new());

@@ -26,28 +26,6 @@ fn versioned() -> EntryOptions {
         .consistency(Consistency::Version)
 }
 
-async fn instances(target: Target, test: &str, n: usize) -> Vec<Cache> {
-    let ns = common::namespace(test);
-    let mut caches = Vec::new();
-    for _ in 0..n {
-        let cache = Cache::builder()
-            .namespace(ns.clone())
-            .redis(target.topology())
-            .redis_timeout(Duration::from_secs(2))
-            .build()
-            .await
-            .unwrap();
-        assert!(
-            common::eventually(Duration::from_secs(3), || async {
-                cache.backplane_connected() == Some(true)
-            })
-            .await
-        );
-        caches.push(cache);
-    }
-    caches
-}
-
 async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(10), fut)
         .await
@@ -90,7 +68,7 @@ fn slow_load(
 
 async fn a_fill_older_than_an_announced_version_is_refused(target: Target) {
     common::record_metrics();
-    let caches = instances(target, "ver-refused", 2).await;
+    let caches = common::instances(target, "ver-refused", 2).await;
     let (reader, writer) = (&caches[0], &caches[1]);
     let opts = versioned();
     // The reader misses and reads version 1…
@@ -126,7 +104,7 @@ async fn a_fill_older_than_an_announced_version_is_refused(target: Target) {
 }
 
 async fn a_load_that_read_the_new_version_lands_despite_overlapping_the_write(target: Target) {
-    let caches = instances(target, "ver-lands", 2).await;
+    let caches = common::instances(target, "ver-lands", 2).await;
     let (reader, writer) = (&caches[0], &caches[1]);
     // Version guard: the load began before the write but read its version.
     let (started, release, task) = slow_load(reader, "row", &versioned(), 2);
@@ -158,7 +136,7 @@ async fn a_load_that_read_the_new_version_lands_despite_overlapping_the_write(ta
 }
 
 async fn out_of_order_write_throughs_keep_the_newest_version(target: Target) {
-    let caches = instances(target, "ver-writes", 2).await;
+    let caches = common::instances(target, "ver-writes", 2).await;
     let (a, b) = (&caches[0], &caches[1]);
     let opts = versioned();
     assert!(a
@@ -207,7 +185,7 @@ async fn out_of_order_write_throughs_keep_the_newest_version(target: Target) {
 }
 
 async fn absent_results_are_cached_only_while_no_version_is_known(target: Target) {
-    let caches = instances(target, "ver-absent", 1).await;
+    let caches = common::instances(target, "ver-absent", 1).await;
     let cache = &caches[0];
     let opts = versioned();
     // Never existed: the negative entry is cached (version 0, no floor).
@@ -261,7 +239,7 @@ async fn absent_results_are_cached_only_while_no_version_is_known(target: Target
 }
 
 async fn a_prefix_invalidation_keeps_the_version_floors(target: Target) {
-    let caches = instances(target, "ver-prefix", 1).await;
+    let caches = common::instances(target, "ver-prefix", 1).await;
     let cache = &caches[0];
     let opts = versioned();
     assert!(cache

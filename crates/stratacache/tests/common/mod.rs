@@ -246,3 +246,29 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// `n` caches on one fresh namespace, each with its backplane subscribed.
+/// These tests are about what is served, not about timeouts: a generous
+/// Redis timeout keeps a loaded CI machine from turning slow reads into
+/// (correctly conservative) misses.
+pub async fn instances(target: Target, test: &str, n: usize) -> Vec<Cache> {
+    let ns = namespace(test);
+    let mut caches = Vec::new();
+    for _ in 0..n {
+        let cache = Cache::builder()
+            .namespace(ns.clone())
+            .redis(target.topology())
+            .redis_timeout(Duration::from_secs(2))
+            .build()
+            .await
+            .unwrap();
+        assert!(
+            eventually(Duration::from_secs(3), || async {
+                cache.backplane_connected() == Some(true)
+            })
+            .await
+        );
+        caches.push(cache);
+    }
+    caches
+}
