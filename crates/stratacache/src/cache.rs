@@ -23,7 +23,7 @@ use crate::invalidate::recovery::Recovery;
 use crate::invalidate::tags::{InvalidationLog, TagClock};
 use crate::key::KeySpace;
 use crate::l1::{L1Entry, L1};
-use crate::l2::{Write, L2};
+use crate::l2::{L2Error, Write, L2};
 use crate::lease::waiters::FillWaiters;
 use crate::metrics::{Metrics, PolicyMetrics};
 use crate::options::EntryOptions;
@@ -369,14 +369,7 @@ impl Inner {
         let since = self.invalidations.mark();
         let (found, meta, encoded_len) = self.lookup_l2::<V>(stored, opts, m).await?;
         if self.l1.is_some() && !opts.skip_l1 {
-            self.fill_l1(
-                stored.to_owned(),
-                found.clone(),
-                meta,
-                encoded_len,
-                opts,
-                since,
-            );
+            self.fill_l1(stored, &found, meta, encoded_len, opts, since);
         }
         Some(found)
     }
@@ -463,8 +456,20 @@ impl Inner {
         l2: &L2,
         stored: &str,
     ) -> Option<(Found<V>, EntryMeta, usize)> {
-        let bytes = l2.get(stored).await.ok().flatten()?;
-        self.decode_valid::<V>(stored, &bytes).await
+        self.try_read_l2::<V>(l2, stored).await.ok().flatten()
+    }
+
+    /// [`read_l2`](Self::read_l2), telling a miss (`Ok(None)`) from a Redis
+    /// that failed to answer.
+    pub(crate) async fn try_read_l2<V: CacheValue>(
+        &self,
+        l2: &L2,
+        stored: &str,
+    ) -> Result<Option<(Found<V>, EntryMeta, usize)>, L2Error> {
+        let Some(bytes) = l2.get(stored).await? else {
+            return Ok(None);
+        };
+        Ok(self.decode_valid::<V>(stored, &bytes).await)
     }
 
     /// Decode an L2 entry that is neither expired nor invalidated by a tag
@@ -518,14 +523,7 @@ impl Inner {
             };
             self.count_l2(hit.as_ref().map(|(f, _, _)| f.is_some()), m);
             if let Some((value, meta, encoded_len)) = hit {
-                self.fill_l1(
-                    stored[i].clone(),
-                    value.clone(),
-                    meta,
-                    encoded_len,
-                    opts,
-                    since,
-                );
+                self.fill_l1(&stored[i], &value, meta, encoded_len, opts, since);
                 found[i] = Some(value);
             }
         }
@@ -748,8 +746,8 @@ impl Inner {
     /// ([`InvalidationLog::mark`]).
     pub(crate) fn fill_l1<V: CacheValue>(
         &self,
-        stored: String,
-        value: Found<V>,
+        stored: &str,
+        value: &Found<V>,
         meta: EntryMeta,
         encoded_len: usize,
         opts: &EntryOptions,
@@ -764,7 +762,9 @@ impl Inner {
             .l1_ttl
             .map_or(remaining, |l1_ttl| l1_ttl.min(remaining));
         let entry = L1Entry::new(
-            value.map(|v| Arc::new(v) as Arc<dyn Any + Send + Sync>),
+            value
+                .clone()
+                .map(|v| Arc::new(v) as Arc<dyn Any + Send + Sync>),
             meta,
             lifetime,
             stored.len(),
@@ -772,8 +772,8 @@ impl Inner {
         );
         // A value read before an invalidation of its key was applied here
         // must not outlive it: that invalidation has already swept L1.
-        let inner_key = self.keys.inner_of(&stored);
-        l1.insert_fill(&stored, entry, &self.metrics.global, || {
+        let inner_key = self.keys.inner_of(stored);
+        l1.insert_fill(stored, entry, &self.metrics.global, || {
             !self.invalidations.unchanged_since(inner_key, since)
         });
     }

@@ -104,6 +104,19 @@ impl Flights {
         (flight, Role::Leader)
     }
 
+    /// Join the flight for `key` if one is running (with this result type).
+    pub(crate) fn join<T>(&self, key: &str) -> Option<Flight<T>>
+    where
+        T: Clone + Send + Sync + 'static,
+    {
+        let map = self.in_flight.lock().expect("flight map poisoned");
+        let (_, existing) = map.get(key)?;
+        let progress = existing.downcast_ref::<watch::Receiver<Arc<State<T>>>>()?;
+        Some(Flight {
+            progress: progress.clone(),
+        })
+    }
+
     /// The key was invalidated: callers from now on must not join a load
     /// that began before (it may return the old value). The running load
     /// goes on for those already waiting; its fill is refused by the lease.
@@ -132,9 +145,11 @@ impl Flights {
             done: None,
         }));
         let sender = Arc::new(sender);
-        let body = load(Progress {
+        // Boxed: a load's future is several kilobytes, and tokio moves the
+        // future it spawns by value more than once; a box moves as a pointer.
+        let body = Box::pin(load(Progress {
             sender: Arc::clone(&sender),
-        });
+        }));
         tokio::spawn(async move {
             // Leave the map when the load ends — also by panic (then the
             // sender drops without a result and callers see an abort) — and

@@ -2,16 +2,22 @@
 //! write-through.
 //!
 //! A caller first looks at L1 ([`Cache::load_through`]). A fresh entry is
-//! answered at once (and may start an early refresh); otherwise the caller
-//! joins the key's flight ([`crate::coalesce`]), whose body is
-//! [`Inner::resolve`]:
+//! answered at once (and may start an early refresh). Otherwise the caller
+//! joins the key's flight ([`crate::coalesce`]) if one is running, or reads
+//! L2 itself — a fresh entry is answered without any task or channel — and
+//! only then starts (or joins) a flight, whose body is [`Inner::resolve`]:
 //!
-//! 1. read L2 — fresh: done; stale: offer it to callers that accept stale data;
+//! 1. read L2 unless the caller just did — fresh: done; stale: offer it to
+//!    callers that accept stale data;
 //! 2. take the key's lease in Redis ([`crate::lease`]) — lost: wait for the
 //!    holder's fill (woken by its notification), or take over when it dies;
 //! 3. call the loader (bounded by `hard_timeout`), fill both tiers through the
 //!    lease, or — if the loader failed and a stale value exists — keep serving
 //!    it for `fail_safe_throttle` (fail-safe).
+//!
+//! Once a Redis call of a load fails, the load makes no further Redis calls
+//! (steps 2 and the L2 fill are skipped): a request pays one Redis timeout
+//! at most, not one per step, before the breaker opens.
 //!
 //! Callers holding a stale value wait at most `soft_timeout` (zero: plain
 //! stale-while-revalidate) before leaving with it; the flight goes on.
@@ -393,24 +399,59 @@ impl Cache {
         m.l1_misses.increment(1);
 
         let stored = self.inner.keys.stored(key)?;
+        let patience =
+            (!opts.stale_for.is_zero()).then(|| opts.soft_timeout.unwrap_or(Duration::ZERO));
+        // A load of this key is running here: its L2 read and its load serve
+        // this caller too.
+        if let Some(flight) = self.inner.flights.join::<Fetched<V>>(&stored) {
+            m.coalesced.increment(1);
+            return finish(flight.wait(patience).await, &m, started);
+        }
+        // Read L2 in the caller's own task: a hit — the common case — then
+        // costs no task, no channel and no flight. Only a miss starts a flight.
+        // A caller holding a stale L1 value leaves that to the flight, which
+        // can hand it the stale value at once (stale-while-revalidate).
+        let mut seen = L2Seen::NotRead;
+        let caller_reads = stale_here.is_none() && !opts.skip_l2;
+        if let Some(l2) = self.inner.l2.as_ref().filter(|_| caller_reads) {
+            let verdict = Verdict {
+                since: self.inner.invalidations.mark(),
+                inner: &self.inner,
+                stored: &stored,
+                opts,
+                accept_absent,
+                mode: Mode::Miss,
+                progress: None,
+                m: &m,
+            };
+            seen = match self.inner.try_read_l2::<V>(l2, &stored).await {
+                Ok(Some(entry)) => match verdict.judge(entry, &mut stale_here) {
+                    Some(done) => return finish(Ok(done), &m, started),
+                    None => L2Seen::Missed,
+                },
+                Ok(None) => {
+                    m.l2_misses.increment(1);
+                    L2Seen::Missed
+                }
+                Err(_) => {
+                    m.l2_misses.increment(1);
+                    L2Seen::Failed
+                }
+            };
+        }
+
         let inner = Arc::clone(&self.inner);
         let (flight, role) = self.inner.flights.join_or_start(&stored, |progress| {
             let span = tracing::debug_span!("stratacache.load", key = %stored, policy = opts.policy_name().unwrap_or("default"));
+            let start = Start { accept_absent, mode: Mode::Miss, seen };
             inner
-                .resolve(stored.clone(), opts.clone(), accept_absent, stale_here, loader, progress, Mode::Miss)
+                .resolve(stored.clone(), opts.clone(), start, stale_here, loader, progress)
                 .instrument(span)
         });
         if role == Role::Follower {
             m.coalesced.increment(1);
         }
-        let patience =
-            (!opts.stale_for.is_zero()).then(|| opts.soft_timeout.unwrap_or(Duration::ZERO));
-        let result = flight.wait(patience).await;
-        if matches!(&result, Ok(fetched) if fetched.stale) {
-            m.stale_served.increment(1);
-        }
-        m.record_get(started);
-        result
+        finish(flight.wait(patience).await, &m, started)
     }
 
     /// Start a refresh of a fresh entry unless one is running; nobody waits for it.
@@ -431,15 +472,19 @@ impl Cache {
         let inner = Arc::clone(&self.inner);
         let (_, role) = self.inner.flights.join_or_start(&stored, |progress| {
             let span = tracing::debug_span!("stratacache.refresh", key = %stored);
+            let start = Start {
+                accept_absent,
+                mode: Mode::Refresh,
+                seen: L2Seen::NotRead,
+            };
             inner
                 .resolve(
                     stored.clone(),
                     opts.clone(),
-                    accept_absent,
+                    start,
                     Some(current),
                     loader,
                     progress,
-                    Mode::Refresh,
                 )
                 .instrument(span)
         });
@@ -450,17 +495,19 @@ impl Cache {
 }
 
 impl Inner {
-    /// The body of a flight: L2, else the lease, else the loader; then fill.
-    #[allow(clippy::too_many_arguments)]
+    /// The body of a flight: L2 (unless the caller just read it), else the
+    /// lease, else the loader; then fill.
+    ///
+    /// Once Redis fails to answer, the flight stops calling it — no lease, no
+    /// fill — so a request pays at most one Redis timeout before its loader.
     async fn resolve<V, F, Fut, E>(
         self: Arc<Self>,
         stored: String,
         opts: EntryOptions,
-        accept_absent: bool,
+        start: Start,
         mut known: Option<Known<V>>,
         loader: F,
         progress: Progress<Fetched<V>>,
-        mode: Mode,
     ) -> Result<Fetched<V>>
     where
         V: CacheValue,
@@ -469,12 +516,15 @@ impl Inner {
         E: Into<BoxError> + 'static,
     {
         let m = self.metrics.policy(opts.policy.as_ref());
-        if mode == Mode::Miss {
+        if start.mode == Mode::Miss {
             if let Some((value, _, _)) = &known {
                 progress.offer_stale(Fetched::stale(value.clone()));
             }
         }
-        let l2 = self.l2.clone().filter(|_| !opts.skip_l2);
+        let mut l2 = self
+            .l2
+            .clone()
+            .filter(|_| !opts.skip_l2 && start.seen != L2Seen::Failed);
         // Anything invalidated from here on must not enter L1 from this flight.
         let since = self.invalidations.mark();
         let verdict = Verdict {
@@ -482,31 +532,34 @@ impl Inner {
             inner: &self,
             stored: &stored,
             opts: &opts,
-            accept_absent,
-            mode,
-            progress: &progress,
+            accept_absent: start.accept_absent,
+            mode: start.mode,
+            progress: Some(&progress),
             m: &m,
         };
-        if let Some(l2) = &l2 {
-            match self.read_l2::<V>(l2, &stored).await {
-                Some(entry) => {
+        if let (Some(l2_ref), L2Seen::NotRead) = (&l2, start.seen) {
+            match self.try_read_l2::<V>(l2_ref, &stored).await {
+                Ok(Some(entry)) => {
                     if let Some(done) = verdict.judge(entry, &mut known) {
                         return Ok(done);
                     }
                 }
-                None => m.l2_misses.increment(1),
-            }
-        }
-        let lease = match &l2 {
-            Some(l2) if opts.distributed_lease => {
-                match self.lease_or_wait(l2, &verdict, &mut known).await? {
-                    Next::Load(lease) => lease,
-                    Next::Done(fetched) => return Ok(fetched),
+                Ok(None) => m.l2_misses.increment(1),
+                Err(_) => {
+                    m.l2_misses.increment(1);
+                    l2 = None;
                 }
             }
-            _ => None,
-        };
-        self.load_and_fill(&stored, &opts, known, loader, lease, &m, since)
+        }
+        let mut lease = None;
+        if let Some(l2_ref) = l2.as_ref().filter(|_| opts.distributed_lease) {
+            match self.lease_or_wait(l2_ref, &verdict, &mut known).await? {
+                Next::Load(held) => lease = held,
+                Next::RedisFailed => l2 = None,
+                Next::Done(fetched) => return Ok(fetched),
+            }
+        }
+        self.load_and_fill(&stored, &opts, known, loader, lease, l2.as_ref(), &m, since)
             .await
     }
 
@@ -544,7 +597,7 @@ impl Inner {
             let (lease, current) = match lease::acquire(l2, verdict.stored, opts.lock_timeout).await
             {
                 // Redis is failing: load here rather than wait on it.
-                Err(_) => return Ok(Next::Load(None)),
+                Err(_) => return Ok(Next::RedisFailed),
                 Ok(Acquired::Won { lease, current }) => (Some(lease), current),
                 Ok(Acquired::Lost { current }) => (None, current),
             };
@@ -596,6 +649,7 @@ impl Inner {
         known: Option<Known<V>>,
         loader: F,
         lease: Option<Lease>,
+        l2: Option<&Arc<L2>>,
         m: &PolicyMetrics,
         since: u64,
     ) -> Result<Fetched<V>>
@@ -622,7 +676,6 @@ impl Inner {
         let took = started.elapsed();
         m.load_seconds.record(took.as_secs_f64());
         let load_micros = took.as_micros().min(u32::MAX as u128) as u32;
-        let l2 = self.l2.as_ref().filter(|_| !opts.skip_l2);
 
         match outcome {
             Ok(loaded) if loaded.not_modified => {
@@ -638,14 +691,7 @@ impl Inner {
                 let l2_ttl = Duration::from_millis(renewed.stale_until_ms.saturating_sub(now_ms()));
                 self.retime_in_l2(l2, lease.as_ref(), stored, &old, &renewed, l2_ttl)
                     .await;
-                self.fill_l1(
-                    stored.to_owned(),
-                    value.clone(),
-                    renewed,
-                    encoded_len,
-                    opts,
-                    since,
-                );
+                self.fill_l1(stored, &value, renewed, encoded_len, opts, since);
                 Ok(Fetched::fresh(value))
             }
             Ok(loaded) => {
@@ -724,15 +770,9 @@ impl Inner {
                             Duration::from_millis(old.stale_until_ms.saturating_sub(now_ms()));
                         self.retime_in_l2(l2, lease.as_ref(), stored, &old, &throttled, l2_ttl)
                             .await;
-                        self.fill_l1(
-                            stored.to_owned(),
-                            Some(value.clone()),
-                            throttled,
-                            encoded_len,
-                            opts,
-                            since,
-                        );
-                        Ok(Fetched::stale(Some(value)))
+                        let value = Some(value);
+                        self.fill_l1(stored, &value, throttled, encoded_len, opts, since);
+                        Ok(Fetched::stale(value))
                     }
                     _ => {
                         self.release(lease).await;
@@ -814,8 +854,44 @@ impl Inner {
 
 /// The outcome of the lease step.
 enum Next<V> {
+    /// Load, holding the lease if one was taken.
     Load(Option<Lease>),
+    /// Redis did not answer: load without it, and do not fill it.
+    RedisFailed,
+    /// Another instance's fill (or a stale value at the deadline) answers.
     Done(Fetched<V>),
+}
+
+/// What the caller already learnt from L2 before starting a flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum L2Seen {
+    /// Nothing: the flight reads L2 first.
+    NotRead,
+    /// L2 had no usable fresh entry: go on to the lease.
+    Missed,
+    /// Redis failed to answer: do not call it again for this load.
+    Failed,
+}
+
+/// How a flight begins.
+#[derive(Debug, Clone, Copy)]
+struct Start {
+    accept_absent: bool,
+    mode: Mode,
+    seen: L2Seen,
+}
+
+/// Count what a caller leaves with.
+fn finish<V>(
+    result: Result<Fetched<V>>,
+    m: &PolicyMetrics,
+    started: Option<Instant>,
+) -> Result<Fetched<V>> {
+    if matches!(&result, Ok(fetched) if fetched.stale) {
+        m.stale_served.increment(1);
+    }
+    m.record_get(started);
+    result
 }
 
 /// Judges entries found in L2 on a flight's behalf.
@@ -826,7 +902,8 @@ struct Verdict<'a, V> {
     opts: &'a EntryOptions,
     accept_absent: bool,
     mode: Mode,
-    progress: &'a Progress<Fetched<V>>,
+    /// The flight's, to offer stale values early; `None` in the caller's task.
+    progress: Option<&'a Progress<Fetched<V>>>,
     m: &'a PolicyMetrics,
 }
 
@@ -848,8 +925,8 @@ impl<V: CacheValue> Verdict<'_, V> {
                     self.m.negative_hits.increment(1);
                 }
                 self.inner.fill_l1(
-                    self.stored.to_owned(),
-                    found.clone(),
+                    self.stored,
+                    &found,
                     meta,
                     encoded_len,
                     self.opts,
@@ -860,8 +937,8 @@ impl<V: CacheValue> Verdict<'_, V> {
             // Another instance's fail-safe: do not call the failing source again yet.
             Usability::Throttled if acceptable => {
                 self.inner.fill_l1(
-                    self.stored.to_owned(),
-                    found.clone(),
+                    self.stored,
+                    &found,
                     meta,
                     encoded_len,
                     self.opts,
@@ -872,15 +949,15 @@ impl<V: CacheValue> Verdict<'_, V> {
             Usability::Stale if found.is_some() && newer => {
                 self.m.l2_misses.increment(1);
                 self.inner.fill_l1(
-                    self.stored.to_owned(),
-                    found.clone(),
+                    self.stored,
+                    &found,
                     meta.clone(),
                     encoded_len,
                     self.opts,
                     self.since,
                 );
-                if self.mode == Mode::Miss {
-                    self.progress.offer_stale(Fetched::stale(found.clone()));
+                if let (Mode::Miss, Some(progress)) = (self.mode, self.progress) {
+                    progress.offer_stale(Fetched::stale(found.clone()));
                 }
                 *known = Some((found, meta, encoded_len));
                 None

@@ -34,7 +34,7 @@ use redis::Script;
 use crate::cache::{Cache, CacheValue, FillHints, Inner};
 use crate::error::Result;
 use crate::l2::{L2Error, Write, L2};
-use crate::lease::{lease_key, Lease};
+use crate::lease::{lease_key, waiting_key, Lease};
 use crate::options::EntryOptions;
 
 /// How long a floor outlives the last write that raised it. A load that
@@ -42,8 +42,8 @@ use crate::options::EntryOptions;
 /// its older value back — far beyond any sane `hard_timeout`.
 pub(crate) const FLOOR_TTL: Duration = Duration::from_secs(600);
 
-/// KEYS: entry, lease, floor. ARGV: lease token or '', entry bytes, entry TTL
-/// (ms), fill channel, version, floor TTL (ms).
+/// KEYS: entry, lease, floor, waiting mark. ARGV: lease token or '', entry
+/// bytes, entry TTL (ms), fill channel, version, floor TTL (ms).
 static FILL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -57,7 +57,7 @@ static FILL: LazyLock<Script> = LazyLock::new(|| {
         if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) == ARGV[1] then
             redis.call('DEL', KEYS[2])
         end
-        redis.call('PUBLISH', ARGV[4], KEYS[1])
+        if redis.call('DEL', KEYS[4]) == 1 then redis.call('PUBLISH', ARGV[4], KEYS[1]) end
         return landed
         ",
     )
@@ -185,8 +185,8 @@ impl Cache {
         };
         if landed {
             inner.fill_l1(
-                stored.clone(),
-                Some(value.clone()),
+                &stored,
+                &Some(value.clone()),
                 prepared.meta,
                 prepared.bytes.len(),
                 opts,
@@ -229,11 +229,12 @@ impl Inner {
         let channel = self.waiters.as_ref().map_or("", |w| w.channel());
         let lease_key = lease_key(&write.key);
         let floor = floor_key(&write.key);
+        let waiting = waiting_key(&write.key);
         let token = lease.map_or(&[][..], |l| l.token());
         let landed: std::result::Result<i64, L2Error> = l2
             .run_script(
                 &FILL,
-                &[&write.key, &lease_key, &floor],
+                &[&write.key, &lease_key, &floor, &waiting],
                 &[
                     token,
                     &write.bytes,

@@ -10,6 +10,11 @@
 //! A crashes ──► no keepalive ── lease expires after lock_timeout ──► B's next acquire wins ── B loads
 //! ```
 //!
+//! A caller that loses the acquire marks the key as awaited
+//! (`{stored key}:waiting`, living as long as a lease); a fill publishes its
+//! key only when it finds that mark, so a fill nobody waits for — nearly
+//! every fill — costs no pub/sub message to every instance.
+//!
 //! Acquire returns the value as it was at that instant (one script), so a
 //! fill that landed between a reader's miss and its acquire is seen rather
 //! than loaded again. A leased fill lands only while the lease is still its
@@ -34,7 +39,9 @@ static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
         r"
         local won = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2])
         local value = redis.call('GET', KEYS[1])
-        if won then return {1, value} else return {0, value} end
+        if won then return {1, value} end
+        redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
+        return {0, value}
         ",
     )
 });
@@ -56,7 +63,7 @@ static FILL: LazyLock<Script> = LazyLock::new(|| {
         r"
         redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
         if holder then redis.call('DEL', KEYS[2]) end
-        redis.call('PUBLISH', ARGV[4], KEYS[1])
+        if redis.call('DEL', KEYS[3]) == 1 then redis.call('PUBLISH', ARGV[4], KEYS[1]) end
         return 1
         ",
     )
@@ -74,7 +81,7 @@ static RETIME: LazyLock<Script> = LazyLock::new(|| {
         redis.call('SETRANGE', KEYS[1], 4, string.char(flags) .. ARGV[3])
         redis.call('PEXPIRE', KEYS[1], ARGV[5])
         if holder then redis.call('DEL', KEYS[2]) end
-        redis.call('PUBLISH', ARGV[6], KEYS[1])
+        if redis.call('DEL', KEYS[3]) == 1 then redis.call('PUBLISH', ARGV[6], KEYS[1]) end
         return 1
         ",
     )
@@ -134,6 +141,11 @@ pub(crate) fn lease_key(stored: &str) -> String {
     format!("{stored}:lease")
 }
 
+/// The mark of a key some caller waits for (see the module doc).
+pub(crate) fn waiting_key(stored: &str) -> String {
+    format!("{stored}:waiting")
+}
+
 /// Try to take the lease on `stored`, reading the value in the same step.
 pub(crate) async fn acquire(
     l2: &std::sync::Arc<L2>,
@@ -141,12 +153,13 @@ pub(crate) async fn acquire(
     ttl: Duration,
 ) -> Result<Acquired, L2Error> {
     let lease_key = lease_key(stored);
+    let waiting = waiting_key(stored);
     let token = format!("{:032x}", rand::random::<u128>());
     let ttl_ms = ttl.as_millis().max(1).to_string();
     let (won, current): (i64, Option<Vec<u8>>) = l2
         .run_script(
             &ACQUIRE,
-            &[stored, &lease_key],
+            &[stored, &lease_key, &waiting],
             &[token.as_bytes(), ttl_ms.as_bytes()],
             false,
         )
@@ -221,12 +234,13 @@ pub(crate) async fn fill(
     channel: &str,
 ) -> Result<bool, L2Error> {
     let lease_key = lease_key(&write.key);
+    let waiting = waiting_key(&write.key);
     let token = lease.map_or(&[][..], |l| l.token.as_bytes());
     let ttl_ms = write.ttl_ms.max(1).to_string();
     let landed: i64 = l2
         .run_script(
             &FILL,
-            &[&write.key, &lease_key],
+            &[&write.key, &lease_key, &waiting],
             &[token, &write.bytes, ttl_ms.as_bytes(), channel.as_bytes()],
             false,
         )
@@ -247,6 +261,7 @@ pub(crate) async fn retime(
     channel: &str,
 ) -> Result<bool, L2Error> {
     let lease_key = lease_key(stored);
+    let waiting = waiting_key(stored);
     let token = lease.map_or(&[][..], |l| l.token.as_bytes());
     let ttl_ms = ttl.as_millis().max(1).to_string();
     let created = old_created_at_ms.to_le_bytes();
@@ -255,7 +270,7 @@ pub(crate) async fn retime(
     let landed: i64 = l2
         .run_script(
             &RETIME,
-            &[stored, &lease_key],
+            &[stored, &lease_key, &waiting],
             &[
                 token,
                 &created,
