@@ -10,6 +10,7 @@ mod consistency_worker;
 mod external;
 mod faults;
 mod http;
+mod instructions;
 mod invalidate_tag;
 mod l1_hit;
 mod l1_memory;
@@ -90,6 +91,12 @@ enum Scenario {
     /// One process of `stampede` (started by it; the plan is JSON).
     #[command(hide = true)]
     StampedeWorker { plan: String },
+    /// Instructions per operation of the hot paths (L1 hit, L2 hit, with
+    /// and without metrics) beside bare moka and bare redis-rs, by callgrind.
+    Instructions(instructions::InstructionsArgs),
+    /// One fixed-count run of a hot path (started by `instructions` under callgrind).
+    #[command(hide = true)]
+    HotPath(instructions::HotPathArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -360,6 +367,8 @@ fn main() -> Result<()> {
             Scenario::Http(args) => http::run(&cli.redis_url, &args).await,
             Scenario::Faults(args) => faults::run(&args).await,
             Scenario::StampedeWorker { plan } => stampede_worker::run(&plan).await,
+            Scenario::Instructions(args) => instructions::run(&cli.redis_url, &args).await,
+            Scenario::HotPath(args) => instructions::hot_path(&cli.redis_url, &args).await,
         }
     })?;
     report::emit(&report);

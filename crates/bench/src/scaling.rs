@@ -270,7 +270,12 @@ async fn prepare(
     }
     for k in &keys {
         let stored = stored_key(ns, k);
-        written.extend([format!("{stored}:lease"), format!("{stored}:ver"), stored]);
+        written.extend([
+            format!("{stored}:lease"),
+            format!("{stored}:waiting"),
+            format!("{stored}:ver"),
+            stored,
+        ]);
         written.push(format!("{ns}:bare:{k}"));
         ensure!(
             with_l1.get::<Blob>(k).await?.is_some(),

@@ -237,6 +237,7 @@ async fn trial(
     let written = vec![
         value_key.clone(),
         format!("{value_key}:lease"),
+        format!("{value_key}:waiting"),
         plan.lock_key.clone(),
         plan.started_key.clone(),
         plan.loads_key.clone(),

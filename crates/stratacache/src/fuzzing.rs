@@ -53,7 +53,7 @@ pub fn normalize_key(namespace: &str, key: &str, max_key_len: usize) {
         assert!(key.len() <= max_key_len);
     }
     let slot = hash_slot(stored.as_bytes());
-    for suffix in [":lease", ":ver"] {
+    for suffix in [":lease", ":ver", ":waiting"] {
         assert_eq!(
             hash_slot(format!("{stored}{suffix}").as_bytes()),
             slot,

@@ -356,6 +356,8 @@ impl Cache {
         Fut: Future<Output = std::result::Result<Loaded<V>, E>> + Send + 'static,
         E: Into<BoxError> + 'static,
     {
+        // See `Cache::get_with`: a loop of L1 hits must yield now and then.
+        tokio::task::consume_budget().await;
         let m = self.inner.metrics.policy(opts.policy.as_ref());
         let started = m.start();
         let inner_key = self.inner.keys.inner_key(key)?;
@@ -648,7 +650,7 @@ impl Inner {
         opts: &EntryOptions,
         known: Option<Known<V>>,
         loader: F,
-        lease: Option<Lease>,
+        mut lease: Option<Lease>,
         l2: Option<&Arc<L2>>,
         m: &PolicyMetrics,
         since: u64,
@@ -666,12 +668,18 @@ impl Inner {
         };
         let started = Instant::now();
         let started_at_ms = now_ms();
-        let outcome = match opts.hard_timeout {
-            Some(limit) => match tokio::time::timeout(limit, loader(context)).await {
-                Ok(result) => result.map_err(Error::loader),
-                Err(_) => Err(Error::LoaderTimeout(limit)),
-            },
-            None => loader(context).await.map_err(Error::loader),
+        let bounded = async {
+            match opts.hard_timeout {
+                Some(limit) => match tokio::time::timeout(limit, loader(context)).await {
+                    Ok(result) => result.map_err(Error::loader),
+                    Err(_) => Err(Error::LoaderTimeout(limit)),
+                },
+                None => loader(context).await.map_err(Error::loader),
+            }
+        };
+        let outcome = match (&lease, l2) {
+            (Some(lease), Some(l2)) => lease.hold_while(l2, bounded).await,
+            _ => bounded.await,
         };
         let took = started.elapsed();
         m.load_seconds.record(took.as_secs_f64());
@@ -723,6 +731,10 @@ impl Inner {
                                 }
                                 (None, _) => true,
                             };
+                            // The fill script took the lease with it (or found it
+                            // revoked); after a failed fill Redis is not called
+                            // again. Either way there is nothing left to release.
+                            drop(lease.take());
                             if let Some(l1) = self.l1.as_ref().filter(|_| keep && !opts.skip_l1) {
                                 let inner_key = self.keys.inner_of(stored);
                                 l1.insert_fill(

@@ -88,7 +88,12 @@ impl Stratacache {
         (0..n)
             .flat_map(|id| {
                 let stored = stored_key(ns, &product_key(id));
-                [format!("{stored}:lease"), format!("{stored}:ver"), stored]
+                [
+                    format!("{stored}:lease"),
+                    format!("{stored}:waiting"),
+                    format!("{stored}:ver"),
+                    stored,
+                ]
             })
             .collect()
     }

@@ -5,8 +5,8 @@
 //! slot on a Cluster, so every script below touches one slot.
 //!
 //! ```text
-//! A: acquire ── SET lease tokA NX PX ──► won ── load … (keepalive extends) … ── fill: SET value if lease is tokA; DEL lease; PUBLISH
-//! B: acquire ── lost, value stale/missing ──► wait: woken by the PUBLISH (or a growing backoff) ── GET value ── done
+//! A: acquire ── SET lease tokA NX PX ──► won ── load … (keepalive extends) … ── fill: SET value if lease is tokA; DEL lease; PUBLISH if awaited
+//! B: acquire ── lost (marks the key awaited), value stale/missing ──► wait: woken by the PUBLISH (or a growing backoff) ── GET value ── done
 //! A crashes ──► no keepalive ── lease expires after lock_timeout ──► B's next acquire wins ── B loads
 //! ```
 //!
@@ -26,6 +26,7 @@
 
 pub(crate) mod waiters;
 
+use std::future::Future;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -123,18 +124,12 @@ pub(crate) enum Acquired {
     Lost { current: Option<Vec<u8>> },
 }
 
-/// A held lease. Dropping it stops the keepalive; the lease then expires on
-/// its own unless released or consumed by a fill.
+/// A held lease. It is kept alive only while [`Lease::hold_while`] runs the
+/// load; otherwise it expires on its own unless released or consumed by a fill.
 pub(crate) struct Lease {
     lease_key: String,
     token: String,
-    keepalive: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.keepalive.abort();
-    }
+    ttl: Duration,
 }
 
 pub(crate) fn lease_key(stored: &str) -> String {
@@ -147,11 +142,7 @@ pub(crate) fn waiting_key(stored: &str) -> String {
 }
 
 /// Try to take the lease on `stored`, reading the value in the same step.
-pub(crate) async fn acquire(
-    l2: &std::sync::Arc<L2>,
-    stored: &str,
-    ttl: Duration,
-) -> Result<Acquired, L2Error> {
+pub(crate) async fn acquire(l2: &L2, stored: &str, ttl: Duration) -> Result<Acquired, L2Error> {
     let lease_key = lease_key(stored);
     let waiting = waiting_key(stored);
     let token = format!("{:032x}", rand::random::<u128>());
@@ -167,50 +158,49 @@ pub(crate) async fn acquire(
     if won == 0 {
         return Ok(Acquired::Lost { current });
     }
-    let keepalive = spawn_keepalive(
-        std::sync::Arc::clone(l2),
-        lease_key.clone(),
-        token.clone(),
-        ttl,
-    );
     Ok(Acquired::Won {
         lease: Lease {
             lease_key,
             token,
-            keepalive,
+            ttl,
         },
         current,
     })
 }
 
-/// While the holder works, push the lease's expiry forward every third of its
-/// lifetime, so a long load keeps it and a crashed holder loses it quickly.
-fn spawn_keepalive(
-    l2: std::sync::Arc<L2>,
-    lease_key: String,
-    token: String,
-    ttl: Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let ttl_ms = ttl.as_millis().max(1).to_string();
-        loop {
-            tokio::time::sleep(ttl / 3).await;
-            let extended: Result<i64, _> = l2
-                .run_script(
-                    &EXTEND,
-                    &[&lease_key],
-                    &[token.as_bytes(), ttl_ms.as_bytes()],
-                    true,
-                )
-                .await;
-            if matches!(extended, Ok(0)) {
-                return; // taken over or released: nothing left to keep alive
-            }
-        }
-    })
-}
-
 impl Lease {
+    /// Run `work` (the load) while pushing the lease's expiry forward every
+    /// third of its lifetime, so a long load keeps it and a crashed holder
+    /// loses it quickly. The keepalive is polled beside `work` in the same
+    /// task — no task of its own per lease — and never delays it: a slow
+    /// extension is simply still pending when `work` finishes.
+    pub(crate) async fn hold_while<F: Future>(&self, l2: &L2, work: F) -> F::Output {
+        let keepalive = async {
+            let ttl_ms = self.ttl.as_millis().max(1).to_string();
+            loop {
+                tokio::time::sleep(self.ttl / 3).await;
+                let extended: Result<i64, _> = l2
+                    .run_script(
+                        &EXTEND,
+                        &[&self.lease_key],
+                        &[self.token.as_bytes(), ttl_ms.as_bytes()],
+                        true,
+                    )
+                    .await;
+                if matches!(extended, Ok(0)) {
+                    // Taken over or revoked: nothing left to keep alive; the
+                    // fill will be refused.
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            out = work => out,
+            _ = keepalive => unreachable!("the keepalive never ends"),
+        }
+    }
+
     /// The holder's token, which guarded writes compare with the lease key.
     pub(crate) fn token(&self) -> &[u8] {
         self.token.as_bytes()
