@@ -53,6 +53,11 @@ pub enum HotPath {
     GetOrLoadL2Hit,
     /// A bare redis-rs GET on a multiplexed connection + `serde_json` decode.
     RedisGet,
+    /// `cache.get_or_load` of a key in neither tier (L1 + L2): the whole miss
+    /// path — L2 read, flight, lease, load (an immediate loader), fill.
+    GetOrLoadMiss,
+    /// The seeds' cache-aside on a miss: GET, load, `SETEX` of the JSON.
+    NaiveMiss,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -152,6 +157,54 @@ pub async fn hot_path(url: &str, args: &HotPathArgs) -> Result<Value> {
             delete_keys(&mut conn, &[stored_key(&ns, &key)]).await?;
             result?;
         }
+        GetOrLoadMiss => {
+            let ns = unique_namespace("instructions");
+            let cache = Cache::builder()
+                .namespace(ns.clone())
+                .redis_url(url)
+                .build()
+                .await?;
+            let result = async {
+                for i in 0..args.ops {
+                    let key = item_key(i);
+                    let value: Product = cache
+                        .get_or_load(&key, &opts, move || async move {
+                            Ok::<_, std::io::Error>(Product::sample(i))
+                        })
+                        .await?;
+                    black_box(value);
+                }
+                Ok::<_, anyhow::Error>(())
+            }
+            .await;
+            let mut conn = bare_connection(url).await?;
+            let written: Vec<String> = (0..args.ops)
+                .map(|i| stored_key(&ns, &item_key(i)))
+                .collect();
+            delete_keys(&mut conn, &written).await?;
+            result?;
+        }
+        NaiveMiss => {
+            let mut conn = bare_connection(url).await?;
+            let ns = unique_namespace("instructions");
+            let result = async {
+                for i in 0..args.ops {
+                    let key = format!("{ns}:{}", item_key(i));
+                    let cached: Option<Vec<u8>> = conn.get(&key).await?;
+                    ensure!(cached.is_none(), "{key} is cold");
+                    let value = Product::sample(i);
+                    let _: () = conn.set_ex(&key, serde_json::to_vec(&value)?, 600).await?;
+                    black_box(value);
+                }
+                Ok(())
+            }
+            .await;
+            let written: Vec<String> = (0..args.ops)
+                .map(|i| format!("{ns}:{}", item_key(i)))
+                .collect();
+            delete_keys(&mut conn, &written).await?;
+            result?;
+        }
         RedisGet => {
             let mut conn = bare_connection(url).await?;
             let key = format!("{}:bare", unique_namespace("instructions"));
@@ -221,6 +274,7 @@ pub async fn run(url: &str, args: &InstructionsArgs) -> Result<Value> {
             "get_or_load_l1_hit_vs_moka_get": ratio(get("get-or-load-l1-hit"), get("moka-get")),
             "l2_hit_vs_redis_get": ratio(get("l2-hit"), get("redis-get")),
             "get_or_load_l2_hit_vs_redis_get": ratio(get("get-or-load-l2-hit"), get("redis-get")),
+            "get_or_load_miss_vs_naive_miss": ratio(get("get-or-load-miss"), get("naive-miss")),
         },
         "metrics_overhead_per_op": {
             "l1_hit": round(get("l1-hit-metrics") - get("l1-hit"), 0),
