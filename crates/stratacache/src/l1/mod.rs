@@ -4,23 +4,34 @@
 //! a clone, never a decode. It is bounded in bytes and in entries at once:
 //! moka has one capacity, so each entry weighs at least `max_bytes / max_entries`
 //! — the byte total then caps the entry count too, exactly. An entry's byte
-//! weight is its stored key plus its encoded size plus a fixed overhead, an
-//! honest proxy for the decoded value's footprint.
+//! weight is what it holds in memory: the decoded value as estimated from
+//! its shape ([`footprint`]), the key, the metadata and moka's own
+//! bookkeeping, so that the bound holds in resident memory, not only in
+//! L1's count.
+
+mod footprint;
 
 use std::any::Any;
+use std::mem::size_of;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::notification::RemovalCause;
 use moka::ops::compute::Op;
 use moka::sync::Cache as Moka;
+use serde::Serialize;
 
 use crate::codec::envelope::EntryMeta;
 use crate::metrics::CacheMetrics;
+use footprint::block;
 
-/// Bookkeeping bytes charged to every entry on top of key and value
-/// (moka's node, the Arc, the metadata).
-const ENTRY_OVERHEAD: usize = 160;
+/// What moka spends per entry besides our key and value: its hash-map
+/// bucket, the `Arc` of the key, the entry and its info block, the
+/// access-order and timer-wheel nodes, and its share of the bucket arrays
+/// and of the frequency sketch. Not computable from outside moka: measured
+/// as resident growth per entry of `u64` values (the `l1-memory` bench,
+/// BENCHMARKS.md) minus the parts counted here.
+const MOKA_PER_ENTRY: usize = 440;
 
 /// L1 settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +40,36 @@ pub struct L1Config {
     pub max_bytes: u64,
     /// Upper bound of the number of entries.
     pub max_entries: u64,
+}
+
+impl L1Config {
+    /// The bytes L1 charges against [`max_bytes`](Self::max_bytes) for an
+    /// entry holding `value` under a key of `key_len` bytes, without tags or
+    /// ETag: an estimate of what it takes in memory, decoded value (walked
+    /// through its `Serialize`, a sample of each large collection),
+    /// allocator rounding and L1's per-entry bookkeeping included. For
+    /// sizing `max_bytes`; the estimate assumes glibc's allocator and counts
+    /// a sequence as a `Vec`, a map as a `HashMap`.
+    pub fn entry_weight<V: Serialize>(key_len: usize, value: &V) -> u64 {
+        weight(Some(value), &EntryMeta::default(), key_len) as u64
+    }
+}
+
+/// Bytes held by an entry whose meta is `meta`, key `key_len` bytes long,
+/// besides the value itself.
+fn entry_bytes(meta: &EntryMeta, key_len: usize) -> usize {
+    let tags = block(meta.tags.capacity() * size_of::<String>())
+        + meta.tags.iter().map(|t| block(t.len())).sum::<usize>();
+    let etag = meta.etag.as_ref().map_or(0, |e| block(e.len()));
+    MOKA_PER_ENTRY
+        + block(key_len)
+        + block(footprint::ARC_COUNTS + size_of::<L1Entry>())
+        + tags
+        + etag
+}
+
+fn weight<V: Serialize>(value: Option<&V>, meta: &EntryMeta, key_len: usize) -> usize {
+    entry_bytes(meta, key_len).saturating_add(value.map_or(0, footprint::value_bytes))
 }
 
 impl Default for L1Config {
@@ -50,17 +91,18 @@ pub(crate) struct L1Entry {
 }
 
 impl L1Entry {
-    /// `encoded_len` is the size of the entry's stored form.
-    pub(crate) fn new(
-        value: Option<Arc<dyn Any + Send + Sync>>,
+    /// `key_len` is the stored key's length, `encoded_len` the size of the
+    /// entry's stored form. Takes the value typed, to weigh it.
+    pub(crate) fn new<V: Serialize + Send + Sync + 'static>(
+        value: Option<V>,
         meta: EntryMeta,
         lifetime: Duration,
         key_len: usize,
         encoded_len: usize,
     ) -> Self {
-        let weight = (key_len + encoded_len + ENTRY_OVERHEAD).min(u32::MAX as usize) as u32;
+        let weight = weight(value.as_ref(), &meta, key_len).min(u32::MAX as usize) as u32;
         Self {
-            value,
+            value: value.map(|v| Arc::new(v) as Arc<dyn Any + Send + Sync>),
             meta,
             expires_at: Instant::now() + lifetime,
             weight,
@@ -221,4 +263,119 @@ impl L1 {
     pub(crate) fn entry_count(&self) -> u64 {
         self.entries.entry_count()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    const PREFIX: &str = "ns:{";
+
+    fn stored(i: usize) -> String {
+        format!("{PREFIX}key:{i:08}}}")
+    }
+
+    fn l1(max_bytes: u64, max_entries: u64) -> (L1, Arc<CacheMetrics>) {
+        let metrics = Metrics::new(false, "test").global;
+        let config = L1Config {
+            max_bytes,
+            max_entries,
+        };
+        (L1::new(config, PREFIX.len(), &metrics), metrics)
+    }
+
+    fn entry<V: Serialize + Send + Sync + 'static>(value: Option<V>, key: &str) -> L1Entry {
+        L1Entry::new(
+            value,
+            EntryMeta::default(),
+            Duration::from_secs(60),
+            key.len(),
+            0,
+        )
+    }
+
+    /// Five times what fits; returns (bytes, entries) L1 counts afterwards.
+    fn overfill<V: Serialize + Send + Sync + 'static>(
+        l1: &L1,
+        metrics: &CacheMetrics,
+        make: impl Fn(usize) -> V,
+        max_bytes: u64,
+    ) -> (u64, u64) {
+        let per_entry = L1Config::entry_weight(stored(0).len(), &make(0));
+        for i in 0..(5 * max_bytes / per_entry) as usize {
+            let key = stored(i);
+            l1.insert(key.clone(), entry(Some(make(i)), &key), metrics);
+        }
+        l1.run_pending_tasks();
+        (l1.weighted_size(), l1.entry_count())
+    }
+
+    #[test]
+    fn the_byte_bound_holds_in_l1s_count_for_every_shape() {
+        const MAX: u64 = 2 * 1024 * 1024;
+        fn check(name: &str, (bytes, entries): (u64, u64)) {
+            assert!(bytes <= MAX, "{name}: {bytes} bytes held");
+            assert!(bytes >= MAX / 2, "{name}: the bound is used: {bytes}");
+            assert!(entries > 0, "{name}");
+        }
+        let (cache, m) = l1(MAX, u64::MAX / 2);
+        check("u64", overfill(&cache, &m, |i| i as u64, MAX));
+        let (cache, m) = l1(MAX, u64::MAX / 2);
+        check(
+            "string",
+            overfill(&cache, &m, |i| format!("{i:0>10000}"), MAX),
+        );
+        let (cache, m) = l1(MAX, u64::MAX / 2);
+        let rows = |i: usize| -> HashMap<String, Vec<u32>> {
+            (0..20).map(|j| (format!("{i}:{j}"), vec![1; 10])).collect()
+        };
+        check("map", overfill(&cache, &m, rows, MAX));
+    }
+
+    #[test]
+    fn the_entry_bound_holds_for_small_values() {
+        let (cache, m) = l1(10 * 1024 * 1024, 100);
+        let (bytes, entries) = overfill(&cache, &m, |i| i as u8, 100 * 1024);
+        assert!(entries <= 100, "{entries} entries held");
+        assert!(entries >= 50, "the bound is used: {entries} entries");
+        assert!(bytes <= 10 * 1024 * 1024);
+    }
+
+    #[test]
+    fn l1_charges_what_entry_weight_says() {
+        let (cache, m) = l1(64 * 1024 * 1024, u64::MAX / 2);
+        let value: Vec<String> = (0..100).map(|i| format!("row {i}")).collect();
+        let key = stored(1);
+        cache.insert(key.clone(), entry(Some(value.clone()), &key), &m);
+        cache.run_pending_tasks();
+        assert_eq!(
+            cache.weighted_size(),
+            L1Config::entry_weight(key.len(), &value)
+        );
+    }
+
+    #[test]
+    fn an_entry_weighs_its_value_key_and_metadata() {
+        let key = stored(1);
+        let weight_of = |e: &L1Entry| e.weight as usize;
+        let small = weight_of(&entry(Some(1u64), &key));
+        let large = weight_of(&entry(Some("x".repeat(10_000)), &key));
+        assert_eq!(large - small, block(10_000) + block(40) - block(24));
+        let negative = weight_of(&entry(None::<u64>, &key));
+        assert_eq!(small - negative, block(ARC_COUNTS_U64));
+        let long_key = weight_of(&entry(Some(1u64), &"k".repeat(100)));
+        assert_eq!(long_key - small, block(100) - block(key.len()));
+        let meta = EntryMeta {
+            tags: vec!["product".into(), "shop:7".into()],
+            etag: Some("\"v42\"".into()),
+            ..EntryMeta::default()
+        };
+        let tagged = L1Entry::new(Some(1u64), meta, Duration::from_secs(1), key.len(), 0);
+        assert_eq!(weight_of(&tagged) - small, block(48) + 3 * block(7));
+    }
+
+    const ARC_COUNTS_U64: usize = footprint::ARC_COUNTS + 8;
 }
