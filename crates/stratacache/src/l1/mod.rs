@@ -38,7 +38,9 @@ const MOKA_PER_ENTRY: usize = 440;
 /// L1 settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct L1Config {
-    /// Upper bound of the bytes L1 may hold.
+    /// Upper bound of the memory L1 may hold, in bytes: each entry is
+    /// charged the estimate of [`L1Config::entry_weight`] plus its tags and
+    /// ETag.
     pub max_bytes: u64,
     /// Upper bound of the number of entries.
     pub max_entries: u64,
