@@ -4,7 +4,6 @@
 //! function; a write goes down the same tiers. Loading on a miss lives in
 //! [`crate::load`], batch read-through in [`crate::resource`].
 
-use std::any::Any;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -697,7 +696,7 @@ impl Inner {
                 .key_invalidated(self.keys.inner_of(&stored));
             if let Some(l1) = self.l1.as_ref().filter(|_| !opts.skip_l1) {
                 let entry = L1Entry::new(
-                    value.map(|v| Arc::new(v) as Arc<dyn Any + Send + Sync>),
+                    value,
                     prepared.meta,
                     prepared.l1_lifetime,
                     stored.len(),
@@ -765,15 +764,7 @@ impl Inner {
         let lifetime = opts
             .l1_ttl
             .map_or(remaining, |l1_ttl| l1_ttl.min(remaining));
-        let entry = L1Entry::new(
-            value
-                .clone()
-                .map(|v| Arc::new(v) as Arc<dyn Any + Send + Sync>),
-            meta,
-            lifetime,
-            stored.len(),
-            encoded_len,
-        );
+        let entry = L1Entry::new(value.clone(), meta, lifetime, stored.len(), encoded_len);
         // A value read before an invalidation of its key was applied here
         // must not outlive it: that invalidation has already swept L1.
         let inner_key = self.keys.inner_of(stored);

@@ -740,7 +740,7 @@ impl Inner {
                                 l1.insert_fill(
                                     stored,
                                     crate::l1::L1Entry::new(
-                                        loaded.value.clone().map(|v| Arc::new(v) as _),
+                                        loaded.value.clone(),
                                         prepared.meta,
                                         prepared.l1_lifetime,
                                         stored.len(),

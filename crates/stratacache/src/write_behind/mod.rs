@@ -43,7 +43,6 @@ mod sink;
 mod stream;
 mod worker;
 
-use std::any::Any;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -358,7 +357,7 @@ impl<S: Sink> WriteBehind<S> {
                 };
                 if let Some(l1) = inner.l1.as_ref().filter(|_| !opts.skip_l1) {
                     let entry = L1Entry::new(
-                        Some(Arc::new(value.clone()) as Arc<dyn Any + Send + Sync>),
+                        Some(value.clone()),
                         prepared.meta,
                         prepared.l1_lifetime,
                         stored.len(),
