@@ -22,7 +22,7 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, ValueEnum};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
-use stratacache::{Cache, EntryOptions};
+use stratacache::{Cache, Codec, EntryOptions};
 
 use crate::progress;
 use crate::report::{
@@ -51,6 +51,8 @@ pub enum HotPath {
     L2HitMetrics,
     /// `cache.get_or_load` answered by Redis (L1 disabled): the caller-side read.
     GetOrLoadL2Hit,
+    /// `cache.get` answered by Redis with the postcard codec instead of JSON.
+    L2HitPostcard,
     /// A bare redis-rs GET on a multiplexed connection + `serde_json` decode.
     RedisGet,
     /// `cache.get_or_load` of a key in neither tier (L1 + L2): the whole miss
@@ -125,12 +127,18 @@ pub async fn hot_path(url: &str, args: &HotPathArgs) -> Result<Value> {
                 ensure!(black_box(bare.get(key_at(i).as_str())).is_some());
             }
         }
-        L2Hit | L2HitMetrics | GetOrLoadL2Hit => {
+        L2Hit | L2HitMetrics | GetOrLoadL2Hit | L2HitPostcard => {
             let ns = unique_namespace("instructions");
+            let codec = if args.path == L2HitPostcard {
+                Codec::Postcard
+            } else {
+                Codec::Json
+            };
             let cache = Cache::builder()
                 .namespace(ns.clone())
                 .redis_url(url)
                 .without_l1()
+                .codec(codec)
                 .build()
                 .await?;
             let key = item_key(0);
@@ -275,6 +283,7 @@ pub async fn run(url: &str, args: &InstructionsArgs) -> Result<Value> {
             "l2_hit_vs_redis_get": ratio(get("l2-hit"), get("redis-get")),
             "get_or_load_l2_hit_vs_redis_get": ratio(get("get-or-load-l2-hit"), get("redis-get")),
             "get_or_load_miss_vs_naive_miss": ratio(get("get-or-load-miss"), get("naive-miss")),
+            "l2_hit_postcard_vs_json": ratio(get("l2-hit-postcard"), get("l2-hit")),
         },
         "metrics_overhead_per_op": {
             "l1_hit": round(get("l1-hit-metrics") - get("l1-hit"), 0),

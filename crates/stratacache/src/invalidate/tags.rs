@@ -144,7 +144,10 @@ mod log_tests {
         log.key_invalidated("a");
         assert!(!log.unchanged_since("a", since), "after the mark");
         log.broad_invalidation();
-        assert!(!log.unchanged_since("b", since), "a broad one covers every key");
+        assert!(
+            !log.unchanged_since("b", since),
+            "a broad one covers every key"
+        );
         assert!(log.unchanged_since("b", log.mark()));
     }
 
