@@ -21,6 +21,7 @@
 //! | `stratacache_load_duration_seconds` | histogram | `cache`, `policy` |
 //! | `stratacache_redis_errors_total` | counter | `cache`, `kind` (`timeout`, `io`, `server`) |
 //! | `stratacache_redis_skipped_total` | counter | `cache` — calls not made because the breaker was open |
+//! | `stratacache_redis_batched_reads_total` | counter | `cache` — reads sent as part of an MGET because many were in flight |
 //! | `stratacache_breaker_open` | gauge | `cache` — 1 while open |
 //! | `stratacache_breaker_opened_total` | counter | `cache` |
 //! | `stratacache_corrupt_entries_total` | counter | `cache` — undecodable entries, deleted |
@@ -77,6 +78,7 @@ pub(crate) struct CacheMetrics {
     pub(crate) redis_io_errors: Counter,
     pub(crate) redis_server_errors: Counter,
     pub(crate) redis_skipped: Counter,
+    pub(crate) redis_batched_reads: Counter,
     pub(crate) breaker_open: Gauge,
     pub(crate) breaker_opened: Counter,
     pub(crate) corrupt_entries: Counter,
@@ -123,6 +125,7 @@ impl Metrics {
             redis_io_errors: c("stratacache_redis_errors_total", &[("kind", "io")]),
             redis_server_errors: c("stratacache_redis_errors_total", &[("kind", "server")]),
             redis_skipped: c("stratacache_redis_skipped_total", &[]),
+            redis_batched_reads: c("stratacache_redis_batched_reads_total", &[]),
             breaker_open: g("stratacache_breaker_open"),
             breaker_opened: c("stratacache_breaker_opened_total", &[]),
             corrupt_entries: c("stratacache_corrupt_entries_total", &[]),

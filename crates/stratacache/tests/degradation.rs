@@ -205,13 +205,17 @@ async fn a_request_pays_one_redis_timeout_at_most_before_the_breaker_opens() {
     let calls = 16;
     load_concurrently(&cache, "frozen", calls, &loads).await;
     assert_eq!(loads.load(Ordering::SeqCst), calls);
-    // The L2 read times out; the lease and the fill are then skipped rather
-    // than each waiting for a timeout of its own.
+    // The L2 read times out (alone, or as part of one MGET with others);
+    // the lease and the fill are then skipped rather than each waiting for
+    // a timeout of its own — which would make it three per request.
     let timeouts = common::counter(
         "stratacache_redis_errors_total",
         &[("cache", &namespace), ("kind", "timeout")],
     );
-    assert_eq!(timeouts, calls as u64, "one timeout per request");
+    assert!(
+        (1..=calls as u64).contains(&timeouts),
+        "{timeouts} Redis timeouts for {calls} requests"
+    );
     server.resume();
 }
 

@@ -28,6 +28,7 @@ against_every_target!(
     the_loader_can_adapt_ttl_tags_or_skip_caching,
     write_through_updates_both_tiers_and_a_failed_write_changes_nothing,
     long_and_odd_keys_are_stored_safely,
+    concurrent_reads_share_mgets_and_each_caller_gets_its_own_value,
 );
 
 fn secs(n: u64) -> Duration {
@@ -623,4 +624,47 @@ async fn long_and_odd_keys_are_stored_safely(target: Target) {
         !raw.exists(&stored_key(cache.namespace(), &long)).await,
         "a long key is hashed"
     );
+}
+
+async fn concurrent_reads_share_mgets_and_each_caller_gets_its_own_value(target: Target) {
+    common::record_metrics();
+    let writer = common::builder(target, "batched").build().await.unwrap();
+    let namespace = writer.namespace().to_string();
+    let reader = Cache::builder()
+        .namespace(namespace.clone())
+        .redis(target.topology())
+        .redis_timeout(secs(2))
+        .without_l1()
+        .build()
+        .await
+        .unwrap();
+    let opts = EntryOptions::new().ttl(secs(60));
+    let keys = 500;
+    for i in 0..keys {
+        writer.set(&format!("item:{i}"), &i, &opts).await.unwrap();
+    }
+    // Present, absent and repeated keys, all at once: every caller must get
+    // the value of its own key, whichever MGET carried it.
+    let mut tasks = Vec::new();
+    for round in 0..4 {
+        for i in 0..keys + 50 {
+            let reader = reader.clone();
+            tasks.push(tokio::spawn(async move {
+                let key = format!("item:{}", (i + round * 7) % (keys + 50));
+                let value = reader.get::<usize>(&key).await.unwrap();
+                (key, value)
+            }));
+        }
+    }
+    for task in tasks {
+        let (key, value) = task.await.unwrap();
+        let i: usize = key["item:".len()..].parse().unwrap();
+        let expected = (i < keys).then_some(i);
+        assert_eq!(value, expected, "{key}");
+    }
+    let batched = counter(
+        "stratacache_redis_batched_reads_total",
+        &[("cache", &namespace)],
+    );
+    assert!(batched > 0, "2,200 concurrent reads were all sent alone");
 }

@@ -17,8 +17,9 @@ use super::topology::RedisTopology;
 pub(crate) enum Connection {
     Single {
         manager: ConnectionManager,
-        /// Boxed: with TLS material a client is large, and the handle is cloned per call.
-        client: Box<redis::Client>,
+        /// Shared: with TLS material a client is large, and the handle is
+        /// cloned per call (a clone must not copy the client).
+        client: Arc<redis::Client>,
     },
     Cluster {
         connection: ClusterConnection,
@@ -56,7 +57,7 @@ impl Connection {
                         client.clone(),
                         manager_config,
                     )?,
-                    client: Box::new(client),
+                    client: Arc::new(client),
                 })
             }
             RedisTopology::Cluster(nodes) => {

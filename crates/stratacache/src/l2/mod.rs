@@ -6,6 +6,7 @@
 //! dropped (the client reconnects underneath, but fails the command that saw
 //! the drop). Callers above see an [`L2Error`] and treat it as a miss.
 
+mod batch;
 mod connection;
 mod sentinel;
 mod tls;
@@ -56,11 +57,14 @@ pub(crate) struct Write {
     pub(crate) ttl_ms: u64,
 }
 
+/// Cheap to clone: clones share the connection, the breaker and the read queue.
+#[derive(Clone)]
 pub(crate) struct L2 {
     connection: Connection,
     timeout: Duration,
     breaker: Arc<Breaker>,
     metrics: Arc<CacheMetrics>,
+    reads: Arc<batch::ReadBatcher>,
 }
 
 impl L2 {
@@ -80,6 +84,7 @@ impl L2 {
             timeout,
             breaker: Arc::new(Breaker::new(breaker)),
             metrics,
+            reads: Arc::default(),
         })
     }
 
@@ -178,7 +183,14 @@ impl L2 {
         });
     }
 
+    /// Read one key: a GET, or — while enough reads are in flight already —
+    /// a place in the next MGET (see [`batch`]).
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, L2Error> {
+        if self.reads.busy() && self.breaker.allows_calls() {
+            self.metrics.redis_batched_reads.increment(1);
+            return self.get_queued(key).await;
+        }
+        let _in_flight = self.reads.direct();
         let cmd = redis::cmd("GET").arg(key).to_owned();
         let cmd = &cmd;
         self.call(true, |c| async move { c.query(cmd).await }).await
