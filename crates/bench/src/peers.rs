@@ -67,6 +67,9 @@ pub struct PeersArgs {
     /// Leave out side (e).
     #[arg(long)]
     no_node: bool,
+    /// L1's byte bound of side (b), in MiB (the default is the library's).
+    #[arg(long, default_value_t = 64)]
+    l1_mib: u64,
     /// Run only these sides (comma-separated names from the report), e.g.
     /// to profile one of them.
     #[arg(long, value_delimiter = ',')]
@@ -198,7 +201,7 @@ async fn measure(url: &str, args: &PeersArgs, side_ns: &dyn Fn(&str) -> String) 
                 Stratacache::build(
                     url,
                     &side_ns(SIDES[0]),
-                    false,
+                    None,
                     ttl,
                     Database::new(args.loader_ms),
                 )
@@ -211,7 +214,7 @@ async fn measure(url: &str, args: &PeersArgs, side_ns: &dyn Fn(&str) -> String) 
                 Stratacache::build(
                     url,
                     &side_ns(SIDES[1]),
-                    true,
+                    Some(args.l1_mib),
                     ttl,
                     Database::new(args.loader_ms),
                 )
@@ -391,6 +394,7 @@ fn report(
         "keys": args.keys,
         "theta": args.theta,
         "callers": args.callers,
+        "l1_mib": args.l1_mib,
         "loader_ms": args.loader_ms,
         "rounds": args.rounds,
         "secs_per_round": round(args.duration_secs as f64 / f64::from(args.rounds), 3),

@@ -66,15 +66,14 @@ impl Stratacache {
     pub async fn build(
         url: &str,
         ns: &str,
-        with_l1: bool,
+        l1_mib: Option<u64>,
         ttl: Duration,
         db: Database,
     ) -> Result<Self> {
         let builder = Cache::builder().namespace(ns).redis_url(url);
-        let builder = if with_l1 {
-            builder
-        } else {
-            builder.without_l1()
+        let builder = match l1_mib {
+            Some(mib) => builder.l1_max_bytes(mib << 20),
+            None => builder.without_l1(),
         };
         Ok(Self {
             cache: builder.build().await.context("building stratacache")?,
