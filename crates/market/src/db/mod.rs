@@ -3,6 +3,7 @@
 
 pub mod queries;
 pub mod seed;
+pub mod snapshots;
 pub mod writes;
 
 use std::str::FromStr;

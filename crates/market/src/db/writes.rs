@@ -21,8 +21,9 @@ fn unknown_user(user_id: i64) -> ApiError {
     ApiError::NotFound(format!("unknown user {user_id}"))
 }
 
-/// Append a tick with the new price; the answer is the new quote.
-pub async fn put_price(db: &Db, symbol: &str, new: &NewPrice) -> Result<Quote, ApiError> {
+/// Append a tick with the new price; the answer is the new quote and its
+/// version (the tick's time in microseconds, as [`super::queries::quote`]).
+pub async fn put_price(db: &Db, symbol: &str, new: &NewPrice) -> Result<(Quote, u64), ApiError> {
     if !(new.price.is_finite() && new.price > 0.0 && new.price < MAX_PRICE) {
         return Err(ApiError::BadRequest(format!(
             "price must be a positive number below {MAX_PRICE}"
@@ -40,7 +41,8 @@ pub async fn put_price(db: &Db, symbol: &str, new: &NewPrice) -> Result<Quote, A
          SELECT i.id, greatest(now(), coalesce((SELECT ts FROM last), now()) + interval '1 millisecond'),
                 $2, $3
          FROM i
-         RETURNING ts::TEXT AS at, (SELECT price FROM last) AS previous",
+         RETURNING ts::TEXT AS at, (extract(epoch FROM ts) * 1000000)::BIGINT AS version,
+                   (SELECT price FROM last) AS previous",
     )
     .bind(symbol)
     .bind(new.price)
@@ -49,18 +51,22 @@ pub async fn put_price(db: &Db, symbol: &str, new: &NewPrice) -> Result<Quote, A
     .await?
     .ok_or_else(|| unknown_symbol(symbol))?;
     let previous: f64 = row.get::<Option<f64>, _>("previous").unwrap_or(new.price);
-    Ok(Quote {
+    let version: i64 = row.get("version");
+    let quote = Quote {
         symbol: symbol.to_string(),
         price: new.price,
         previous,
         change_pct: change_pct(previous, new.price),
         volume,
         at: row.get("at"),
-    })
+    };
+    Ok((quote, version.max(0) as u64))
 }
 
-/// Replace the order book; the answer is the new book.
-pub async fn put_depth(db: &Db, symbol: &str, new: &NewDepth) -> Result<Depth, ApiError> {
+/// Replace the order book; the answer is the new book and its version.
+/// Raising the version locks the instrument's row, so writers of one book
+/// commit one after the other, each with a higher version than the last.
+pub async fn put_depth(db: &Db, symbol: &str, new: &NewDepth) -> Result<(Depth, u64), ApiError> {
     if new.bids.len() > MAX_DEPTH_LEVELS || new.asks.len() > MAX_DEPTH_LEVELS {
         return Err(ApiError::BadRequest(format!(
             "at most {MAX_DEPTH_LEVELS} levels per side"
@@ -78,11 +84,14 @@ pub async fn put_depth(db: &Db, symbol: &str, new: &NewDepth) -> Result<Depth, A
         }
     }
     let mut tx = db.counted().begin().await?;
-    let id: i32 = sqlx::query_scalar("SELECT id FROM instruments WHERE symbol = $1 FOR UPDATE")
-        .bind(symbol)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| unknown_symbol(symbol))?;
+    let (id, version): (i32, i64) = sqlx::query_as(
+        "UPDATE instruments SET depth_version = depth_version + 1 WHERE symbol = $1
+         RETURNING id, depth_version",
+    )
+    .bind(symbol)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| unknown_symbol(symbol))?;
     sqlx::query("DELETE FROM market_depth WHERE instrument_id = $1")
         .bind(id)
         .execute(&mut *tx)
@@ -103,11 +112,12 @@ pub async fn put_depth(db: &Db, symbol: &str, new: &NewDepth) -> Result<Depth, A
         }
     }
     tx.commit().await?;
-    Ok(Depth {
+    let depth = Depth {
         symbol: symbol.to_string(),
         bids: new.bids.clone(),
         asks: new.asks.clone(),
-    })
+    };
+    Ok((depth, version.max(0) as u64))
 }
 
 /// Place an order and fill it at the last price (or the limit, if given and

@@ -1,5 +1,9 @@
 //! `GET`/`PUT /api/stocks/{symbol}/price` and `/depth`: write-through, so a
 //! read after a write is answered from the cache with the written value.
+//! Both are versioned (`consistency = "version"`): a quote's version is its
+//! tick's time, a book's its `depth_version`, and the cache keeps the newest
+//! of what the routes, the read-through loads and the market-data feed
+//! ([`crate::feed`]) give it, whatever order they arrive in.
 //! A new price also invalidates the instrument's detail; portfolios valued
 //! at it follow within their TTL (60 s), by design of the portfolio policy.
 
@@ -16,6 +20,16 @@ fn unknown(symbol: &str) -> ApiError {
     ApiError::NotFound(format!("unknown symbol {symbol:?}"))
 }
 
+/// The cache key of a symbol's quote.
+pub fn price_key(symbol: &str) -> String {
+    format!("price:{symbol}")
+}
+
+/// The cache key of a symbol's order book.
+pub fn depth_key(symbol: &str) -> String {
+    format!("depth:{symbol}")
+}
+
 /// `GET /api/stocks/{symbol}/price`.
 pub async fn price(
     State(state): State<Shared>,
@@ -23,11 +37,10 @@ pub async fn price(
 ) -> Result<Json<Quote>, ApiError> {
     let symbol = parse_symbol(&symbol)?;
     let db = state.db.clone();
-    let key = format!("price:{symbol}");
     let s = symbol.clone();
     state
         .caching
-        .read_optional("stock_price", &key, None, move || async move {
+        .read_versioned("stock_price", &price_key(&symbol), move || async move {
             queries::quote(&db, &s).await
         })
         .await?
@@ -42,15 +55,16 @@ pub async fn put_price(
     JsonBody(new): JsonBody<NewPrice>,
 ) -> Result<Json<Quote>, ApiError> {
     let symbol = parse_symbol(&symbol)?;
-    let key = format!("price:{symbol}");
-    let quote = state
-        .caching
-        .write_through("stock_price", &key, || {
-            writes::put_price(&state.db, &symbol, &new)
-        })
-        .await?;
+    let (quote, version) = writes::put_price(&state.db, &symbol, &new).await?;
     // The detail's price statistics and candles include the new tick.
-    state.caching.invalidate(&instrument_key(&symbol)).await;
+    let (key, detail) = (price_key(&symbol), instrument_key(&symbol));
+    let (written, ()) = tokio::join!(
+        state
+            .caching
+            .write_versioned("stock_price", &key, &quote, version),
+        state.caching.invalidate(&detail),
+    );
+    written?;
     Ok(Json(quote))
 }
 
@@ -61,11 +75,10 @@ pub async fn depth(
 ) -> Result<Json<Depth>, ApiError> {
     let symbol = parse_symbol(&symbol)?;
     let db = state.db.clone();
-    let key = format!("depth:{symbol}");
     let s = symbol.clone();
     state
         .caching
-        .read_optional("market_depth", &key, None, move || async move {
+        .read_versioned("market_depth", &depth_key(&symbol), move || async move {
             queries::depth(&db, &s).await
         })
         .await?
@@ -80,12 +93,10 @@ pub async fn put_depth(
     JsonBody(new): JsonBody<NewDepth>,
 ) -> Result<Json<Depth>, ApiError> {
     let symbol = parse_symbol(&symbol)?;
-    let key = format!("depth:{symbol}");
-    let depth = state
+    let (depth, version) = writes::put_depth(&state.db, &symbol, &new).await?;
+    state
         .caching
-        .write_through("market_depth", &key, || {
-            writes::put_depth(&state.db, &symbol, &new)
-        })
+        .write_versioned("market_depth", &depth_key(&symbol), &depth, version)
         .await?;
     Ok(Json(depth))
 }
