@@ -36,6 +36,11 @@ pub const DEFAULT_POLICIES: &str = include_str!("../market-policies.toml");
 pub const REQUIRED_POLICIES: &[&str] = &[
     "instrument_list",
     "instrument",
+    "instrument_ref",
+    "price_history",
+    "ownership",
+    "positions",
+    "price_window",
     "stock_price",
     "market_depth",
     "portfolio",
@@ -176,7 +181,7 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<Shared> {
             caching.options("instrument")?,
             DetailLoader {
                 db: db.clone(),
-                counters: Arc::clone(caching.counters()),
+                caching: caching.clone(),
             },
         )),
         None => None,

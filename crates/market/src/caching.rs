@@ -203,6 +203,7 @@ impl Caching {
         &self,
         policy: &'static str,
         key: &str,
+        opts: Option<EntryOptions>,
         loader: F,
     ) -> Result<Option<V>, ApiError>
     where
@@ -215,7 +216,10 @@ impl Caching {
             self.counters.load(policy);
             return Ok(loader().await?.map(|(value, _)| value));
         };
-        let opts = self.options(policy)?;
+        let opts = match opts {
+            Some(opts) => opts,
+            None => self.options(policy)?,
+        };
         let counters = Arc::clone(&self.counters);
         let fetched = cache
             .get_or_load_entry(key, &opts, move |_| async move {
@@ -237,17 +241,73 @@ impl Caching {
         &self,
         policy: &'static str,
         key: &str,
+        opts: Option<EntryOptions>,
         value: &V,
         version: u64,
     ) -> Result<(), ApiError> {
         let Some(cache) = &self.cache else {
             return Ok(());
         };
-        let opts = self.options(policy)?;
+        let opts = match opts {
+            Some(opts) => opts,
+            None => self.options(policy)?,
+        };
         if let Err(err) = cache.set_versioned(key, value, version, &opts).await {
             tracing::warn!(key, error = %err, "versioned write-through did not reach Redis");
         }
         Ok(())
+    }
+
+    /// Cache-aside read of a value composed from other cached parts (see
+    /// [`crate::parts`]): as [`read_optional`](Self::read_optional), but the
+    /// composition is not counted as a database load — the parts count the
+    /// loads they make. With the cache off, `direct` answers (and is counted).
+    pub async fn read_composed<V, F, Fut, D, DFut>(
+        &self,
+        resource: &'static str,
+        key: &str,
+        opts: Option<EntryOptions>,
+        compose: F,
+        direct: D,
+    ) -> Result<Option<V>, ApiError>
+    where
+        V: CacheValue,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Option<V>, ApiError>> + Send + 'static,
+        D: FnOnce() -> DFut,
+        DFut: Future<Output = Result<Option<V>, ApiError>>,
+    {
+        self.counters.lookup(resource);
+        let Some(cache) = &self.cache else {
+            self.counters.load(resource);
+            return direct().await;
+        };
+        let opts = match opts {
+            Some(opts) => opts,
+            None => self.options(resource)?,
+        };
+        Ok(cache.get_or_load_optional(key, &opts, compose).await?)
+    }
+
+    /// Announce that the source of `key` is now at `version` (a write
+    /// committed it): every instance drops its copy, and no fill read at an
+    /// older version lands afterwards. A failure is logged; the library
+    /// repeats it when Redis answers again.
+    pub async fn invalidate_version(&self, key: &str, version: u64) {
+        if let Some(cache) = &self.cache {
+            if let Err(err) = cache.invalidate_version(key, version).await {
+                tracing::warn!(key, error = %err, "versioned invalidation failed");
+            }
+        }
+    }
+
+    /// Forget `keys` in every tier and every instance, in one call.
+    pub async fn invalidate_many(&self, keys: &[&str]) {
+        if let Some(cache) = &self.cache {
+            if let Err(err) = cache.delete_many(keys).await {
+                tracing::warn!(?keys, error = %err, "invalidation failed");
+            }
+        }
     }
 
     /// Write-through: `writer` changes the database and returns the new

@@ -1,5 +1,6 @@
-//! The market-data feed: the cached service pushes quotes and order books
-//! into the cache instead of waiting for reads to pull them.
+//! The market-data feed: the cached service pushes quotes, order books and
+//! price windows (the part portfolios are valued at, [`crate::parts`]) into
+//! the cache instead of waiting for reads to pull them.
 //!
 //! A quote lives 2 s and a book 1 s (the policies' TTLs). Pulled, only the
 //! few dozen most read of 500 symbols are read again within that time; every
@@ -23,13 +24,15 @@ use stratacache::CacheValue;
 use tokio::task::JoinHandle;
 
 use crate::caching::Caching;
-use crate::db::{snapshots, Db};
+use crate::db::{parts, snapshots, Db};
 use crate::error::ApiError;
 use crate::model::{Depth, Quote};
+use crate::parts::window_key;
 use crate::routes::stocks::{depth_key, price_key};
 
-/// Concurrent cache writes of one push.
-const IN_FLIGHT: usize = 32;
+/// Concurrent cache writes of one push: few, so that a push of 500 entries
+/// does not queue ahead of the requests' own Redis calls.
+const IN_FLIGHT: usize = 8;
 
 /// What one push did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -50,7 +53,11 @@ async fn push<V: CacheValue>(
     let Some(cache) = caching.cache() else {
         return Ok(Pushed::default());
     };
-    let opts = caching.options(policy)?;
+    let mut opts = caching.options(policy)?;
+    if crate::parts::POLICIES.contains(&policy) {
+        // Parts are read from Redis only.
+        opts = opts.skip_l1(true);
+    }
     let results: Vec<_> = stream::iter(entries)
         .map(|(key, value, version)| {
             let (cache, opts) = (cache.clone(), opts.clone());
@@ -103,6 +110,17 @@ pub async fn write_depths(caching: &Caching, books: Vec<(Depth, u64)>) -> Result
     push(caching, "market_depth", entries).await
 }
 
+/// Read every instrument's price window and write it to the cache.
+pub async fn push_windows(db: &Db, caching: &Caching) -> Result<Pushed, ApiError> {
+    caching.counters().feed_query("price_window");
+    let windows = parts::all_price_windows(db).await?;
+    let entries = windows
+        .into_iter()
+        .map(|(window, version)| (window_key(&window.symbol), window, version))
+        .collect();
+    push(caching, "price_window", entries).await
+}
+
 /// The running feed; dropping it stops it.
 pub struct Feed {
     tasks: Vec<JoinHandle<()>>,
@@ -128,9 +146,16 @@ pub fn spawn(db: &Db, caching: &Caching) -> Result<Option<Feed>, ApiError> {
     }
     let quotes_every = interval_for(caching.options("stock_price")?.get_ttl());
     let books_every = interval_for(caching.options("market_depth")?.get_ttl());
+    let windows_every = interval_for(caching.options("price_window")?.get_ttl());
     let tasks = vec![
         tokio::spawn(run(Kind::Quotes, quotes_every, db.clone(), caching.clone())),
         tokio::spawn(run(Kind::Books, books_every, db.clone(), caching.clone())),
+        tokio::spawn(run(
+            Kind::Windows,
+            windows_every,
+            db.clone(),
+            caching.clone(),
+        )),
     ];
     Ok(Some(Feed { tasks }))
 }
@@ -139,12 +164,14 @@ pub fn spawn(db: &Db, caching: &Caching) -> Result<Option<Feed>, ApiError> {
 enum Kind {
     Quotes,
     Books,
+    Windows,
 }
 
 async fn run(kind: Kind, every: Duration, db: Db, caching: Caching) {
     let what = match kind {
         Kind::Quotes => "quotes",
         Kind::Books => "books",
+        Kind::Windows => "windows",
     };
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -155,6 +182,7 @@ async fn run(kind: Kind, every: Duration, db: Db, caching: Caching) {
         let outcome = match kind {
             Kind::Quotes => push_quotes(&db, &caching).await,
             Kind::Books => push_depths(&db, &caching).await,
+            Kind::Windows => push_windows(&db, &caching).await,
         };
         let ok = matches!(outcome, Ok(p) if p.failed == 0);
         if ok != healthy {

@@ -5,6 +5,7 @@
 //! - [`app`]: `market serve` — state, router, an in-process server.
 //! - [`routes`]: one file per resource, each with the caching pattern of SPEC §8.
 //! - [`caching`]: how the routes use the cache, and `--cache off`.
+//! - [`parts`]: instrument details and portfolios composed from cached parts.
 //! - [`feed`]: the market-data feed pushing quotes and order books into the cache.
 //! - [`seams`]: where the HTTP response cache, write-behind and the session
 //!   store plug in.
@@ -19,6 +20,7 @@ pub mod error;
 pub mod feed;
 pub mod load;
 pub mod model;
+pub mod parts;
 pub mod redis_link;
 pub mod routes;
 pub mod seams;

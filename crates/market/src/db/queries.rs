@@ -248,42 +248,36 @@ pub async fn portfolio(db: &Db, user_id: i64) -> Result<Option<Portfolio>, ApiEr
     if rows.is_empty() {
         return Ok(None);
     }
-    let mut portfolio = Portfolio {
+    let mut positions = Positions {
         user_id,
-        holdings: Vec::new(),
-        market_value: 0.0,
-        cost: 0.0,
-        unrealized_pnl: 0.0,
+        positions: Vec::with_capacity(rows.len()),
     };
+    let mut windows = std::collections::HashMap::with_capacity(rows.len());
     for r in rows {
         let Some(symbol) = r.get::<Option<String>, _>("symbol") else {
             continue; // the user holds nothing: the LEFT JOIN's one empty row
         };
-        let quantity: i64 = r.get("quantity");
-        let cost_basis: f64 = r.get("cost_basis");
-        let last_price: f64 = r.get::<Option<f64>, _>("last_price").unwrap_or(0.0);
-        let market_value = round2(quantity as f64 * last_price);
-        let cost = quantity as f64 * cost_basis;
-        portfolio.market_value += market_value;
-        portfolio.cost += cost;
-        portfolio.holdings.push(Holding {
+        let window = PriceWindow {
+            symbol: symbol.clone(),
+            last_price: r.get::<Option<f64>, _>("last_price").unwrap_or(0.0),
+            average_price: r.get::<Option<f64>, _>("average_price").unwrap_or(0.0),
+            volatility: r.get::<Option<f64>, _>("volatility").unwrap_or(0.0),
+        };
+        windows.insert(symbol.clone(), window);
+        positions.positions.push(Position {
             symbol,
             name: r.get("name"),
-            quantity,
-            cost_basis: round2(cost_basis),
-            last_price,
-            market_value,
-            unrealized_pnl: round2(market_value - cost),
-            average_price_60d: round2(r.get::<Option<f64>, _>("average_price").unwrap_or(0.0)),
-            volatility_60d: round2(r.get::<Option<f64>, _>("volatility").unwrap_or(0.0)),
+            quantity: r.get("quantity"),
+            cost_basis: r.get("cost_basis"),
             bought: r.get("bought"),
             sold: r.get("sold"),
         });
     }
-    portfolio.market_value = round2(portfolio.market_value);
-    portfolio.cost = round2(portfolio.cost);
-    portfolio.unrealized_pnl = round2(portfolio.market_value - portfolio.cost);
-    Ok(Some(portfolio))
+    // The same valuation as the cached side's, which composes the same
+    // parts from the cache (`crate::parts`).
+    Ok(Some(Portfolio::value(&positions, |symbol| {
+        windows.get(symbol).cloned()
+    })))
 }
 
 pub(crate) fn round2(x: f64) -> f64 {

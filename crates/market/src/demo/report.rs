@@ -37,8 +37,12 @@ fn headline(r: &DemoResult, config: &DemoConfig) -> String {
         off.load.write_ratio * 100.0, config.duration.as_secs(), config.warmup.as_secs()
     ));
     if config.warm_users {
-        out.push_str("The cached side first warmed every user's profile and watchlist (two set-based queries, as a deploy would; `--no-warm` skips it).\n\n");
+        out.push_str("The cached side first warmed every user's profile, watchlist and positions (three set-based queries, as a deploy would; `--no-warm` skips it).\n\n");
     }
+    if config.feed {
+        out.push_str("The cached side pushes every quote, order book and price window into the cache each half TTL (the market-data feed; `--no-feed` turns it off); its queries are in its database figures.\n\n");
+    }
+    out.push_str("Hit rate and loads per cached read count one lookup per read of a route's resource; the parts details and portfolios are composed from are listed apart below (their loads are counted, their lookups are not).\n\n");
     out.push_str("| | cache off | cache on | change |\n|---|---:|---:|---:|\n");
     let rows: [(&str, f64, f64); 5] = [
         ("mean latency (ms)", lat(off).mean, lat(on).mean),
@@ -99,6 +103,11 @@ fn by_resource(r: &DemoResult) -> String {
     }
     for name in names {
         let find = |m: &ModeResult| m.resources.iter().find(|x| x.resource == name).cloned();
+        let label = if crate::parts::POLICIES.contains(&name) {
+            format!("{name} (part)")
+        } else {
+            name.to_string()
+        };
         let (a, b) = (find(off).unwrap_or_default(), find(on).unwrap_or_default());
         let hit = b
             .hit_rate
@@ -112,7 +121,7 @@ fn by_resource(r: &DemoResult) -> String {
             "—".into()
         };
         out.push_str(&format!(
-            "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {hit} | {per_read} |\n",
+            "| {label} | {:.1} | {:.1} | {:.1} | {:.1} | {hit} | {per_read} |\n",
             b.lookups_per_sec.max(a.lookups_per_sec),
             a.loads_per_sec,
             b.loads_per_sec,
