@@ -170,6 +170,12 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<Shared> {
         for policy in policies.iter() {
             builder = builder.policy(policy.name(), policy.strategy(), policy.options().clone());
         }
+        // The same entries, refreshed after writes, counted apart (`crate::parts`).
+        for name in crate::parts::REFRESHED {
+            let policy = policies.get(name)?;
+            let refresh = format!("{name}_refresh");
+            builder = builder.policy(&refresh, policy.strategy(), policy.options().clone());
+        }
         Caching::on(builder.build().await?)
     } else {
         Caching::off()

@@ -133,7 +133,8 @@ pub async fn positions(state: &AppState) -> anyhow::Result<Warmed> {
     let all = crate::db::parts::all_positions(&state.db).await?;
     let mut writes = Vec::with_capacity(all.len());
     for (held, version) in &all {
-        let opts = crate::parts::positions_options(&state.caching, held.user_id)?.skip_l1(true);
+        // Parts are read from Redis only (`crate::parts`).
+        let opts = state.caching.options("positions")?.skip_l1(true);
         let key = crate::parts::positions_key(held.user_id);
         writes.push(async move { cache.set_versioned(&key, held, *version, &opts).await });
     }

@@ -312,7 +312,7 @@ async fn run_mode(
     let by_resource = counters.by_resource();
     let route_lookups = |m: &BTreeMap<&'static str, ResourceCount>| -> u64 {
         m.iter()
-            .filter(|(r, _)| !crate::parts::POLICIES.contains(r))
+            .filter(|(r, _)| !crate::parts::is_internal(r))
             .map(|(_, c)| c.lookups)
             .sum()
     };
@@ -324,7 +324,7 @@ async fn run_mode(
     // is made of are not reads of their own (`crate::parts::POLICIES`).
     let sum = |m: &PolicyHits| {
         m.iter()
-            .filter(|(policy, _)| !crate::parts::POLICIES.contains(&policy.as_str()))
+            .filter(|(policy, _)| !crate::parts::is_internal(policy))
             .fold((0.0, 0.0), |(h, n), (_, (dh, dn))| (h + dh, n + dn))
     };
     let (hits, counted) = (

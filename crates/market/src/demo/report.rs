@@ -42,7 +42,7 @@ fn headline(r: &DemoResult, config: &DemoConfig) -> String {
     if config.feed {
         out.push_str("The cached side pushes every quote, order book and price window into the cache each half TTL (the market-data feed; `--no-feed` turns it off); its queries are in its database figures.\n\n");
     }
-    out.push_str("Hit rate and loads per cached read count one lookup per read of a route's resource; the parts details and portfolios are composed from are listed apart below (their loads are counted, their lookups are not).\n\n");
+    out.push_str("Hit rate and loads per cached read count one lookup per read of a route's resource; the parts details and portfolios are composed from, and the compositions writes start in the background, are listed apart below (their loads are counted, their lookups are not).\n\n");
     out.push_str("| | cache off | cache on | change |\n|---|---:|---:|---:|\n");
     let rows: [(&str, f64, f64); 5] = [
         ("mean latency (ms)", lat(off).mean, lat(on).mean),
@@ -105,6 +105,8 @@ fn by_resource(r: &DemoResult) -> String {
         let find = |m: &ModeResult| m.resources.iter().find(|x| x.resource == name).cloned();
         let label = if crate::parts::POLICIES.contains(&name) {
             format!("{name} (part)")
+        } else if crate::parts::is_internal(name) {
+            format!("{name} (after writes)")
         } else {
             name.to_string()
         };

@@ -1,9 +1,9 @@
 //! `GET /api/portfolios/{user_id}` (cache-aside, 60 s; with the cache on, a
 //! miss values the user's cached positions at the instruments' cached price
 //! windows, [`crate::parts`]) and `POST /api/orders` (not cached; writes the
-//! order, then gives the cache the user's positions and the instrument's
-//! ownership as the order left them, and invalidates the user's portfolio
-//! and the instrument's detail).
+//! order, invalidates the user's portfolio and the instrument's detail and
+//! their parts, then, in the background, gives the cache the parts as the
+//! order left them and composes the portfolio and the detail again).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -54,19 +54,22 @@ pub async fn place_order(
     let placed = orders::place_order(&state.db, &order).await?;
     let (user_id, symbol) = (placed.filled.user_id, placed.filled.symbol.clone());
     let caching = &state.caching;
-    // The parts first, then what is composed from them: a composition that
-    // read the older parts meanwhile loses its lease to the invalidation.
-    let (positions, version) = &placed.positions;
-    let (owners, owners_version) = &placed.ownership;
+    // Before answering, drop what the order changed: first the parts, whose
+    // version floors rise to the order's (no load that read them before the
+    // order can put them back), then the portfolio and the detail composed
+    // from them (a composition that read the old parts loses its lease; one
+    // that starts later finds the old parts gone). The parts the order
+    // returned and the compositions follow in the background; a read that
+    // comes first loads what it misses.
     let (positions_at, owners_at) = (positions_key(user_id), ownership_key(&symbol));
-    let opts = parts::positions_options(caching, user_id)?;
-    let (held, owned) = tokio::join!(
-        caching.write_versioned("positions", &positions_at, Some(opts), positions, *version),
-        caching.write_versioned("ownership", &owners_at, None, owners, *owners_version),
+    tokio::join!(
+        caching.invalidate_version(&positions_at, placed.positions.1),
+        caching.invalidate_version(&owners_at, placed.ownership.1),
     );
-    held?;
-    owned?;
     let (portfolio, detail) = (portfolio_key(user_id), instrument_key(&symbol));
     caching.invalidate_many(&[&portfolio, &detail]).await;
+    if caching.cache().is_some() {
+        parts::after_order(caching, &state.db, &placed);
+    }
     Ok((StatusCode::CREATED, Json(placed.filled)))
 }
