@@ -19,6 +19,7 @@ use crate::caching::Caching;
 use crate::db::seed::SeedInfo;
 use crate::db::{self, Db};
 use crate::error::ApiError;
+use crate::feed::{self, Feed};
 use crate::model::InstrumentDetail;
 use crate::redis_link::RedisLink;
 use crate::routes;
@@ -35,6 +36,11 @@ pub const DEFAULT_POLICIES: &str = include_str!("../market-policies.toml");
 pub const REQUIRED_POLICIES: &[&str] = &[
     "instrument_list",
     "instrument",
+    "instrument_ref",
+    "price_history",
+    "ownership",
+    "positions",
+    "price_window",
     "stock_price",
     "market_depth",
     "portfolio",
@@ -44,6 +50,11 @@ pub const REQUIRED_POLICIES: &[&str] = &[
     "market_overview",
     "session",
 ];
+
+/// How long the view counts' write-behind worker gathers increments before
+/// one transaction adds them to `view_counts`: a count reaches PostgreSQL a
+/// second late at most, read back through `GET /api/trending`'s 10 s entry.
+pub const VIEW_FLUSH: Duration = Duration::from_secs(1);
 
 /// Largest request body accepted; bigger ones are answered 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -67,6 +78,9 @@ pub struct ServeConfig {
     pub db_connections: u32,
     /// Per-call Redis timeout.
     pub redis_timeout: Duration,
+    /// With the cache on, push every quote and order book into it
+    /// ([`crate::feed`]); `--no-feed` leaves them to the read-through alone.
+    pub feed: bool,
 }
 
 impl ServeConfig {
@@ -81,6 +95,7 @@ impl ServeConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             db_connections: 16,
             redis_timeout: Duration::from_millis(250),
+            feed: true,
         }
     }
 }
@@ -104,6 +119,8 @@ pub struct AppState {
     pub views: Box<dyn ViewCounter>,
     /// The write-behind worker flushing view counts (cache on only).
     pub view_worker: std::sync::Mutex<Option<WorkerHandle>>,
+    /// The market-data feed (cache on, unless `--no-feed`).
+    pub feed: std::sync::Mutex<Option<Feed>>,
     /// The sessions layer (tower-sessions on Redis).
     pub sessions: Sessions,
     /// The session store's Redis connection.
@@ -153,6 +170,12 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<Shared> {
         for policy in policies.iter() {
             builder = builder.policy(policy.name(), policy.strategy(), policy.options().clone());
         }
+        // The same entries, refreshed after writes, counted apart (`crate::parts`).
+        for name in crate::parts::REFRESHED {
+            let policy = policies.get(name)?;
+            let refresh = format!("{name}_refresh");
+            builder = builder.policy(&refresh, policy.strategy(), policy.options().clone());
+        }
         Caching::on(builder.build().await?)
     } else {
         Caching::off()
@@ -164,7 +187,7 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<Shared> {
             caching.options("instrument")?,
             DetailLoader {
                 db: db.clone(),
-                counters: Arc::clone(caching.counters()),
+                caching: caching.clone(),
             },
         )),
         None => None,
@@ -180,6 +203,7 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<Shared> {
         Some(cache) => {
             let queue = WriteBehind::builder(cache.clone(), ViewCountSink { db: db.clone() })
                 .name("views")
+                .batch_interval(VIEW_FLUSH)
                 .build()
                 .await?;
             // `market serve` flushes the counts itself; instances sharing the
@@ -204,6 +228,11 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<Shared> {
         Duration::from_secs(1),
     )?;
     let redis = Arc::new(RedisLink::new(&config.redis_url, Duration::from_secs(1))?);
+    let feed = if config.feed {
+        feed::spawn(&db, &caching)?
+    } else {
+        None
+    };
     let telemetry = Telemetry::new();
     telemetry.spawn_ticker();
     Ok(Arc::new(AppState {
@@ -211,6 +240,7 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<Shared> {
         listing_cache,
         views,
         view_worker: std::sync::Mutex::new(view_worker),
+        feed: std::sync::Mutex::new(feed),
         sessions,
         session_redis,
         db,
@@ -305,13 +335,14 @@ impl RunningServer {
         format!("http://{}", self.addr)
     }
 
-    /// Stop accepting, finish in-flight requests, flush the view counts
-    /// read so far, close the pool.
+    /// Stop accepting, finish in-flight requests, stop the feed, flush the
+    /// view counts read so far, close the pool.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         (&mut self.task).await??;
+        drop(self.state.feed.lock().unwrap().take());
         let worker = self.state.view_worker.lock().unwrap().take();
         if let Some(worker) = worker {
             worker.shutdown().await;

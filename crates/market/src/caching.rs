@@ -7,19 +7,33 @@
 //! [`Caching::read_optional`]; with the cache off they call the loader
 //! directly, so both modes answer from the same queries.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use stratacache::{BreakerState, Cache, CacheValue, EntryOptions};
+use stratacache::{BreakerState, Cache, CacheValue, EntryOptions, Loaded};
 
 use crate::error::ApiError;
 
-/// Lookups and loads since start.
+/// Lookups and loads since start, in total and per resource.
 #[derive(Debug, Default)]
 pub struct CacheCounters {
     lookups: AtomicU64,
     loads: AtomicU64,
+    by_resource: Mutex<BTreeMap<&'static str, ResourceCount>>,
+}
+
+/// One resource's lookups and loads.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceCount {
+    /// Reads that asked the cache (or, with the cache off, would have).
+    pub lookups: u64,
+    /// Database loads they caused, background refreshes included.
+    pub loads: u64,
+    /// Set-based queries of the market-data feed that pushed the resource
+    /// into the cache (not caused by reads, so not in `loads`).
+    pub feed_queries: u64,
 }
 
 impl CacheCounters {
@@ -36,13 +50,37 @@ impl CacheCounters {
     /// Count a read that asked the cache.
     pub fn lookup(&self, resource: &'static str) {
         self.lookups.fetch_add(1, Ordering::Relaxed);
+        self.count(resource, |c| c.lookups += 1);
         metrics::counter!("market_cache_lookups_total", "resource" => resource).increment(1);
     }
 
     /// Count a load from the database.
     pub fn load(&self, resource: &'static str) {
         self.loads.fetch_add(1, Ordering::Relaxed);
+        self.count(resource, |c| c.loads += 1);
         metrics::counter!("market_cache_loads_total", "resource" => resource).increment(1);
+    }
+}
+
+impl CacheCounters {
+    /// Count one query of the market-data feed (see [`crate::feed`]).
+    pub fn feed_query(&self, resource: &'static str) {
+        self.count(resource, |c| c.feed_queries += 1);
+        metrics::counter!("market_feed_queries_total", "resource" => resource).increment(1);
+    }
+
+    fn count(&self, resource: &'static str, f: impl FnOnce(&mut ResourceCount)) {
+        if let Ok(mut map) = self.by_resource.lock() {
+            f(map.entry(resource).or_default());
+        }
+    }
+
+    /// Every resource's counts so far.
+    pub fn by_resource(&self) -> BTreeMap<&'static str, ResourceCount> {
+        self.by_resource
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -155,6 +193,121 @@ impl Caching {
                 loader()
             })
             .await?)
+    }
+
+    /// Cache-aside read of a value that may not exist, under the policy's
+    /// `consistency = "version"`: the loader returns the value with the
+    /// version of the source it read, and the fill lands only if no newer
+    /// version was written meanwhile (by a route or the feed).
+    pub async fn read_versioned<V, F, Fut>(
+        &self,
+        policy: &'static str,
+        key: &str,
+        opts: Option<EntryOptions>,
+        loader: F,
+    ) -> Result<Option<V>, ApiError>
+    where
+        V: CacheValue,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Option<(V, u64)>, ApiError>> + Send + 'static,
+    {
+        self.counters.lookup(policy);
+        let Some(cache) = &self.cache else {
+            self.counters.load(policy);
+            return Ok(loader().await?.map(|(value, _)| value));
+        };
+        let opts = match opts {
+            Some(opts) => opts,
+            None => self.options(policy)?,
+        };
+        let counters = Arc::clone(&self.counters);
+        let fetched = cache
+            .get_or_load_entry(key, &opts, move |_| async move {
+                counters.load(policy);
+                Ok::<_, ApiError>(match loader().await? {
+                    Some((value, version)) => Loaded::value(value).version(version),
+                    None => Loaded::absent(),
+                })
+            })
+            .await?;
+        Ok(fetched.into_value())
+    }
+
+    /// Write-through of a value the database committed at `version`: it
+    /// lands unless a newer version is known already. A Redis failure is
+    /// logged, not returned — the database has the write, and the library
+    /// invalidates the key (with its version) once Redis answers again.
+    pub async fn write_versioned<V: CacheValue>(
+        &self,
+        policy: &'static str,
+        key: &str,
+        opts: Option<EntryOptions>,
+        value: &V,
+        version: u64,
+    ) -> Result<(), ApiError> {
+        let Some(cache) = &self.cache else {
+            return Ok(());
+        };
+        let opts = match opts {
+            Some(opts) => opts,
+            None => self.options(policy)?,
+        };
+        if let Err(err) = cache.set_versioned(key, value, version, &opts).await {
+            tracing::warn!(key, error = %err, "versioned write-through did not reach Redis");
+        }
+        Ok(())
+    }
+
+    /// Cache-aside read of a value composed from other cached parts (see
+    /// [`crate::parts`]): as [`read_optional`](Self::read_optional), but the
+    /// composition is not counted as a database load — the parts count the
+    /// loads they make. With the cache off, `direct` answers (and is counted).
+    pub async fn read_composed<V, F, Fut, D, DFut>(
+        &self,
+        resource: &'static str,
+        key: &str,
+        opts: Option<EntryOptions>,
+        compose: F,
+        direct: D,
+    ) -> Result<Option<V>, ApiError>
+    where
+        V: CacheValue,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Option<V>, ApiError>> + Send + 'static,
+        D: FnOnce() -> DFut,
+        DFut: Future<Output = Result<Option<V>, ApiError>>,
+    {
+        self.counters.lookup(resource);
+        let Some(cache) = &self.cache else {
+            self.counters.load(resource);
+            return direct().await;
+        };
+        let opts = match opts {
+            Some(opts) => opts,
+            None => self.options(resource)?,
+        };
+        Ok(cache.get_or_load_optional(key, &opts, compose).await?)
+    }
+
+    /// Announce that the source of `key` is now at `version` (a write
+    /// committed it): every instance drops its copy, and no fill read at an
+    /// older version lands afterwards. A failure is logged; the library
+    /// repeats it when Redis answers again.
+    pub async fn invalidate_version(&self, key: &str, version: u64) {
+        if let Some(cache) = &self.cache {
+            if let Err(err) = cache.invalidate_version(key, version).await {
+                tracing::warn!(key, error = %err, "versioned invalidation failed");
+            }
+        }
+    }
+
+    /// Forget `keys` in every tier and every instance, in one call.
+    pub async fn invalidate_many(&self, keys: &[&str]) {
+        if let Some(cache) = &self.cache {
+            if let Err(err) = cache.delete_many(keys).await {
+                tracing::warn!(?keys, error = %err, "invalidation failed");
+            }
+        }
     }
 
     /// Write-through: `writer` changes the database and returns the new

@@ -5,6 +5,8 @@
 //! - [`app`]: `market serve` — state, router, an in-process server.
 //! - [`routes`]: one file per resource, each with the caching pattern of SPEC §8.
 //! - [`caching`]: how the routes use the cache, and `--cache off`.
+//! - [`parts`]: instrument details and portfolios composed from cached parts.
+//! - [`feed`]: the market-data feed pushing quotes and order books into the cache.
 //! - [`seams`]: where the HTTP response cache, write-behind and the session
 //!   store plug in.
 //! - [`load`]: `market load`, the load generator.
@@ -15,8 +17,10 @@ pub mod caching;
 pub mod db;
 pub mod demo;
 pub mod error;
+pub mod feed;
 pub mod load;
 pub mod model;
+pub mod parts;
 pub mod redis_link;
 pub mod routes;
 pub mod seams;

@@ -72,6 +72,9 @@ enum Command {
         /// PostgreSQL pool size.
         #[arg(long, default_value_t = 16)]
         db_connections: u32,
+        /// Do not push quotes and order books into the cache (reads pull them).
+        #[arg(long)]
+        no_feed: bool,
     },
     /// Drive a running service and print a JSON report.
     Load {
@@ -120,9 +123,12 @@ enum Command {
         /// Do not run scripts/services.sh first.
         #[arg(long)]
         no_services: bool,
-        /// Do not warm users' profiles and watchlists before the cached side's load.
+        /// Do not warm users' data before the cached side's load.
         #[arg(long)]
         no_warm: bool,
+        /// Run the cached side without the market-data feed.
+        #[arg(long)]
+        no_feed: bool,
         /// Where to write the table (Markdown; the JSON goes beside it).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -165,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
             bind,
             namespace,
             db_connections,
+            no_feed,
         } => {
             db::create_database_if_missing(&services.database_url)
                 .await
@@ -175,6 +182,7 @@ async fn main() -> anyhow::Result<()> {
             config.bind = bind;
             config.namespace = namespace;
             config.db_connections = db_connections;
+            config.feed = !no_feed;
             let server = app::start(&config).await?;
             eprintln!(
                 "market: serving on {} (cache {}); dashboard at {}/dashboard",
@@ -217,12 +225,14 @@ async fn main() -> anyhow::Result<()> {
             rate,
             no_services,
             no_warm,
+            no_feed,
             out,
         } => {
             let mut config = DemoConfig::new(&services.database_url, &services.redis_url);
             config.scale = scale;
             config.start_services = !no_services;
             config.warm_users = !no_warm;
+            config.feed = !no_feed;
             if quick {
                 config = config.quick();
             } else {

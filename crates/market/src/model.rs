@@ -222,3 +222,146 @@ pub struct Credentials {
     pub username: String,
     pub password: String,
 }
+
+/// The reference part of an instrument's detail (instrument, exchange,
+/// sector, fundamentals): changed by administration only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstrumentRef {
+    pub symbol: String,
+    pub name: String,
+    pub exchange: String,
+    pub exchange_name: String,
+    pub currency: String,
+    pub sector: String,
+    pub sector_name: String,
+    pub listed_on: String,
+    pub market_cap: f64,
+    pub pe_ratio: f64,
+    pub dividend_yield: f64,
+    pub eps: f64,
+    pub shares_outstanding: i64,
+}
+
+/// The price part of an instrument's detail (statistics over every tick,
+/// the last 30 days' candles): changed by every tick.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PriceHistory {
+    pub high_all_time: f64,
+    pub low_all_time: f64,
+    pub average_price: f64,
+    pub total_volume: i64,
+    pub candles: Vec<Candle>,
+}
+
+/// The ownership part of an instrument's detail (holders, trades): changed
+/// by every order of the instrument.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ownership {
+    pub holders: i64,
+    pub shares_held: i64,
+    pub trade_count: i64,
+    pub traded_quantity: i64,
+}
+
+impl InstrumentDetail {
+    /// The detail from its three parts.
+    pub fn from_parts(r: InstrumentRef, prices: PriceHistory, owners: Ownership) -> Self {
+        Self {
+            symbol: r.symbol,
+            name: r.name,
+            exchange: r.exchange,
+            exchange_name: r.exchange_name,
+            currency: r.currency,
+            sector: r.sector,
+            sector_name: r.sector_name,
+            listed_on: r.listed_on,
+            market_cap: r.market_cap,
+            pe_ratio: r.pe_ratio,
+            dividend_yield: r.dividend_yield,
+            eps: r.eps,
+            shares_outstanding: r.shares_outstanding,
+            high_all_time: prices.high_all_time,
+            low_all_time: prices.low_all_time,
+            average_price: prices.average_price,
+            total_volume: prices.total_volume,
+            holders: owners.holders,
+            shares_held: owners.shares_held,
+            trade_count: owners.trade_count,
+            traded_quantity: owners.traded_quantity,
+            candles: prices.candles,
+        }
+    }
+}
+
+/// One position of a user, with the user's trade totals in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Position {
+    pub symbol: String,
+    pub name: String,
+    pub quantity: i64,
+    pub cost_basis: f64,
+    pub bought: i64,
+    pub sold: i64,
+}
+
+/// A user's positions, by symbol: what a portfolio is valued from; changed
+/// by the user's orders.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Positions {
+    pub user_id: i64,
+    pub positions: Vec<Position>,
+}
+
+/// An instrument's last price and the average and volatility of its newest
+/// 1,440 ticks (a portfolio's 60-day window): changed by every tick.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PriceWindow {
+    pub symbol: String,
+    pub last_price: f64,
+    pub average_price: f64,
+    pub volatility: f64,
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+impl Portfolio {
+    /// The portfolio valued from the user's positions and the instruments'
+    /// price windows (a position without a window is valued at 0, as the
+    /// query does for an instrument without ticks).
+    pub fn value(positions: &Positions, window: impl Fn(&str) -> Option<PriceWindow>) -> Self {
+        let mut portfolio = Portfolio {
+            user_id: positions.user_id,
+            holdings: Vec::with_capacity(positions.positions.len()),
+            market_value: 0.0,
+            cost: 0.0,
+            unrealized_pnl: 0.0,
+        };
+        for p in &positions.positions {
+            let w = window(&p.symbol);
+            let last_price = w.as_ref().map_or(0.0, |w| w.last_price);
+            let market_value = round2(p.quantity as f64 * last_price);
+            let cost = p.quantity as f64 * p.cost_basis;
+            portfolio.market_value += market_value;
+            portfolio.cost += cost;
+            portfolio.holdings.push(Holding {
+                symbol: p.symbol.clone(),
+                name: p.name.clone(),
+                quantity: p.quantity,
+                cost_basis: round2(p.cost_basis),
+                last_price,
+                market_value,
+                unrealized_pnl: round2(market_value - cost),
+                average_price_60d: round2(w.as_ref().map_or(0.0, |w| w.average_price)),
+                volatility_60d: round2(w.as_ref().map_or(0.0, |w| w.volatility)),
+                bought: p.bought,
+                sold: p.sold,
+            });
+        }
+        portfolio.market_value = round2(portfolio.market_value);
+        portfolio.cost = round2(portfolio.cost);
+        portfolio.unrealized_pnl = round2(portfolio.market_value - portfolio.cost);
+        portfolio
+    }
+}

@@ -52,6 +52,40 @@ pub fn library_hits(text: &str, namespace: &str) -> (f64, f64) {
     (l1_hits + l2_hits, l1_hits + l1_misses)
 }
 
+/// [`library_hits`] per policy: `(hits, lookups)` by policy name.
+pub fn library_hits_by_policy(
+    text: &str,
+    namespace: &str,
+) -> std::collections::BTreeMap<String, (f64, f64)> {
+    let label = format!("cache=\"{namespace}\"");
+    let mut by_policy = std::collections::BTreeMap::<String, (f64, f64)>::new();
+    for line in text.lines() {
+        let hit = line.starts_with("stratacache_hits_total{");
+        let l1_miss = line.starts_with("stratacache_misses_total{") && line.contains("tier=\"l1\"");
+        if !(hit || l1_miss) || !line.contains(&label) {
+            continue;
+        }
+        let Some(policy) = line
+            .split("policy=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+        else {
+            continue;
+        };
+        let Some(n) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        let entry = by_policy.entry(policy.to_string()).or_default();
+        if hit {
+            entry.0 += n;
+        }
+        if hit && line.contains("tier=\"l1\"") || l1_miss {
+            entry.1 += n;
+        }
+    }
+    by_policy
+}
+
 /// Latency percentiles of one window, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize)]
 pub struct LatencyWindow {
@@ -177,5 +211,8 @@ mod tests {
                     stratacache_misses_total{cache=\"a\",policy=\"p\",tier=\"l2\"} 5\n\
                     stratacache_hits_total{cache=\"b\",policy=\"p\",tier=\"l1\"} 1000\n";
         assert_eq!(library_hits(text, "a"), (95.0, 100.0));
+        let by_policy = library_hits_by_policy(text, "a");
+        assert_eq!(by_policy.len(), 1);
+        assert_eq!(by_policy["p"], (95.0, 100.0));
     }
 }

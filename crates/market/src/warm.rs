@@ -8,8 +8,10 @@
 //! Run it before traffic: an entry read here and written to the cache after
 //! a concurrent update of the same user would be older than that update
 //! until its TTL (the update's invalidation may land first).
-//! Portfolios are not warmed: each is an aggregation over positions × prices
-//! (7–25 ms), the cost of 10,000 of them is what the cache saves.
+//! Portfolios are not warmed: each is valued from the user's positions and
+//! the instruments' price windows (`crate::parts`) when first read.
+//! [`positions`] warms every user's positions (one set-based query), the
+//! windows come from the market-data feed.
 
 use std::time::{Duration, Instant};
 
@@ -101,6 +103,41 @@ pub async fn user_data(state: &AppState) -> anyhow::Result<Warmed> {
             let key = watchlist_key(w.user_id);
             FutureExt::boxed(async move { cache.set(&key, w, &opts).await })
         }));
+    let results: Vec<_> = stream::iter(writes)
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    if let Some(Err(err)) = results.iter().find(|r| r.is_err()) {
+        tracing::warn!(error = %err, failed, "some warm-up writes failed");
+    }
+    Ok(Warmed {
+        entries: results.len() - failed,
+        failed,
+        took: started.elapsed(),
+    })
+}
+
+/// Warm every user's positions (nothing with the cache off), versioned as
+/// the order route writes them, so a warm-up racing an order cannot put
+/// older positions over the order's.
+pub async fn positions(state: &AppState) -> anyhow::Result<Warmed> {
+    let started = Instant::now();
+    let Some(cache) = state.caching.cache() else {
+        return Ok(Warmed {
+            entries: 0,
+            failed: 0,
+            took: started.elapsed(),
+        });
+    };
+    let all = crate::db::parts::all_positions(&state.db).await?;
+    let mut writes = Vec::with_capacity(all.len());
+    for (held, version) in &all {
+        // Parts are read from Redis only (`crate::parts`).
+        let opts = state.caching.options("positions")?.skip_l1(true);
+        let key = crate::parts::positions_key(held.user_id);
+        writes.push(async move { cache.set_versioned(&key, held, *version, &opts).await });
+    }
     let results: Vec<_> = stream::iter(writes)
         .buffer_unordered(IN_FLIGHT)
         .collect()

@@ -59,12 +59,15 @@ async fn cache_off_and_on_give_the_same_answers() {
         &c,
         Method::POST,
         &format!("{}/api/orders", off.url()),
-        json!({"user_id": 3, "symbol": s1, "side": "buy", "quantity": 3}),
+        json!({"user_id": 3, "symbol": s2, "side": "buy", "quantity": 3}),
     )
     .await;
     assert_eq!(status, 201);
     // The off instance cannot invalidate the on instance's cache; a write
-    // through the on instance does (what a deployment of one mode does).
+    // through the on instance to the same data does (what a deployment of
+    // one mode does): the next order, of the same user on the same symbol,
+    // hands the cache the user's positions and the symbol's holders and
+    // trades as both orders left them.
     let (status, _) = send(
         &c,
         Method::POST,

@@ -1,8 +1,11 @@
 //! PostgreSQL: the pool, the database's creation and its migrations, the
 //! seeder and every query the routes run.
 
+pub mod orders;
+pub mod parts;
 pub mod queries;
 pub mod seed;
+pub mod snapshots;
 pub mod writes;
 
 use std::str::FromStr;

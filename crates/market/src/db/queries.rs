@@ -118,10 +118,13 @@ pub async fn instrument_detail(
     }))
 }
 
-/// The newest tick of a symbol against the one before it, or `None` for an unknown symbol.
-pub async fn quote(db: &Db, symbol: &str) -> Result<Option<Quote>, ApiError> {
+/// The newest tick of a symbol against the one before it, with its version
+/// (the tick's time in microseconds: ticks of a symbol only move forward),
+/// or `None` for an unknown symbol.
+pub async fn quote(db: &Db, symbol: &str) -> Result<Option<(Quote, u64)>, ApiError> {
     let row = sqlx::query(
         "SELECT i.symbol, t.price, t.volume, t.ts::TEXT AS at,
+                (extract(epoch FROM t.ts) * 1000000)::BIGINT AS version,
                 coalesce((SELECT p.price FROM prices p WHERE p.instrument_id = i.id AND p.ts < t.ts
                           ORDER BY p.ts DESC LIMIT 1), t.price) AS previous
          FROM instruments i
@@ -132,18 +135,23 @@ pub async fn quote(db: &Db, symbol: &str) -> Result<Option<Quote>, ApiError> {
     .bind(symbol)
     .fetch_optional(db.counted())
     .await?;
-    Ok(row.map(|r| {
-        let price: f64 = r.get("price");
-        let previous: f64 = r.get("previous");
-        Quote {
-            symbol: r.get("symbol"),
-            price,
-            previous,
-            change_pct: change_pct(previous, price),
-            volume: r.get("volume"),
-            at: r.get("at"),
-        }
-    }))
+    Ok(row.map(|r| quote_row(&r)))
+}
+
+/// A row of `symbol, price, volume, at, version, previous` as a quote and its version.
+pub(crate) fn quote_row(r: &sqlx::postgres::PgRow) -> (Quote, u64) {
+    let price: f64 = r.get("price");
+    let previous: f64 = r.get("previous");
+    let version: i64 = r.get("version");
+    let quote = Quote {
+        symbol: r.get("symbol"),
+        price,
+        previous,
+        change_pct: change_pct(previous, price),
+        volume: r.get("volume"),
+        at: r.get("at"),
+    };
+    (quote, version.max(0) as u64)
 }
 
 pub(crate) fn change_pct(from: f64, to: f64) -> f64 {
@@ -154,25 +162,36 @@ pub(crate) fn change_pct(from: f64, to: f64) -> f64 {
     }
 }
 
-/// The order book of a symbol, or `None` for an unknown symbol.
-pub async fn depth(db: &Db, symbol: &str) -> Result<Option<Depth>, ApiError> {
+/// The order book of a symbol with its version (`instruments.depth_version`,
+/// raised by every replacement of the book), or `None` for an unknown symbol.
+pub async fn depth(db: &Db, symbol: &str) -> Result<Option<(Depth, u64)>, ApiError> {
     let rows = sqlx::query(
-        "SELECT d.side, d.price, d.quantity FROM instruments i
+        "SELECT i.symbol, i.depth_version, d.side, d.price, d.quantity FROM instruments i
          LEFT JOIN market_depth d ON d.instrument_id = i.id
          WHERE i.symbol = $1 ORDER BY d.side, d.level",
     )
     .bind(symbol)
     .fetch_all(db.counted())
     .await?;
-    if rows.is_empty() {
-        return Ok(None);
-    }
-    let mut depth = Depth {
-        symbol: symbol.to_string(),
-        bids: Vec::new(),
-        asks: Vec::new(),
-    };
+    Ok(depth_rows(&rows).into_iter().next())
+}
+
+/// Rows of `symbol, depth_version, side, price, quantity`, ordered by symbol
+/// then side and level, as one book per symbol with its version.
+pub(crate) fn depth_rows(rows: &[sqlx::postgres::PgRow]) -> Vec<(Depth, u64)> {
+    let mut books: Vec<(Depth, u64)> = Vec::new();
     for r in rows {
+        let symbol: String = r.get("symbol");
+        if books.last().is_none_or(|(d, _)| d.symbol != symbol) {
+            let version: i64 = r.get("depth_version");
+            let book = Depth {
+                symbol,
+                bids: Vec::new(),
+                asks: Vec::new(),
+            };
+            books.push((book, version.max(0) as u64));
+        }
+        let (book, _) = books.last_mut().expect("pushed above");
         // An instrument without levels comes back as one row of NULLs.
         let Some(side) = r.get::<Option<String>, _>("side") else {
             continue;
@@ -182,11 +201,11 @@ pub async fn depth(db: &Db, symbol: &str) -> Result<Option<Depth>, ApiError> {
             quantity: r.get("quantity"),
         };
         match side.as_str() {
-            "bid" => depth.bids.push(level),
-            _ => depth.asks.push(level),
+            "bid" => book.bids.push(level),
+            _ => book.asks.push(level),
         }
     }
-    Ok(Some(depth))
+    books
 }
 
 /// Whether the user exists.
@@ -229,42 +248,36 @@ pub async fn portfolio(db: &Db, user_id: i64) -> Result<Option<Portfolio>, ApiEr
     if rows.is_empty() {
         return Ok(None);
     }
-    let mut portfolio = Portfolio {
+    let mut positions = Positions {
         user_id,
-        holdings: Vec::new(),
-        market_value: 0.0,
-        cost: 0.0,
-        unrealized_pnl: 0.0,
+        positions: Vec::with_capacity(rows.len()),
     };
+    let mut windows = std::collections::HashMap::with_capacity(rows.len());
     for r in rows {
         let Some(symbol) = r.get::<Option<String>, _>("symbol") else {
             continue; // the user holds nothing: the LEFT JOIN's one empty row
         };
-        let quantity: i64 = r.get("quantity");
-        let cost_basis: f64 = r.get("cost_basis");
-        let last_price: f64 = r.get::<Option<f64>, _>("last_price").unwrap_or(0.0);
-        let market_value = round2(quantity as f64 * last_price);
-        let cost = quantity as f64 * cost_basis;
-        portfolio.market_value += market_value;
-        portfolio.cost += cost;
-        portfolio.holdings.push(Holding {
+        let window = PriceWindow {
+            symbol: symbol.clone(),
+            last_price: r.get::<Option<f64>, _>("last_price").unwrap_or(0.0),
+            average_price: r.get::<Option<f64>, _>("average_price").unwrap_or(0.0),
+            volatility: r.get::<Option<f64>, _>("volatility").unwrap_or(0.0),
+        };
+        windows.insert(symbol.clone(), window);
+        positions.positions.push(Position {
             symbol,
             name: r.get("name"),
-            quantity,
-            cost_basis: round2(cost_basis),
-            last_price,
-            market_value,
-            unrealized_pnl: round2(market_value - cost),
-            average_price_60d: round2(r.get::<Option<f64>, _>("average_price").unwrap_or(0.0)),
-            volatility_60d: round2(r.get::<Option<f64>, _>("volatility").unwrap_or(0.0)),
+            quantity: r.get("quantity"),
+            cost_basis: r.get("cost_basis"),
             bought: r.get("bought"),
             sold: r.get("sold"),
         });
     }
-    portfolio.market_value = round2(portfolio.market_value);
-    portfolio.cost = round2(portfolio.cost);
-    portfolio.unrealized_pnl = round2(portfolio.market_value - portfolio.cost);
-    Ok(Some(portfolio))
+    // The same valuation as the cached side's, which composes the same
+    // parts from the cache (`crate::parts`).
+    Ok(Some(Portfolio::value(&positions, |symbol| {
+        windows.get(symbol).cloned()
+    })))
 }
 
 pub(crate) fn round2(x: f64) -> f64 {

@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::queries::{change_pct, round2};
+use super::queries::change_pct;
 use super::Db;
 use crate::error::ApiError;
 use crate::model::*;
@@ -21,8 +21,9 @@ fn unknown_user(user_id: i64) -> ApiError {
     ApiError::NotFound(format!("unknown user {user_id}"))
 }
 
-/// Append a tick with the new price; the answer is the new quote.
-pub async fn put_price(db: &Db, symbol: &str, new: &NewPrice) -> Result<Quote, ApiError> {
+/// Append a tick with the new price; the answer is the new quote and its
+/// version (the tick's time in microseconds, as [`super::queries::quote`]).
+pub async fn put_price(db: &Db, symbol: &str, new: &NewPrice) -> Result<(Quote, u64), ApiError> {
     if !(new.price.is_finite() && new.price > 0.0 && new.price < MAX_PRICE) {
         return Err(ApiError::BadRequest(format!(
             "price must be a positive number below {MAX_PRICE}"
@@ -40,7 +41,8 @@ pub async fn put_price(db: &Db, symbol: &str, new: &NewPrice) -> Result<Quote, A
          SELECT i.id, greatest(now(), coalesce((SELECT ts FROM last), now()) + interval '1 millisecond'),
                 $2, $3
          FROM i
-         RETURNING ts::TEXT AS at, (SELECT price FROM last) AS previous",
+         RETURNING ts::TEXT AS at, (extract(epoch FROM ts) * 1000000)::BIGINT AS version,
+                   (SELECT price FROM last) AS previous",
     )
     .bind(symbol)
     .bind(new.price)
@@ -49,18 +51,22 @@ pub async fn put_price(db: &Db, symbol: &str, new: &NewPrice) -> Result<Quote, A
     .await?
     .ok_or_else(|| unknown_symbol(symbol))?;
     let previous: f64 = row.get::<Option<f64>, _>("previous").unwrap_or(new.price);
-    Ok(Quote {
+    let version: i64 = row.get("version");
+    let quote = Quote {
         symbol: symbol.to_string(),
         price: new.price,
         previous,
         change_pct: change_pct(previous, new.price),
         volume,
         at: row.get("at"),
-    })
+    };
+    Ok((quote, version.max(0) as u64))
 }
 
-/// Replace the order book; the answer is the new book.
-pub async fn put_depth(db: &Db, symbol: &str, new: &NewDepth) -> Result<Depth, ApiError> {
+/// Replace the order book; the answer is the new book and its version.
+/// Raising the version locks the instrument's row, so writers of one book
+/// commit one after the other, each with a higher version than the last.
+pub async fn put_depth(db: &Db, symbol: &str, new: &NewDepth) -> Result<(Depth, u64), ApiError> {
     if new.bids.len() > MAX_DEPTH_LEVELS || new.asks.len() > MAX_DEPTH_LEVELS {
         return Err(ApiError::BadRequest(format!(
             "at most {MAX_DEPTH_LEVELS} levels per side"
@@ -78,11 +84,14 @@ pub async fn put_depth(db: &Db, symbol: &str, new: &NewDepth) -> Result<Depth, A
         }
     }
     let mut tx = db.counted().begin().await?;
-    let id: i32 = sqlx::query_scalar("SELECT id FROM instruments WHERE symbol = $1 FOR UPDATE")
-        .bind(symbol)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| unknown_symbol(symbol))?;
+    let (id, version): (i32, i64) = sqlx::query_as(
+        "UPDATE instruments SET depth_version = depth_version + 1 WHERE symbol = $1
+         RETURNING id, depth_version",
+    )
+    .bind(symbol)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| unknown_symbol(symbol))?;
     sqlx::query("DELETE FROM market_depth WHERE instrument_id = $1")
         .bind(id)
         .execute(&mut *tx)
@@ -103,145 +112,16 @@ pub async fn put_depth(db: &Db, symbol: &str, new: &NewDepth) -> Result<Depth, A
         }
     }
     tx.commit().await?;
-    Ok(Depth {
+    let depth = Depth {
         symbol: symbol.to_string(),
         bids: new.bids.clone(),
         asks: new.asks.clone(),
-    })
-}
-
-/// Place an order and fill it at the last price (or the limit, if given and
-/// marketable): the order, its trade and the position change in one transaction.
-pub async fn place_order(db: &Db, order: &NewOrder) -> Result<OrderFilled, ApiError> {
-    let side = order.side.to_ascii_lowercase();
-    if side != "buy" && side != "sell" {
-        return Err(ApiError::BadRequest(
-            "side must be \"buy\" or \"sell\"".into(),
-        ));
-    }
-    if !(1..=MAX_QUANTITY).contains(&order.quantity) {
-        return Err(ApiError::BadRequest(format!(
-            "quantity must be between 1 and {MAX_QUANTITY}"
-        )));
-    }
-    if let Some(limit) = order.limit_price {
-        if !(limit.is_finite() && limit > 0.0 && limit < MAX_PRICE) {
-            return Err(ApiError::BadRequest(
-                "limit_price must be a positive number".into(),
-            ));
-        }
-    }
-    let symbol = crate::error::parse_symbol(&order.symbol)?;
-    let mut tx = db.counted().begin().await?;
-    let user: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE id = $1")
-        .bind(order.user_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    user.ok_or_else(|| unknown_user(order.user_id))?;
-    let row = sqlx::query(
-        "SELECT i.id, (SELECT price FROM prices WHERE instrument_id = i.id ORDER BY ts DESC LIMIT 1) AS price
-         FROM instruments i WHERE i.symbol = $1",
-    )
-    .bind(&symbol)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or_else(|| unknown_symbol(&symbol))?;
-    let instrument_id: i32 = row.get("id");
-    let last: f64 = row.get::<Option<f64>, _>("price").unwrap_or(0.0);
-    let price = match order.limit_price {
-        Some(limit) if side == "buy" && limit < last => {
-            return Err(ApiError::Conflict(format!(
-                "limit {limit} is below the last price {last}; only marketable orders are accepted"
-            )))
-        }
-        Some(limit) if side == "sell" && limit > last => {
-            return Err(ApiError::Conflict(format!(
-                "limit {limit} is above the last price {last}; only marketable orders are accepted"
-            )))
-        }
-        _ => last,
     };
-    let held: Option<i64> = sqlx::query_scalar(
-        "SELECT quantity FROM positions WHERE user_id = $1 AND instrument_id = $2 FOR UPDATE",
-    )
-    .bind(order.user_id)
-    .bind(instrument_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if side == "sell" && held.unwrap_or(0) < order.quantity {
-        return Err(ApiError::Conflict(format!(
-            "cannot sell {} {symbol}: {} held",
-            order.quantity,
-            held.unwrap_or(0)
-        )));
-    }
-    let order_id: i64 = sqlx::query_scalar(
-        "INSERT INTO orders (user_id, instrument_id, side, quantity, limit_price, status, created_at)
-         VALUES ($1, $2, $3, $4, $5, 'filled', now()) RETURNING id",
-    )
-    .bind(order.user_id)
-    .bind(instrument_id)
-    .bind(&side)
-    .bind(order.quantity)
-    .bind(order.limit_price)
-    .fetch_one(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO trades (order_id, user_id, instrument_id, side, quantity, price, executed_at)
-         VALUES ($1, $2, $3, $4, $5, $6, now())",
-    )
-    .bind(order_id)
-    .bind(order.user_id)
-    .bind(instrument_id)
-    .bind(&side)
-    .bind(order.quantity)
-    .bind(price)
-    .execute(&mut *tx)
-    .await?;
-    if side == "buy" {
-        sqlx::query(
-            "INSERT INTO positions (user_id, instrument_id, quantity, cost_basis)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (user_id, instrument_id) DO UPDATE SET
-                 cost_basis = (positions.cost_basis * positions.quantity + EXCLUDED.cost_basis * EXCLUDED.quantity)
-                              / (positions.quantity + EXCLUDED.quantity),
-                 quantity = positions.quantity + EXCLUDED.quantity",
-        )
-        .bind(order.user_id)
-        .bind(instrument_id)
-        .bind(order.quantity)
-        .bind(price)
-        .execute(&mut *tx)
-        .await?;
-    } else if held == Some(order.quantity) {
-        sqlx::query("DELETE FROM positions WHERE user_id = $1 AND instrument_id = $2")
-            .bind(order.user_id)
-            .bind(instrument_id)
-            .execute(&mut *tx)
-            .await?;
-    } else {
-        sqlx::query(
-            "UPDATE positions SET quantity = quantity - $3 WHERE user_id = $1 AND instrument_id = $2",
-        )
-        .bind(order.user_id)
-        .bind(instrument_id)
-        .bind(order.quantity)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(OrderFilled {
-        order_id,
-        user_id: order.user_id,
-        symbol,
-        side,
-        quantity: order.quantity,
-        price: round2(price),
-        status: "filled".into(),
-    })
+    Ok((depth, version.max(0) as u64))
 }
 
-/// Replace the user's watchlist; unknown symbols are refused, all of them named.
+/// Replace the user's watchlist; unknown symbols are refused, all of them
+/// named, and nothing changes.
 pub async fn put_watchlist(
     db: &Db,
     user_id: i64,
@@ -260,46 +140,29 @@ pub async fn put_watchlist(
             symbols.push(s);
         }
     }
-    let mut tx = db.counted().begin().await?;
-    let user: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+    // One round trip: the `market_put_watchlist` function (migration 0006).
+    let row = sqlx::query("SELECT outcome, unknown FROM market_put_watchlist($1, $2)")
         .bind(user_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    user.ok_or_else(|| unknown_user(user_id))?;
-    let rows = sqlx::query("SELECT id, symbol FROM instruments WHERE symbol = ANY($1)")
         .bind(&symbols)
-        .fetch_all(&mut *tx)
+        .fetch_one(db.counted())
         .await?;
-    let ids: std::collections::HashMap<String, i32> = rows
-        .into_iter()
-        .map(|r| (r.get("symbol"), r.get("id")))
-        .collect();
-    let unknown: Vec<&str> = symbols
-        .iter()
-        .filter(|s| !ids.contains_key(*s))
-        .map(String::as_str)
-        .collect();
-    if !unknown.is_empty() {
-        return Err(ApiError::BadRequest(format!(
-            "unknown symbols: {}",
-            unknown.join(", ")
-        )));
+    let outcome: String = row.get("outcome");
+    match outcome.as_str() {
+        "replaced" => Ok(Watchlist { user_id, symbols }),
+        "unknown_user" => Err(unknown_user(user_id)),
+        "unknown_symbols" => {
+            let unknown: Vec<String> = row
+                .get::<Option<Vec<String>>, _>("unknown")
+                .unwrap_or_default();
+            Err(ApiError::BadRequest(format!(
+                "unknown symbols: {}",
+                unknown.join(", ")
+            )))
+        }
+        other => Err(ApiError::Internal(format!(
+            "market_put_watchlist answered {other:?}"
+        ))),
     }
-    sqlx::query("DELETE FROM watchlists WHERE user_id = $1")
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
-    let instrument_ids: Vec<i32> = symbols.iter().map(|s| ids[s]).collect();
-    sqlx::query(
-        "INSERT INTO watchlists (user_id, position, instrument_id)
-         SELECT $1, ord::INTEGER, id FROM unnest($2::INTEGER[]) WITH ORDINALITY AS t(id, ord)",
-    )
-    .bind(user_id)
-    .bind(&instrument_ids)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(Watchlist { user_id, symbols })
 }
 
 /// Change the given fields of a profile; the answer is the whole profile.

@@ -87,10 +87,27 @@ pub struct LoadReport {
     pub server_errors: u64,
     pub requests_per_sec: f64,
     pub latency_ms: Latency,
+    /// The same figures per kind of request, in the order of the mix.
+    #[serde(default)]
+    pub ops: Vec<OpReport>,
+}
+
+/// The measured requests of one kind.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpReport {
+    /// `GET /api/…` with the route's pattern.
+    pub op: String,
+    pub requests: u64,
+    /// 4xx and 5xx answers and transport errors of this kind.
+    pub errors: u64,
+    pub latency_ms: Latency,
+    /// How many of this kind are among the run's slowest 1 % (slower than
+    /// the run's p99): what the tail is made of.
+    pub above_p99: u64,
 }
 
 /// The kinds of request sent, with their weights.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
     Detail,
     Price,
@@ -127,6 +144,48 @@ const WRITES: &[(Op, u32)] = &[
     (Op::PutWatchlist, 10),
     (Op::PutProfile, 10),
 ];
+
+impl Op {
+    const ALL: [Op; 14] = [
+        Op::Detail,
+        Op::Price,
+        Op::Portfolio,
+        Op::Watchlist,
+        Op::Profile,
+        Op::Depth,
+        Op::List,
+        Op::Trending,
+        Op::Overview,
+        Op::View,
+        Op::Order,
+        Op::PutPrice,
+        Op::PutWatchlist,
+        Op::PutProfile,
+    ];
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|op| *op == self).unwrap_or(0)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Op::Detail => "GET /api/instruments/{symbol}",
+            Op::Price => "GET /api/stocks/{symbol}/price",
+            Op::Portfolio => "GET /api/portfolios/{user_id}",
+            Op::Watchlist => "GET /api/watchlists/{user_id}",
+            Op::Profile => "GET /api/users/{id}/profile",
+            Op::Depth => "GET /api/stocks/{symbol}/depth",
+            Op::List => "GET /api/instruments?sector=",
+            Op::Trending => "GET /api/trending",
+            Op::Overview => "GET /api/market/overview",
+            Op::View => "POST /api/instruments/{symbol}/views",
+            Op::Order => "POST /api/orders",
+            Op::PutPrice => "PUT /api/stocks/{symbol}/price",
+            Op::PutWatchlist => "PUT /api/watchlists/{user_id}",
+            Op::PutProfile => "PUT /api/users/{id}/profile",
+        }
+    }
+}
 
 fn pick(rng: &mut StdRng, table: &[(Op, u32)]) -> Op {
     let total: u32 = table.iter().map(|(_, w)| w).sum();
@@ -246,6 +305,61 @@ struct Tally {
     server_errors: u64,
 }
 
+fn new_histogram() -> Histogram<u64> {
+    // Microseconds, 1 µs to 60 s, 3 significant digits.
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+/// Latencies and errors of one virtual user, per kind of request.
+struct Recorded {
+    per_op: Vec<Histogram<u64>>,
+    errors: Vec<u64>,
+    tally: Tally,
+}
+
+impl Recorded {
+    fn new() -> Self {
+        Self {
+            per_op: Op::ALL.iter().map(|_| new_histogram()).collect(),
+            errors: vec![0; Op::ALL.len()],
+            tally: Tally::default(),
+        }
+    }
+
+    fn add(&mut self, other: Recorded) -> anyhow::Result<()> {
+        for (mine, theirs) in self.per_op.iter_mut().zip(other.per_op) {
+            mine.add(theirs)?;
+        }
+        for (mine, theirs) in self.errors.iter_mut().zip(other.errors) {
+            *mine += theirs;
+        }
+        self.tally.ok += other.tally.ok;
+        self.tally.client_errors += other.tally.client_errors;
+        self.tally.server_errors += other.tally.server_errors;
+        Ok(())
+    }
+}
+
+fn latency(h: &Histogram<u64>) -> Latency {
+    let ms = |v: u64| v as f64 / 1000.0;
+    if h.is_empty() {
+        return Latency {
+            mean: 0.0,
+            p50: 0.0,
+            p95: 0.0,
+            p99: 0.0,
+            max: 0.0,
+        };
+    }
+    Latency {
+        mean: h.mean() / 1000.0,
+        p50: ms(h.value_at_quantile(0.50)),
+        p95: ms(h.value_at_quantile(0.95)),
+        p99: ms(h.value_at_quantile(0.99)),
+        max: ms(h.max()),
+    }
+}
+
 /// What every virtual user shares.
 struct Shared {
     client: reqwest::Client,
@@ -257,7 +371,7 @@ struct Shared {
     sent: Arc<AtomicU64>,
 }
 
-async fn virtual_user(shared: Shared, index: usize) -> (Histogram<u64>, Tally) {
+async fn virtual_user(shared: Shared, index: usize) -> Recorded {
     let Shared {
         client,
         base,
@@ -273,8 +387,7 @@ async fn virtual_user(shared: Shared, index: usize) -> (Histogram<u64>, Tally) {
             .wrapping_mul(1_000_003)
             .wrapping_add(index as u64),
     );
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-    let mut tally = Tally::default();
+    let mut recorded = Recorded::new();
     // Open loop: this user's share of the rate, at evenly spaced moments
     // (offset per user so they do not fire together).
     let pace = (config.rate > 0.0)
@@ -303,14 +416,18 @@ async fn virtual_user(shared: Shared, index: usize) -> (Histogram<u64>, Tally) {
             continue;
         }
         sent.fetch_add(1, Ordering::Relaxed);
-        let _ = histogram.record(micros.clamp(1, 60_000_000));
+        let _ = recorded.per_op[op.index()].record(micros.clamp(1, 60_000_000));
+        let tally = &mut recorded.tally;
         match outcome {
             Ok(200..=399) => tally.ok += 1,
             Ok(400..=499) => tally.client_errors += 1,
             _ => tally.server_errors += 1,
         }
+        if !matches!(outcome, Ok(200..=399)) {
+            recorded.errors[op.index()] += 1;
+        }
     }
-    (histogram, tally)
+    recorded
 }
 
 /// Run the load: warm-up, then the measured part; the report covers the latter.
@@ -388,16 +505,32 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<LoadReport> {
     let measured = measured_from.elapsed();
     bar.finish_and_clear();
 
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut tally = Tally::default();
+    let mut recorded = Recorded::new();
     for task in tasks {
-        let (h, t) = task.await?;
-        histogram.add(h)?;
-        tally.ok += t.ok;
-        tally.client_errors += t.client_errors;
-        tally.server_errors += t.server_errors;
+        recorded.add(task.await?)?;
     }
-    let ms = |v: u64| v as f64 / 1000.0;
+    let mut histogram = new_histogram();
+    for h in &recorded.per_op {
+        histogram.add(h)?;
+    }
+    let p99 = histogram.value_at_quantile(0.99);
+    let ops = Op::ALL
+        .iter()
+        .zip(&recorded.per_op)
+        .filter(|(_, h)| !h.is_empty())
+        .map(|(op, h)| OpReport {
+            op: op.name().to_string(),
+            requests: h.len(),
+            errors: recorded.errors[op.index()],
+            latency_ms: latency(h),
+            above_p99: h
+                .iter_recorded()
+                .filter(|v| v.value_iterated_to() > p99)
+                .map(|v| v.count_at_value())
+                .sum(),
+        })
+        .collect();
+    let tally = recorded.tally;
     let requests = histogram.len();
     let secs = measured.as_secs_f64();
     Ok(LoadReport {
@@ -411,12 +544,7 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<LoadReport> {
         client_errors: tally.client_errors,
         server_errors: tally.server_errors,
         requests_per_sec: requests as f64 / secs,
-        latency_ms: Latency {
-            mean: histogram.mean() / 1000.0,
-            p50: ms(histogram.value_at_quantile(0.50)),
-            p95: ms(histogram.value_at_quantile(0.95)),
-            p99: ms(histogram.value_at_quantile(0.99)),
-            max: ms(histogram.max()),
-        },
+        latency_ms: latency(&histogram),
+        ops,
     })
 }

@@ -1,8 +1,9 @@
 //! `GET /api/instruments` (listing, through its seam) and
-//! `GET /api/instruments/{symbol}` (read-through, negatively cached).
+//! `GET /api/instruments/{symbol}` (read-through, negatively cached; with
+//! the cache on, a miss composes the detail from its cached parts,
+//! [`crate::parts`], rather than running the one-query join).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
@@ -10,7 +11,7 @@ use serde::Deserialize;
 use stratacache::Loader;
 
 use crate::app::Shared;
-use crate::caching::CacheCounters;
+use crate::caching::Caching;
 use crate::db::{queries, Db};
 use crate::error::{parse_symbol, ApiError};
 use crate::model::{InstrumentDetail, InstrumentSummary};
@@ -87,20 +88,20 @@ pub async fn detail(
         .ok_or_else(|| ApiError::NotFound(format!("unknown symbol {symbol:?}")))
 }
 
-/// Loads instrument details for the read-through resource.
+/// Loads instrument details for the read-through resource, from their
+/// parts (which count their own database loads).
 pub struct DetailLoader {
     /// The database.
     pub db: Db,
-    /// Where loads are counted.
-    pub counters: Arc<CacheCounters>,
+    /// The cache the parts are in.
+    pub caching: Caching,
 }
 
 impl Loader<String, InstrumentDetail> for DetailLoader {
     type Error = ApiError;
 
     async fn load(&self, symbol: &String) -> Result<Option<InstrumentDetail>, ApiError> {
-        self.counters.load("instrument");
-        queries::instrument_detail(&self.db, symbol).await
+        crate::parts::detail(&self.caching, &self.db, symbol).await
     }
 
     async fn load_many(

@@ -8,6 +8,9 @@
 //! transaction; an order's transaction counts once). `pg_stat_statements` is
 //! not used because it needs `shared_preload_libraries` and a restart.
 
+mod report;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,9 +18,11 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use crate::app::{self, ServeConfig};
+use crate::caching::ResourceCount;
 use crate::db::{self, seed};
 use crate::load::{self, LoadConfig, LoadReport};
-use crate::telemetry::{library_hits, prometheus};
+use crate::telemetry::{library_hits_by_policy, prometheus};
+pub use report::table;
 
 /// How to run the demo.
 #[derive(Debug, Clone)]
@@ -39,6 +44,9 @@ pub struct DemoConfig {
     /// Before the cached side's load, warm every user's profile and
     /// watchlist as a deploy would (`crate::warm`); `--no-warm` turns it off.
     pub warm_users: bool,
+    /// Run the cached side with the market-data feed (`crate::feed`);
+    /// `--no-feed` turns it off.
+    pub feed: bool,
 }
 
 impl DemoConfig {
@@ -57,6 +65,7 @@ impl DemoConfig {
             out: repo_root().join("target/market-demo.md"),
             progress: true,
             warm_users: true,
+            feed: true,
         }
     }
 
@@ -85,6 +94,65 @@ pub struct ModeResult {
     /// Database loads (foreground and background refreshes) per cached
     /// read (1 with the cache off).
     pub loads_per_lookup: f64,
+    /// The same per resource.
+    #[serde(default)]
+    pub resources: Vec<ResourceFigures>,
+}
+
+/// One resource's reads over the measured part.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ResourceFigures {
+    /// The resource (its policy's name).
+    pub resource: String,
+    /// Reads that asked the cache (or would have, with it off), per second.
+    pub lookups_per_sec: f64,
+    /// Database loads per second (background refreshes included).
+    pub loads_per_sec: f64,
+    /// The feed's set-based queries per second (`crate::feed`).
+    #[serde(default)]
+    pub feed_queries_per_sec: f64,
+    /// The cache's own hit rate for the resource's policy; `None` with the cache off.
+    pub hit_rate: Option<f64>,
+}
+
+/// The cache's per-policy `(hits, lookups)` of the run's namespace.
+type PolicyHits = BTreeMap<String, (f64, f64)>;
+
+fn resources(
+    counts: &BTreeMap<&'static str, ResourceCount>,
+    counts0: &BTreeMap<&'static str, ResourceCount>,
+    hits: &PolicyHits,
+    hits0: &PolicyHits,
+    secs: f64,
+) -> Vec<ResourceFigures> {
+    let mut names: Vec<String> = counts.keys().map(|k| k.to_string()).collect();
+    names.extend(
+        hits.keys()
+            .filter(|k| !counts.contains_key(k.as_str()))
+            .cloned(),
+    );
+    names
+        .into_iter()
+        .map(|name| {
+            let now = counts.get(name.as_str()).copied().unwrap_or_default();
+            let before = counts0.get(name.as_str()).copied().unwrap_or_default();
+            let hit_rate = hits.get(&name).map(|(h, n)| {
+                let (h0, n0) = hits0.get(&name).copied().unwrap_or_default();
+                if n - n0 > 0.0 {
+                    (h - h0) / (n - n0)
+                } else {
+                    0.0
+                }
+            });
+            ResourceFigures {
+                lookups_per_sec: (now.lookups - before.lookups) as f64 / secs,
+                loads_per_sec: (now.loads - before.loads) as f64 / secs,
+                feed_queries_per_sec: (now.feed_queries - before.feed_queries) as f64 / secs,
+                hit_rate,
+                resource: name,
+            }
+        })
+        .collect()
 }
 
 /// Both sides.
@@ -182,6 +250,7 @@ async fn run_mode(
 ) -> anyhow::Result<ModeResult> {
     let mut serve = ServeConfig::new(&config.database_url, &config.redis_url);
     serve.cache = cache;
+    serve.feed = config.feed;
     serve.bind = "127.0.0.1:0".parse()?;
     serve.namespace = format!(
         "market-demo-{}-{}",
@@ -205,10 +274,12 @@ async fn run_mode(
     load.progress = config.progress;
     if cache && config.warm_users {
         let warmed = crate::warm::user_data(&server.state).await?;
+        let held = crate::warm::positions(&server.state).await?;
         eprintln!(
-            "demo: {label}: warmed {} profiles and watchlists in {:.1} s (a deploy's warm-up; --no-warm skips it)",
+            "demo: {label}: warmed {} profiles and watchlists and {} users' positions in {:.1} s (a deploy's warm-up; --no-warm skips it)",
             warmed.entries,
-            warmed.took.as_secs_f64()
+            held.entries,
+            (warmed.took + held.took).as_secs_f64()
         );
     }
     if !config.warmup.is_zero() {
@@ -224,26 +295,42 @@ async fn run_mode(
     tokio::time::sleep(STATS_SETTLE).await;
     let counters = server.state.caching.counters().clone();
     let library = || match (prometheus(), server.state.caching.cache()) {
-        (Some(h), Some(cache)) => library_hits(&h.render(), cache.namespace()),
-        _ => (0.0, 0.0),
+        (Some(h), Some(cache)) => library_hits_by_policy(&h.render(), cache.namespace()),
+        _ => PolicyHits::new(),
     };
-    let (lookups0, loads0, queries0) = (
-        counters.lookups(),
-        counters.loads(),
-        server.state.db.queries(),
-    );
-    let (hits0, counted0) = library();
+    let (loads0, queries0) = (counters.loads(), server.state.db.queries());
+    let by_resource0 = counters.by_resource();
+    let policy_hits0 = library();
     let xact0 = transactions(stats_pool, database).await?;
     load.warmup = Duration::ZERO;
     load.duration = config.duration;
     let report = load::run(&load).await?;
-    let (lookups, loads, queries) = (
-        counters.lookups() - lookups0,
+    let (loads, queries) = (
         counters.loads() - loads0,
         server.state.db.queries() - queries0,
     );
-    let (hits, counted) = library();
-    let (hits, counted) = (hits - hits0, counted - counted0);
+    let by_resource = counters.by_resource();
+    let route_lookups = |m: &BTreeMap<&'static str, ResourceCount>| -> u64 {
+        m.iter()
+            .filter(|(r, _)| !crate::parts::is_internal(r))
+            .map(|(_, c)| c.lookups)
+            .sum()
+    };
+    let lookups = route_lookups(&by_resource) - route_lookups(&by_resource0);
+    let feed_queries: u64 = by_resource.values().map(|c| c.feed_queries).sum::<u64>()
+        - by_resource0.values().map(|c| c.feed_queries).sum::<u64>();
+    let policy_hits = library();
+    // One lookup per read of a route's resource: the parts a composed read
+    // is made of are not reads of their own (`crate::parts::POLICIES`).
+    let sum = |m: &PolicyHits| {
+        m.iter()
+            .filter(|(policy, _)| !crate::parts::is_internal(policy))
+            .fold((0.0, 0.0), |(h, n), (_, (dh, dn))| (h + dh, n + dn))
+    };
+    let (hits, counted) = (
+        sum(&policy_hits).0 - sum(&policy_hits0).0,
+        sum(&policy_hits).1 - sum(&policy_hits0).1,
+    );
     if let Some(cache) = server.state.caching.cache() {
         // The demo's namespace is its own; drop what it wrote.
         for prefix in [
@@ -271,11 +358,19 @@ async fn run_mode(
         } else {
             0.0
         },
+        // The feed's queries are loads the cached side pays for its reads.
         loads_per_lookup: if lookups > 0 {
-            loads as f64 / lookups as f64
+            (loads + feed_queries) as f64 / lookups as f64
         } else {
             0.0
         },
+        resources: resources(
+            &by_resource,
+            &by_resource0,
+            &policy_hits,
+            &policy_hits0,
+            secs,
+        ),
         load: report,
     })
 }
@@ -310,97 +405,6 @@ pub async fn run(config: &DemoConfig) -> anyhow::Result<DemoResult> {
     )?;
     eprintln!("demo: table written to {}", config.out.display());
     Ok(result)
-}
-
-fn ratio_down(off: f64, on: f64) -> String {
-    if on <= 0.0 {
-        "—".into()
-    } else {
-        format!("÷ {:.1}", off / on)
-    }
-}
-
-/// The before/after table in Markdown.
-pub fn table(r: &DemoResult, config: &DemoConfig) -> String {
-    let (off, on) = (&r.off, &r.on);
-    let lat = |m: &ModeResult| m.load.latency_ms;
-    let mut out = String::new();
-    let offered = if config.rate > 0.0 {
-        format!("offering {:.0} requests/s", config.rate)
-    } else {
-        "as fast as answered".to_string()
-    };
-    out.push_str(&format!(
-        "market demo — {} instruments, {} users (scale {}), {} virtual users {offered}, Zipf {}, {:.0} % writes, {} s measured per side after {} s of warm-up as fast as answered\n\n",
-        r.instruments, r.users, r.scale, config.virtual_users, off.load.zipf,
-        off.load.write_ratio * 100.0, config.duration.as_secs(), config.warmup.as_secs()
-    ));
-    if config.warm_users {
-        out.push_str("The cached side first warmed every user's profile and watchlist (two set-based queries, as a deploy would; `--no-warm` skips it).\n\n");
-    }
-    out.push_str("| | cache off | cache on | change |\n|---|---:|---:|---:|\n");
-    let rows: [(&str, f64, f64, String); 5] = [
-        (
-            "mean latency (ms)",
-            lat(off).mean,
-            lat(on).mean,
-            ratio_down(lat(off).mean, lat(on).mean),
-        ),
-        (
-            "p50 latency (ms)",
-            lat(off).p50,
-            lat(on).p50,
-            ratio_down(lat(off).p50, lat(on).p50),
-        ),
-        (
-            "p95 latency (ms)",
-            lat(off).p95,
-            lat(on).p95,
-            ratio_down(lat(off).p95, lat(on).p95),
-        ),
-        (
-            "p99 latency (ms)",
-            lat(off).p99,
-            lat(on).p99,
-            ratio_down(lat(off).p99, lat(on).p99),
-        ),
-        (
-            "database queries/s (pg_stat_database)",
-            off.db_queries_per_sec,
-            on.db_queries_per_sec,
-            ratio_down(off.db_queries_per_sec, on.db_queries_per_sec),
-        ),
-    ];
-    for (name, a, b, change) in rows {
-        out.push_str(&format!("| {name} | {a:.2} | {b:.2} | {change} |\n"));
-    }
-    let rps_change = if off.load.requests_per_sec > 0.0 {
-        format!(
-            "× {:.1}",
-            on.load.requests_per_sec / off.load.requests_per_sec
-        )
-    } else {
-        "—".into()
-    };
-    out.push_str(&format!(
-        "| requests/s | {:.0} | {:.0} | {rps_change} |\n",
-        off.load.requests_per_sec, on.load.requests_per_sec
-    ));
-    out.push_str(&format!(
-        "| cache hit rate (answered from L1 or Redis) | — | {:.1} % | |\n",
-        on.hit_rate * 100.0
-    ));
-    out.push_str(&format!(
-        "| database loads per cached read (refreshes included) | {:.3} | {:.3} | {} |\n",
-        off.loads_per_lookup,
-        on.loads_per_lookup,
-        ratio_down(off.loads_per_lookup, on.loads_per_lookup)
-    ));
-    out.push_str(&format!(
-        "| failed requests (5xx or transport) | {} | {} | |\n",
-        off.load.server_errors, on.load.server_errors
-    ));
-    out
 }
 
 impl DemoResult {
