@@ -28,6 +28,15 @@ pub struct ChildProcess {
 impl ChildProcess {
     /// Starts `program args..` (a path, or a name looked up on `PATH`).
     pub fn start(program: impl AsRef<Path>, args: &[String]) -> io::Result<ChildProcess> {
+        Self::start_with_env(program, args, &[])
+    }
+
+    /// Like [`ChildProcess::start`], with `env` added to the inherited environment.
+    pub fn start_with_env(
+        program: impl AsRef<Path>,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> io::Result<ChildProcess> {
         let dir = tempfile::Builder::new()
             .prefix("stratacache-child-")
             .tempdir()?;
@@ -35,7 +44,7 @@ impl ChildProcess {
         process::register_dir(&dir_path);
         let program = program.as_ref().to_string_lossy().to_string();
         let log = dir_path.join(CHILD_LOG_FILE);
-        match process::spawn(&program, args, &dir_path, &log, true) {
+        match process::spawn_with_env(&program, args, env, &dir_path, &log, true) {
             Ok(child) => Ok(ChildProcess {
                 child: Some(child),
                 status: None,

@@ -224,6 +224,11 @@ fn a_child_process_logs_exits_and_is_killed() {
     let status = quick.wait_exit(Duration::from_secs(10)).expect("exits");
     assert_eq!(status.code(), Some(3));
     assert!(quick.log().contains("out") && quick.log().contains("err"));
+    let env = [("TESTKIT_CHILD_VALUE".to_string(), "from-env".to_string())];
+    let mut with_env =
+        ChildProcess::start_with_env("sh", &args("echo $TESTKIT_CHILD_VALUE"), &env).unwrap();
+    with_env.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert!(with_env.log().contains("from-env"));
 
     let mut long = ChildProcess::start("sleep", &["30".to_string()]).unwrap();
     let pid = long.pid().unwrap();

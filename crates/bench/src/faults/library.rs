@@ -28,6 +28,18 @@ const REDIS_TIMEOUT: Duration = Duration::from_millis(200);
 const LOAD: &str =
     "32 readers (get_or_load, 2 ms apart) over 2 cache instances + 1 writer (a row every 25 ms)";
 
+/// A fresh instance (empty L1) on the same Redis and namespace, after the
+/// run: what it reads from Redis must not be older than the database.
+async fn left_stale(caches: &[Cache], topology: RedisTopology, source: &Source) -> Result<usize> {
+    let fresh = Cache::builder()
+        .namespace(caches[0].namespace())
+        .redis(topology)
+        .redis_timeout(REDIS_TIMEOUT)
+        .build()
+        .await?;
+    harness::stale_in_redis(&fresh, source).await
+}
+
 async fn instances(topology: RedisTopology, namespace: &str) -> Result<Vec<Cache>> {
     let mut caches = Vec::new();
     for _ in 0..2 {
@@ -115,6 +127,7 @@ where
 
 /// The figures every library row shares.
 struct Figures {
+    left_stale: usize,
     failed: usize,
     max_ms: f64,
     stale: usize,
@@ -124,7 +137,7 @@ fn summarize(
     scenario: &str,
     done: String,
     run: &Run<Option<Duration>>,
-    recovered_what: &str,
+    (recovered_what, left_stale): (&str, usize),
     target: String,
 ) -> (Row, Figures) {
     let h = window(&run.requests, run.from, run.to);
@@ -133,6 +146,7 @@ fn summarize(
     let stale = stale_reads(&run.requests, &run.acks, false);
     let unconfirmed = run.acks.iter().filter(|a| !a.3).count();
     let behind = stale_reads(&run.requests, &run.acks, true) - stale;
+    let (missed, longest) = harness::stale_spread(&run.requests, &run.acks);
     let max_ms = h.max() as f64 / 1e6;
     let mut row = Row::new(scenario, Group::Load, "library");
     row.done = done;
@@ -149,13 +163,22 @@ fn summarize(
         Some(d) => format!("{} ms ({recovered_what})", ms(d)),
         None => "not within the limit".into(),
     };
+    let spread = if stale == 0 {
+        String::new()
+    } else {
+        format!(
+            " (behind {missed} acknowledged writes, up to {} ms after them)",
+            ms(longest)
+        )
+    };
     row.lost = format!(
-        "{stale} stale reads; {unconfirmed} writes' invalidations unconfirmed when written (replayed later), {behind} reads behind them"
+        "{stale} stale reads{spread}; {unconfirmed} writes' invalidations unconfirmed when written (replayed later), {behind} reads behind them; entries older than the database left in Redis after the run: {left_stale}"
     );
     row.target = target;
     (
         row,
         Figures {
+            left_stale,
             failed,
             max_ms,
             stale,
@@ -198,6 +221,7 @@ pub async fn redis_killed(scale: f64) -> Result<Row> {
         },
     )
     .await;
+    let left = left_stale(&caches, RedisTopology::Single(server.url()), &source).await?;
     source.drop_table().await;
     let (mut row, f) = summarize(
         "redis-killed",
@@ -206,7 +230,7 @@ pub async fn redis_killed(scale: f64) -> Result<Row> {
             down_for.as_secs_f64()
         ),
         &run,
-        "breakers closed, after the restart",
+        ("breakers closed, after the restart", left),
         format!(
             "0 failed; {}; recovered ≤ 2 s; 0 stale",
             latency_target(REDIS_TIMEOUT)
@@ -215,7 +239,8 @@ pub async fn redis_killed(scale: f64) -> Result<Row> {
     row.met = f.failed == 0
         && f.max_ms < bound_ms()
         && run.result.is_some_and(|r| r <= Duration::from_secs(2))
-        && f.stale == 0;
+        && f.stale == 0
+        && f.left_stale == 0;
     Ok(row)
 }
 
@@ -242,6 +267,7 @@ pub async fn redis_slow(scale: f64) -> Result<Row> {
         },
     )
     .await;
+    let left = left_stale(&caches, RedisTopology::Single(proxy.url()), &source).await?;
     source.drop_table().await;
     drop(server);
     let (mut row, f) = summarize(
@@ -251,13 +277,13 @@ pub async fn redis_slow(scale: f64) -> Result<Row> {
             slow_for.as_secs_f64()
         ),
         &run,
-        "breakers closed, after the delay ended",
+        ("breakers closed, after the delay ended", left),
         format!(
             "0 failed; {}, whatever Redis does; 0 stale",
             latency_target(REDIS_TIMEOUT)
         ),
     );
-    row.met = f.failed == 0 && f.max_ms < bound_ms() && f.stale == 0;
+    row.met = f.failed == 0 && f.max_ms < bound_ms() && f.stale == 0 && f.left_stale == 0;
     Ok(row)
 }
 
@@ -299,6 +325,7 @@ pub async fn postgres_down(scale: f64) -> Result<Row> {
         },
     )
     .await;
+    let left = left_stale(&caches, RedisTopology::Single(server.url()), &source).await?;
     source.drop_table().await;
     drop(server);
     let during: Vec<_> = run
@@ -315,14 +342,14 @@ pub async fn postgres_down(scale: f64) -> Result<Row> {
             during.len()
         ),
         &run,
-        "first uncached load after PostgreSQL returned",
+        ("first uncached load after PostgreSQL returned", left),
         "cached keys served (fail-safe); others fail with a clear error (the loader's); recovery when it returns; 0 stale".into(),
     );
     row.errors = format!(
         "{} failed requests (keys never cached: the loader's error, as expected)",
         f.failed
     );
-    row.met = f.stale == 0 && run.result.is_some() && served > 0;
+    row.met = f.stale == 0 && f.left_stale == 0 && run.result.is_some() && served > 0;
     Ok(row)
 }
 
@@ -355,15 +382,16 @@ pub async fn backplane_cut(scale: f64) -> Result<Row> {
         },
     )
     .await;
+    let left = left_stale(&caches, RedisTopology::Single(server.url()), &source).await?;
     source.drop_table().await;
     let (mut row, f) = summarize(
         "backplane-cut",
         format!("every instance's backplane connection killed (CLIENT KILL TYPE pubsub) {cuts} times, once a second, while a writer invalidates"),
         &run,
-        "both backplanes subscribed again",
+        ("both backplanes subscribed again", left),
         format!("0 failed; 0 stale reads past the L1 bound ({} ms)", harness::L1_BOUND.as_millis()),
     );
-    row.met = f.failed == 0 && f.stale == 0;
+    row.met = f.failed == 0 && f.stale == 0 && f.left_stale == 0;
     Ok(row)
 }
 
@@ -396,16 +424,22 @@ pub async fn cluster_failover() -> Result<Row> {
         },
     )
     .await;
+    let left = left_stale(
+        &caches,
+        RedisTopology::Cluster(cluster.seed_urls()),
+        &source,
+    )
+    .await?;
     source.drop_table().await;
     let (mut row, f) = summarize(
         "cluster-failover",
         "the master of a hot key's slot killed (SIGKILL) on a 3+3 Cluster; its replica promoted"
             .into(),
         &run,
-        "from the kill: replica promoted and writes accepted",
+        ("from the kill: replica promoted and writes accepted", left),
         "reads never fail (L1 and the loader through the failover); writes back after the promotion; 0 stale".into(),
     );
-    row.met = f.failed == 0 && f.stale == 0 && run.result.is_some();
+    row.met = f.failed == 0 && f.stale == 0 && f.left_stale == 0 && run.result.is_some();
     Ok(row)
 }
 
@@ -474,6 +508,7 @@ pub async fn sentinel_failover() -> Result<Row> {
         },
     )
     .await;
+    let left = left_stale(&caches, RedisTopology::parse(&url)?, &source).await?;
     source.drop_table().await;
     let new_master = group.current_master_port();
     let (mut row, f) = summarize(
@@ -482,9 +517,13 @@ pub async fn sentinel_failover() -> Result<Row> {
             "SENTINEL FAILOVER of a 1+1 group watched by 3 sentinels under load (master port {old_master} → {new_master})"
         ),
         &run,
-        "from the failover command: new master elected and the caches' writes landing on it",
+        ("from the failover command: new master elected and the caches' writes landing on it", left),
         "reads never fail; clients follow the new master; 0 stale".into(),
     );
-    row.met = f.failed == 0 && f.stale == 0 && run.result.is_some() && new_master != old_master;
+    row.met = f.failed == 0
+        && f.stale == 0
+        && f.left_stale == 0
+        && run.result.is_some()
+        && new_master != old_master;
     Ok(row)
 }
