@@ -121,6 +121,9 @@ pub struct Row {
     /// `uptime`'s 1-minute load average when the scenario started.
     pub load_average: String,
     pub quick: bool,
+    /// Flags beyond `--only` and `--quick` the row was run with.
+    #[serde(default)]
+    pub flags: String,
 }
 
 impl Row {
@@ -140,15 +143,17 @@ impl Row {
             met: false,
             load_average: load_average(),
             quick: false,
+            flags: String::new(),
         }
     }
 
     /// The command that reproduces this row.
     pub fn command(&self) -> String {
         format!(
-            "`./target/release/bench faults --only {}{}`",
+            "`./target/release/bench faults --only {}{}{}`",
             self.scenario,
-            if self.quick { " --quick" } else { "" }
+            if self.quick { " --quick" } else { "" },
+            self.flags
         )
     }
 }
@@ -206,6 +211,9 @@ pub async fn run(args: &FaultsArgs) -> Result<Value> {
             other => unreachable!("checked above: {other}"),
         };
         row.quick = args.quick;
+        if scenario == "fuzzed-input" && args.cargo_fuzz_secs > 0 {
+            row.flags = format!(" --cargo-fuzz-secs {}", args.cargo_fuzz_secs);
+        }
         progress!(
             "faults: {} — {} requests; errors: {}; latency {}; recovered {}; lost: {}; met: {}",
             row.scenario,

@@ -159,9 +159,8 @@ pub async fn acl_user() -> Result<Row> {
         Ok(()) => "ACCEPTED".into(),
     };
     let mut row = Row::new("acl-user", Group::Security, "library");
-    row.done = format!(
-        "an ACL user limited to the namespace's keys and channels (`{keys} {channels} +@all -@dangerous`, default user still on): two instances use it for values, tags, prefix and version invalidation, clear and the backplane; a cache of another namespace under the same user"
-    );
+    row.done = "an ACL user limited to the namespace N's keys and channels (`~N:* &N:* +@all -@dangerous`, default user still on): two instances use it for values, tags, prefix and version invalidation, clear and the backplane; a cache of another namespace under the same user"
+        .into();
     row.requests = ops.len() as u64 + 2;
     row.errors = format!(
         "namespace operations failed: {}; backplane subscribed: {subscribed}; the other namespace: {refusal:.120}",
