@@ -85,8 +85,9 @@ enum Scenario {
     /// A route behind the HTTP response cache layer vs the same route
     /// without it, loaded by `wrk`: requests/s and p99.
     Http(HttpArgs),
-    /// The fault suite: Redis killed, Redis slow, PostgreSQL down, backplane
-    /// cut, Cluster failover — each under load; optionally written to RELIABILITY.md.
+    /// The fault suite: Redis killed, slow, failing over; PostgreSQL down; the
+    /// backplane cut — under load, on the library and on `market serve`; bad
+    /// input and security rows; optionally written to RELIABILITY.md.
     Faults(FaultsArgs),
     /// One process of `stampede` (started by it; the plan is JSON).
     #[command(hide = true)]
@@ -310,34 +311,25 @@ pub struct HttpArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct FaultsArgs {
-    /// Shorter faults (3 s instead of 10 s), for CI.
+    /// Shorter faults (3 s instead of 10 s) and fewer generated inputs.
     #[arg(long)]
     quick: bool,
-    /// Run only these scenarios (redis-killed, redis-slow, postgres-down,
-    /// backplane-cut, cluster-failover); default: all.
+    /// Run only these scenarios (see `faults::ALL`: redis-killed, redis-slow,
+    /// postgres-down, backplane-cut, cluster-failover, sentinel-failover,
+    /// market-redis-killed, market-postgres-down, market-poisoning,
+    /// market-bad-requests, fuzzed-input, odd-keys, oversized-values,
+    /// corrupt-entries, policy-files, redis-auth, acl-user, tls, namespaces,
+    /// secrets-in-logs); default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Write the results table into this file (between its fault-suite markers).
+    /// Write the results into this file's tables (between its fault-suite
+    /// markers); rows of scenarios not run are kept from bench-results/faults.json.
     #[arg(long)]
     write: Option<String>,
-}
-
-impl FaultsArgs {
-    fn only_or_all(&self) -> Vec<String> {
-        if self.only.is_empty() {
-            [
-                "redis-killed",
-                "redis-slow",
-                "postgres-down",
-                "backplane-cut",
-                "cluster-failover",
-            ]
-            .map(String::from)
-            .to_vec()
-        } else {
-            self.only.clone()
-        }
-    }
+    /// Seconds of `cargo fuzz run` per fuzz target in fuzzed-input (needs
+    /// cargo-fuzz; 0 skips it).
+    #[arg(long, default_value_t = 0)]
+    cargo_fuzz_secs: u64,
 }
 
 fn main() -> Result<()> {

@@ -9,6 +9,12 @@
 //!   started cluster per test process.
 //! * [`RedisSentinelGroup`]: 1 master + 1 replica + 3 sentinels watching
 //!   `stratamaster`, with [`RedisSentinelGroup::failover`].
+//! * [`TlsRedisServer`]: a server with a TLS port too, on a certificate
+//!   signed by a private CA made for it.
+//! * [`DelayProxy`]: a TCP proxy that can delay or cut a link (to Redis or
+//!   PostgreSQL).
+//! * [`ChildProcess`]: any other program (a service under test) started and
+//!   cleaned up the same way.
 //!
 //! Every process is started by this crate and only those are ever
 //! signalled. Processes are forked from one long-lived spawner thread with
@@ -33,13 +39,16 @@
 //! ```
 #![deny(missing_docs)]
 
+mod child;
 mod cluster;
 pub mod net;
 mod process;
 mod proxy;
 mod sentinel;
 mod server;
+mod tls;
 
+pub use child::{ChildProcess, CHILD_LOG_FILE};
 pub use cluster::{
     key_slot, parse_cluster_nodes, shared_cluster, NodeInfo, RedisCluster, CLUSTER_NODES,
     DEFAULT_NODE_TIMEOUT_MS,
@@ -48,6 +57,7 @@ pub use process::free_port;
 pub use proxy::DelayProxy;
 pub use sentinel::{RedisSentinelGroup, DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS, MASTER_NAME, QUORUM};
 pub use server::{cli, RedisServer, LOG_FILE};
+pub use tls::TlsRedisServer;
 
 #[cfg(test)]
 mod tests;

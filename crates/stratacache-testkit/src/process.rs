@@ -31,6 +31,7 @@ pub(crate) const CLUSTER_BUS_OFFSET: u16 = 10000;
 struct SpawnRequest {
     program: String,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     cwd: PathBuf,
     log: PathBuf,
     truncate_log: bool,
@@ -166,6 +167,7 @@ fn spawn_here(req: &SpawnRequest) -> io::Result<Child> {
     let parent = std::process::id() as libc::pid_t;
     let mut cmd = Command::new(&req.program);
     cmd.args(&req.args)
+        .envs(req.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&req.cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
@@ -202,10 +204,23 @@ pub(crate) fn spawn(
     log: &Path,
     truncate_log: bool,
 ) -> io::Result<Child> {
+    spawn_with_env(program, args, &[], cwd, log, truncate_log)
+}
+
+/// [`spawn`] with extra environment variables for the child.
+pub(crate) fn spawn_with_env(
+    program: &str,
+    args: &[String],
+    env: &[(String, String)],
+    cwd: &Path,
+    log: &Path,
+    truncate_log: bool,
+) -> io::Result<Child> {
     let (reply, result) = mpsc::channel();
     let req = SpawnRequest {
         program: program.to_string(),
         args: args.to_vec(),
+        env: env.to_vec(),
         cwd: cwd.to_path_buf(),
         log: log.to_path_buf(),
         truncate_log,

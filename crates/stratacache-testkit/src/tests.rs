@@ -216,3 +216,63 @@ fn sentinel_group_failover() {
     assert_eq!(new, Some(second), "{}", g.diagnostics());
     eprintln!("automatic failover took {:?}", t.elapsed());
 }
+
+#[test]
+fn a_child_process_logs_exits_and_is_killed() {
+    let args = |s: &str| vec!["-c".to_string(), s.to_string()];
+    let mut quick = ChildProcess::start("sh", &args("echo out; echo err >&2; exit 3")).unwrap();
+    let status = quick.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert_eq!(status.code(), Some(3));
+    assert!(quick.log().contains("out") && quick.log().contains("err"));
+    let env = [("TESTKIT_CHILD_VALUE".to_string(), "from-env".to_string())];
+    let mut with_env =
+        ChildProcess::start_with_env("sh", &args("echo $TESTKIT_CHILD_VALUE"), &env).unwrap();
+    with_env.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert!(with_env.log().contains("from-env"));
+
+    let mut long = ChildProcess::start("sleep", &["30".to_string()]).unwrap();
+    let pid = long.pid().unwrap();
+    assert!(long.exit_status().is_none(), "still running");
+    let dir = long.dir().to_path_buf();
+    long.kill();
+    assert!(long.exit_status().is_none() && long.pid().is_none());
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    assert!(!cmdline.starts_with("sleep"), "killed and reaped");
+    drop(long);
+    assert!(!dir.exists(), "directory removed");
+    assert!(ChildProcess::start("/nonexistent/program", &[]).is_err());
+}
+
+#[test]
+fn a_tls_server_answers_on_both_ports_and_only_trusting_clients_over_tls() {
+    let tls = TlsRedisServer::start();
+    assert!(tls.server().ping(SHORT), "plain port");
+    assert_ne!(tls.tls_port(), tls.server().port());
+    assert!(tls.tls_url().starts_with("rediss://localhost:"));
+    // A plain PING on the TLS port gets no PONG.
+    assert!(!net::ping(tls.tls_port(), SHORT));
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca.path(), tls.ca_pem()).unwrap();
+    let ping = |trust: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args([
+                "--tls",
+                "-h",
+                "localhost",
+                "-p",
+                &tls.tls_port().to_string(),
+            ])
+            .args(trust)
+            .arg("PING")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let ca_path = ca.path().to_string_lossy().to_string();
+    assert_eq!(ping(&["--cacert", &ca_path]), "PONG");
+    assert_ne!(
+        ping(&[]),
+        "PONG",
+        "the private CA is not trusted by default"
+    );
+}

@@ -255,3 +255,35 @@ where
     }
     None
 }
+
+/// Of the stale reads (as [`stale_reads`] counts them): how many distinct
+/// writes they missed, and the longest time from such a write's
+/// acknowledgement to a read that still did not see it.
+pub fn stale_spread(requests: &[Request], acks: &[Ack]) -> (usize, Duration) {
+    let mut missed = std::collections::HashSet::new();
+    let mut longest = Duration::ZERO;
+    for r in requests.iter().filter(|r| !r.stale) {
+        let Some(version) = r.version else { continue };
+        for (row, acked, at, confirmed) in acks {
+            if *row == r.row && *confirmed && *at + L1_BOUND <= r.started && *acked > version {
+                missed.insert((*row, *acked));
+                longest = longest.max(r.started - *at);
+            }
+        }
+    }
+    (missed.len(), longest)
+}
+
+/// Rows whose entry in Redis, read by a fresh instance (empty L1) after the
+/// run, is older than the database's row: stale data left behind.
+pub async fn stale_in_redis(cache: &Cache, source: &Source) -> Result<usize> {
+    let mut stale = 0;
+    for row in 0..ROWS {
+        if let Ok(Some(cached)) = cache.get::<i64>(&format!("row:{row}")).await {
+            if cached < source.read(row).await? {
+                stale += 1;
+            }
+        }
+    }
+    Ok(stale)
+}
