@@ -435,6 +435,12 @@ impl Cache {
                     m.l2_misses.increment(1);
                     L2Seen::Missed
                 }
+                // Redis answered with an error (a key of another type):
+                // a miss; the lease step clears the key.
+                Err(err) if !err.is_unavailable() => {
+                    m.l2_misses.increment(1);
+                    L2Seen::Missed
+                }
                 Err(_) => {
                     m.l2_misses.increment(1);
                     L2Seen::Failed
@@ -547,9 +553,11 @@ impl Inner {
                     }
                 }
                 Ok(None) => m.l2_misses.increment(1),
-                Err(_) => {
+                Err(err) => {
                     m.l2_misses.increment(1);
-                    l2 = None;
+                    if err.is_unavailable() {
+                        l2 = None;
+                    }
                 }
             }
         }
@@ -599,7 +607,9 @@ impl Inner {
             let (lease, current) = match lease::acquire(l2, verdict.stored, opts.lock_timeout).await
             {
                 // Redis is failing: load here rather than wait on it.
-                Err(_) => return Ok(Next::RedisFailed),
+                Err(err) if err.is_unavailable() => return Ok(Next::RedisFailed),
+                // Redis refused the script: load, without a lease.
+                Err(_) => return Ok(Next::Load(None)),
                 Ok(Acquired::Won { lease, current }) => (Some(lease), current),
                 Ok(Acquired::Lost { current }) => (None, current),
             };

@@ -40,6 +40,31 @@ pub(crate) enum L2Error {
     Redis(Arc<RedisError>),
 }
 
+impl L2Error {
+    /// Whether Redis itself failed to answer (breaker open, timeout, a
+    /// broken connection) rather than answering with an error of its own.
+    pub(crate) fn is_unavailable(&self) -> bool {
+        match self {
+            L2Error::Unavailable | L2Error::Timeout(_) => true,
+            L2Error::Redis(err) => is_infrastructure(err),
+        }
+    }
+}
+
+/// Errors that say nothing about the command and everything about the
+/// connection or the server's state.
+fn is_infrastructure(err: &RedisError) -> bool {
+    err.is_io_error()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || err.is_timeout()
+        || err.is_cluster_error()
+        || matches!(
+            err.code(),
+            Some("LOADING" | "MASTERDOWN" | "READONLY" | "TRYAGAIN" | "CLUSTERDOWN")
+        )
+}
+
 impl From<L2Error> for Error {
     fn from(err: L2Error) -> Self {
         match err {
@@ -120,16 +145,7 @@ impl L2 {
                 Ok(value)
             }
             Ok(Err(err)) => {
-                let infrastructure = err.is_io_error()
-                    || err.is_connection_dropped()
-                    || err.is_connection_refusal()
-                    || err.is_timeout()
-                    || err.is_cluster_error()
-                    || matches!(
-                        err.code(),
-                        Some("LOADING" | "MASTERDOWN" | "READONLY" | "TRYAGAIN" | "CLUSTERDOWN")
-                    );
-                if infrastructure {
+                if is_infrastructure(&err) {
                     self.metrics.redis_io_errors.increment(1);
                     self.failed();
                 } else {

@@ -39,8 +39,17 @@ static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local won = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2])
-        local value = redis.call('GET', KEYS[1])
+        local value = redis.pcall('GET', KEYS[1])
+        if type(value) == 'table' and value.err then
+            -- Not a string (a list, a hash … written by someone else): no
+            -- entry of ours can be there, and the fill must be able to land.
+            redis.call('UNLINK', KEYS[1])
+            value = false
+        end
         if won then return {1, value} end
+        -- A lease without an expiry (planted by hand, or by a foreign client)
+        -- would block the key for good: give it the lease lifetime.
+        if redis.call('PTTL', KEYS[2]) == -1 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
         redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
         return {0, value}
         ",
