@@ -15,7 +15,7 @@ use stratacache::write_behind::{
     Batch, CounterWrite, Durability, EntryId, PostgresSink, Sink, ValueWrite, WriteBehind, Written,
 };
 use stratacache::{BoxError, BreakerConfig, Cache};
-use stratacache_testkit::RedisServer;
+use stratacache_testkit::{DelayProxy, RedisServer};
 use wb_pg::Scratch;
 
 use common::eventually;
@@ -279,6 +279,53 @@ async fn a_failing_sink_is_retried_then_dead_lettered_and_replay_applies_once() 
         common::counter("stratacache_write_behind_retries_total", &labels),
         wb.stats().retries
     );
+    db.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_holds_the_writes_in_the_stream_and_dead_letters_none() {
+    let db = Scratch::new("outage").await;
+    // The sink reaches PostgreSQL through a proxy that can cut it off.
+    let proxy = DelayProxy::start(5432).unwrap();
+    let url = wb_pg::pg_url().replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port()), 1);
+    let through_proxy = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_millis(300))
+        .connect(&url)
+        .await
+        .unwrap();
+    let sink = PostgresSink::new(through_proxy, &db.prefix()).unwrap();
+    let cache = cache(&common::single_url(), "wb-pg-outage").await;
+    let wb = WriteBehind::builder(cache, sink)
+        .name("outage")
+        .max_attempts(2)
+        .retry_backoff(Duration::from_millis(5), Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    proxy.set_cut(true);
+    let worker = wb.spawn_worker();
+    for i in 1..=20 {
+        wb.incr(&format!("k{}", i % 4), i).await.unwrap();
+    }
+    // Many times `max_attempts` over: still nothing dead-lettered.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(wb.stats().retries > 4, "{:?}", wb.stats());
+    assert_eq!(wb.queue_status().await.unwrap().dead_letters, 0);
+    assert!(db.counters().await.is_empty(), "PostgreSQL was cut off");
+
+    proxy.set_cut(false);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            db.counters().await.values().sum::<i64>() == (1..=20).sum::<i64>()
+        })
+        .await,
+        "every write reached PostgreSQL once it was back: {:?}",
+        db.counters().await
+    );
+    let status = wb.queue_status().await.unwrap();
+    assert_eq!((status.depth, status.dead_letters), (0, 0));
+    worker.shutdown().await;
     db.drop_schema().await;
 }
 

@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 
 use futures::future::BoxFuture;
-use stratacache::write_behind::{Batch, Sink, WriteBehind, WriteBehindError};
+use stratacache::write_behind::{is_connection_error, Batch, Sink, WriteBehind, WriteBehindError};
 use stratacache::BoxError;
 
 use crate::caching::Caching;
@@ -66,6 +66,12 @@ pub struct ViewCountSink {
 }
 
 impl Sink for ViewCountSink {
+    /// PostgreSQL out of reach: the increments wait in the stream, however
+    /// long the outage, rather than going to the dead-letter stream.
+    fn is_unavailable(&self, err: &BoxError) -> bool {
+        is_connection_error(err)
+    }
+
     async fn apply(&self, batch: &Batch) -> Result<(), BoxError> {
         let (write_ids, entry_ms): (Vec<String>, Vec<i64>) = batch
             .write_ids()

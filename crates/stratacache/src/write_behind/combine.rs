@@ -39,9 +39,20 @@ pub(crate) enum Op {
         delta: i64,
         write_id: String,
         key: String,
-        seed: Option<i64>,
+        seed: Seed,
         ttl_ms: u64,
     },
+}
+
+/// Where a counter's running total starts when Redis has none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seed {
+    /// Not asked yet: without a running total, write nothing and say so.
+    Unknown,
+    /// The sink's total.
+    Total(i64),
+    /// The sink could not be read: queue the delta without a running total.
+    Unreachable,
 }
 
 /// What Redis answered for one write.
@@ -81,9 +92,10 @@ impl Combiner {
 
 /// KEYS: the stream, then per write its keys (value: entry, lease; counter:
 /// total). ARGV: six per write — `v`, envelope, ttl ms, write id, key, JSON;
-/// or `c`, delta, write id, key, seed or '', ttl ms. All the writes go into
-/// one stream entry (format in `stream.rs`). Answers one item per write: the
-/// entry id, `{total, id}`, or nil (counter needs a seed; not queued).
+/// or `c`, delta, write id, key, seed ('' none yet, '-' the sink is
+/// unreachable, else the total), ttl ms. All the writes go into one stream
+/// entry (format in `stream.rs`). Answers one item per write: the entry id,
+/// `{total, id}`, or nil (counter needs a seed; not queued).
 static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -102,16 +114,21 @@ for a = 1, #ARGV, 6 do
   else
     local total_key = KEYS[k]
     local missing = redis.call('EXISTS', total_key) == 0
-    if missing and ARGV[a + 4] ~= '' then
-      redis.call('SET', total_key, ARGV[a + 4])
-      missing = false
-    end
-    if missing then
-      out[#out + 1] = false
-    else
-      out[#out + 1] = redis.call('INCRBY', total_key, ARGV[a + 1])
-      redis.call('PEXPIRE', total_key, ARGV[a + 5])
+    if missing and ARGV[a + 4] == '-' then
       put('c', ARGV[a + 2], ARGV[a + 3], ARGV[a + 1])
+      out[#out + 1] = true
+    else
+      if missing and ARGV[a + 4] ~= '' then
+        redis.call('SET', total_key, ARGV[a + 4])
+        missing = false
+      end
+      if missing then
+        out[#out + 1] = false
+      else
+        out[#out + 1] = redis.call('INCRBY', total_key, ARGV[a + 1])
+        redis.call('PEXPIRE', total_key, ARGV[a + 5])
+        put('c', ARGV[a + 2], ARGV[a + 3], ARGV[a + 1])
+      end
     end
     k = k + 1
   end
@@ -199,7 +216,11 @@ fn encode(stream: &str, batch: &[(Op, Reply)]) -> (Vec<String>, Vec<Vec<u8>>) {
                 args.push(delta.to_string().into_bytes());
                 args.push(write_id.clone().into_bytes());
                 args.push(key.clone().into_bytes());
-                args.push(seed.map(|s| s.to_string()).unwrap_or_default().into_bytes());
+                args.push(match seed {
+                    Seed::Unknown => Vec::new(),
+                    Seed::Total(total) => total.to_string().into_bytes(),
+                    Seed::Unreachable => b"-".to_vec(),
+                });
                 args.push(ttl_ms.max(&1).to_string().into_bytes());
             }
         }

@@ -58,12 +58,12 @@ pub use dead_letter::QueueStatus;
 pub use durability::Durability;
 pub use metrics::WriteBehindStats;
 #[cfg(feature = "postgres")]
-pub use postgres::PostgresSink;
+pub use postgres::{is_connection_error, PostgresSink};
 pub use sink::Sink;
 pub use stream::EntryId;
 pub use worker::WorkerHandle;
 
-use combine::{Answer, Combiner, Op};
+use combine::{Answer, Combiner, Op, Seed};
 use metrics::WbMetrics;
 use stream::{counter_key, new_write_id, StreamKeys};
 
@@ -392,14 +392,17 @@ impl<S: Sink> WriteBehind<S> {
         }
     }
 
-    /// Add `delta` to the counter `key`; returns its new total (`None` when
-    /// Redis failed and the sink took the increment directly).
+    /// Add `delta` to the counter `key`; returns its new total, or `None`
+    /// when the total is not known: Redis failed and the sink took the
+    /// increment directly, or the sink could not be read to start the
+    /// running total (the increment is queued all the same, and applied
+    /// once the sink is back).
     pub async fn incr(&self, key: &str, delta: i64) -> Result<Option<i64>, WriteBehindError> {
         let s = &*self.shared;
         let inner = &s.cache.inner;
         let total_key = counter_key(&inner.keys.stored(key)?);
         let write_id = new_write_id();
-        let mut seed = None;
+        let mut seed = Seed::Unknown;
         let outcome = loop {
             let answer = s
                 .combiner
@@ -413,14 +416,17 @@ impl<S: Sink> WriteBehind<S> {
                 })
                 .await;
             match answer {
-                Ok(Answer::NeedsSeed) if seed.is_none() => {
-                    // No running total in Redis: start it from the sink's.
-                    let base = s
-                        .sink
-                        .read_counter(key)
-                        .await
-                        .map_err(WriteBehindError::Sink)?;
-                    seed = Some(base);
+                Ok(Answer::NeedsSeed) if seed == Seed::Unknown => {
+                    // No running total in Redis: start it from the sink's —
+                    // or, with the sink out of reach, queue the delta alone:
+                    // a database outage must not refuse increments.
+                    seed = match s.sink.read_counter(key).await {
+                        Ok(base) => Seed::Total(base),
+                        Err(err) => {
+                            tracing::warn!(key, error = %err, "write-behind: the sink cannot seed the counter's total; queued without one");
+                            Seed::Unreachable
+                        }
+                    };
                 }
                 other => break other,
             }
@@ -430,6 +436,10 @@ impl<S: Sink> WriteBehind<S> {
                 WbMetrics::count(&s.metrics.counts.queued, &s.metrics.queued, 1);
                 self.retire_stale_totals().await;
                 Ok(Some(total))
+            }
+            Ok(Answer::Queued(_id)) => {
+                WbMetrics::count(&s.metrics.counts.queued, &s.metrics.queued, 1);
+                Ok(None)
             }
             Ok(_) => Err(WriteBehindError::Redis(Error::config(
                 "the counter script answered nothing after seeding",

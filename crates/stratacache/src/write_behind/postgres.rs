@@ -134,7 +134,32 @@ impl PostgresSink {
     }
 }
 
+/// Whether a sink error is PostgreSQL being unreachable — I/O, TLS, a pool
+/// that timed out or closed, or a server refusing connections (SQLSTATE
+/// class 08, `57P01`–`57P03`, `53300`) — rather than a statement failing.
+/// For [`Sink::is_unavailable`] of sinks on sqlx.
+pub fn is_connection_error(err: &BoxError) -> bool {
+    let Some(err) = err.downcast_ref::<sqlx::Error>() else {
+        return false;
+    };
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
+}
+
 impl Sink for PostgresSink {
+    fn is_unavailable(&self, err: &BoxError) -> bool {
+        is_connection_error(err)
+    }
+
     async fn apply(&self, batch: &Batch) -> Result<(), BoxError> {
         let ids = batch.write_ids();
         let mut tx = self.pool.begin().await?;

@@ -30,6 +30,19 @@ pub trait Sink: Send + Sync + 'static {
     /// The counter's stored total (0 when absent), to seed its cached total.
     fn read_counter(&self, key: &str) -> impl Future<Output = Result<i64, BoxError>> + Send;
 
+    /// Whether `err` says the sink cannot be reached at all (refused or lost
+    /// connections, an exhausted pool) rather than that this batch cannot be
+    /// applied. Batches failing that way are retried with backoff (up to
+    /// `max_backoff` apart) for as long as the outage lasts, and never
+    /// dead-lettered: an outage is not a bad write. The default says no, so
+    /// every failure counts towards `max_attempts`.
+    /// [`PostgresSink`](crate::write_behind::PostgresSink) answers with
+    /// [`is_connection_error`](crate::write_behind::is_connection_error).
+    fn is_unavailable(&self, err: &BoxError) -> bool {
+        let _ = err;
+        false
+    }
+
     /// Forget the applied write ids of entries older than `before_ms` (their
     /// entries can no longer be delivered); returns how many were removed.
     /// The worker calls it now and then; the default keeps everything.

@@ -3,7 +3,7 @@
 //! sink with retries, acknowledges what the sink committed and dead-letters
 //! what keeps failing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -278,10 +278,24 @@ impl<S: Sink> Worker<S> {
             by_key.entry(write.key.clone()).or_default().push(write);
         }
         let mut failed: BTreeMap<String, String> = BTreeMap::new();
+        // Entries with a write not tried yet when the sink went down: neither
+        // acknowledged nor dead-lettered, delivered again once claimed.
+        let mut untried: HashSet<String> = HashSet::new();
+        let mut sink_down = false;
         for (key, group) in by_key {
+            if sink_down {
+                untried.extend(group.iter().map(|w| w.stream_id.clone()));
+                continue;
+            }
             let batch = Batch::from_entries(&group);
             match self.shared.sink.apply(&batch).await {
                 Ok(()) => self.count_applied(group.len(), &batch),
+                // Down after all: this key is not the problem.
+                Err(err) if self.shared.sink.is_unavailable(&err) => {
+                    tracing::warn!(error = %err, "write-behind: the sink became unreachable while isolating keys");
+                    untried.extend(group.iter().map(|w| w.stream_id.clone()));
+                    sink_down = true;
+                }
                 Err(err) => {
                     tracing::error!(key, error = %err, writes = group.len(), "write-behind: a key keeps failing; its entries go to the dead-letter stream");
                     for write in &group {
@@ -290,12 +304,12 @@ impl<S: Sink> Worker<S> {
                 }
             }
         }
-        for (id, reason) in &failed {
+        for (id, reason) in failed.iter().filter(|(id, _)| !untried.contains(*id)) {
             self.dead_letter(id, reason).await?;
         }
         let applied: Vec<String> = all_ids
             .into_iter()
-            .filter(|id| !failed.contains_key(id))
+            .filter(|id| !failed.contains_key(id) && !untried.contains(id))
             .collect();
         if applied.is_empty() {
             return Ok(());
@@ -309,6 +323,18 @@ impl<S: Sink> Worker<S> {
         loop {
             match self.shared.sink.apply(batch).await {
                 Ok(()) => return Ok(()),
+                // The sink is down: wait for it, however long; the entries
+                // stay in the stream meanwhile.
+                Err(err) if self.shared.sink.is_unavailable(&err) => {
+                    let m = &self.shared.metrics;
+                    WbMetrics::count(&m.counts.retries, &m.retries, 1);
+                    tracing::warn!(error = %err, "write-behind: the sink is unreachable; retrying");
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                    if self.stopping() {
+                        return Err(Failed::Stopping);
+                    }
+                    attempt = (attempt + 1).min(max.max(1));
+                }
                 Err(err) if attempt >= max => return Err(Failed::Sink(err)),
                 Err(err) => {
                     let m = &self.shared.metrics;
