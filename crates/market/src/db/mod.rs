@@ -1,6 +1,50 @@
 //! PostgreSQL: the pool, the database's creation and its migrations, the
 //! seeder and every query the routes run.
 
+// SQL shared by the uncached detail query and the cached side's price part,
+// so that both compute the same figures. Macros, not consts: `concat!`
+// takes literals only.
+macro_rules! price_stats_lateral {
+    () => {
+        "
+         CROSS JOIN LATERAL (
+             SELECT max(p.price) AS high_all_time, min(p.price) AS low_all_time,
+                    avg(p.price) AS average_price, sum(p.volume)::BIGINT AS total_volume
+             FROM prices p WHERE p.instrument_id = i.id) AS stats
+"
+    };
+}
+
+/// Daily candles of the last `$2` hourly ticks, as a JSON array.
+macro_rules! candles_lateral {
+    () => {
+        "
+         CROSS JOIN LATERAL (
+             SELECT coalesce(jsonb_agg(jsonb_build_object(
+                        'day', d.day, 'open', d.open, 'high', d.high, 'low', d.low,
+                        'close', d.close, 'volume', d.volume) ORDER BY d.day), '[]') AS candles
+             FROM (
+                 SELECT date_trunc('day', t.ts)::DATE::TEXT AS day,
+                        (array_agg(t.price ORDER BY t.ts))[1] AS open,
+                        max(t.price) AS high, min(t.price) AS low,
+                        (array_agg(t.price ORDER BY t.ts DESC))[1] AS close,
+                        sum(t.volume)::BIGINT AS volume
+                 FROM (SELECT ts, price, volume FROM prices
+                       WHERE instrument_id = i.id ORDER BY ts DESC LIMIT $2) AS t
+                 GROUP BY 1) AS d) AS candles
+"
+    };
+}
+
+/// The `candles` column of a row built with `candles_lateral!`.
+fn decode_candles(
+    row: &sqlx::postgres::PgRow,
+) -> Result<Vec<crate::model::Candle>, crate::error::ApiError> {
+    use sqlx::Row;
+    let candles: serde_json::Value = row.get("candles");
+    serde_json::from_value(candles).map_err(|e| crate::error::ApiError::Internal(e.to_string()))
+}
+
 pub mod orders;
 pub mod parts;
 pub mod queries;

@@ -7,7 +7,7 @@
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
-use super::Db;
+use super::{decode_candles, Db};
 use crate::error::ApiError;
 use crate::model::*;
 
@@ -50,37 +50,21 @@ pub async fn instrument_ref(db: &Db, symbol: &str) -> Result<Option<InstrumentRe
 
 /// The price part of a detail, `None` for an unknown symbol.
 pub async fn price_history(db: &Db, symbol: &str) -> Result<Option<PriceHistory>, ApiError> {
-    let row = sqlx::query(
+    let row = sqlx::query(concat!(
         "SELECT stats.high_all_time, stats.low_all_time, stats.average_price, stats.total_volume,
                 candles.candles
          FROM instruments i
-         CROSS JOIN LATERAL (
-             SELECT max(p.price) AS high_all_time, min(p.price) AS low_all_time,
-                    avg(p.price) AS average_price, sum(p.volume)::BIGINT AS total_volume
-             FROM prices p WHERE p.instrument_id = i.id) AS stats
-         CROSS JOIN LATERAL (
-             SELECT coalesce(jsonb_agg(jsonb_build_object(
-                        'day', d.day, 'open', d.open, 'high', d.high, 'low', d.low,
-                        'close', d.close, 'volume', d.volume) ORDER BY d.day), '[]') AS candles
-             FROM (
-                 SELECT date_trunc('day', t.ts)::DATE::TEXT AS day,
-                        (array_agg(t.price ORDER BY t.ts))[1] AS open,
-                        max(t.price) AS high, min(t.price) AS low,
-                        (array_agg(t.price ORDER BY t.ts DESC))[1] AS close,
-                        sum(t.volume)::BIGINT AS volume
-                 FROM (SELECT ts, price, volume FROM prices
-                       WHERE instrument_id = i.id ORDER BY ts DESC LIMIT $2) AS t
-                 GROUP BY 1) AS d) AS candles
-         WHERE i.symbol = $1",
-    )
+",
+        price_stats_lateral!(),
+        candles_lateral!(),
+        "         WHERE i.symbol = $1"
+    ))
     .bind(symbol)
     .bind(DETAIL_CANDLE_DAYS * 24)
     .fetch_optional(db.counted())
     .await?;
     let Some(r) = row else { return Ok(None) };
-    let candles: serde_json::Value = r.get("candles");
-    let candles: Vec<Candle> =
-        serde_json::from_value(candles).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let candles = decode_candles(&r)?;
     Ok(Some(PriceHistory {
         high_all_time: r.get::<Option<f64>, _>("high_all_time").unwrap_or(0.0),
         low_all_time: r.get::<Option<f64>, _>("low_all_time").unwrap_or(0.0),

@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::Db;
+use super::{decode_candles, Db};
 use crate::error::ApiError;
 use crate::model::*;
 
@@ -48,7 +48,7 @@ pub async fn instrument_detail(
     db: &Db,
     symbol: &str,
 ) -> Result<Option<InstrumentDetail>, ApiError> {
-    let row = sqlx::query(
+    let row = sqlx::query(concat!(
         "SELECT i.symbol, i.name, e.code AS exchange, e.name AS exchange_name, e.currency,
                 s.code AS sector, s.name AS sector_name, i.listed_on::TEXT AS listed_on,
                 f.market_cap, f.pe_ratio, f.dividend_yield, f.eps, f.shares_outstanding,
@@ -59,39 +59,24 @@ pub async fn instrument_detail(
          JOIN exchanges e ON e.id = i.exchange_id
          JOIN sectors s ON s.id = i.sector_id
          JOIN fundamentals f ON f.instrument_id = i.id
-         CROSS JOIN LATERAL (
-             SELECT max(p.price) AS high_all_time, min(p.price) AS low_all_time,
-                    avg(p.price) AS average_price, sum(p.volume)::BIGINT AS total_volume
-             FROM prices p WHERE p.instrument_id = i.id) AS stats
-         CROSS JOIN LATERAL (
+",
+        price_stats_lateral!(),
+        "         CROSS JOIN LATERAL (
              SELECT count(*) AS holders, coalesce(sum(quantity), 0)::BIGINT AS shares_held
              FROM positions WHERE instrument_id = i.id) AS holders
          CROSS JOIN LATERAL (
              SELECT count(*) AS trade_count, coalesce(sum(quantity), 0)::BIGINT AS traded_quantity
              FROM trades WHERE instrument_id = i.id) AS traded
-         CROSS JOIN LATERAL (
-             SELECT coalesce(jsonb_agg(jsonb_build_object(
-                        'day', d.day, 'open', d.open, 'high', d.high, 'low', d.low,
-                        'close', d.close, 'volume', d.volume) ORDER BY d.day), '[]') AS candles
-             FROM (
-                 SELECT date_trunc('day', t.ts)::DATE::TEXT AS day,
-                        (array_agg(t.price ORDER BY t.ts))[1] AS open,
-                        max(t.price) AS high, min(t.price) AS low,
-                        (array_agg(t.price ORDER BY t.ts DESC))[1] AS close,
-                        sum(t.volume)::BIGINT AS volume
-                 FROM (SELECT ts, price, volume FROM prices
-                       WHERE instrument_id = i.id ORDER BY ts DESC LIMIT $2) AS t
-                 GROUP BY 1) AS d) AS candles
-         WHERE i.symbol = $1",
-    )
+",
+        candles_lateral!(),
+        "         WHERE i.symbol = $1"
+    ))
     .bind(symbol)
     .bind(DETAIL_CANDLE_DAYS * 24)
     .fetch_optional(db.counted())
     .await?;
     let Some(r) = row else { return Ok(None) };
-    let candles: serde_json::Value = r.get("candles");
-    let candles: Vec<Candle> =
-        serde_json::from_value(candles).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let candles = decode_candles(&r)?;
     Ok(Some(InstrumentDetail {
         symbol: r.get("symbol"),
         name: r.get("name"),
