@@ -110,6 +110,32 @@ impl From<stratacache::Error> for ApiError {
     }
 }
 
+/// Path parameters whose every rejection is an [`ApiError`]: a segment that
+/// is not valid UTF-8 (or not of the expected type) is a 400 with the API's
+/// JSON error body, like every other bad request.
+pub struct PathParams<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for PathParams<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(PathParams(value)),
+            Err(rejection) => Err(ApiError::BadRequest(format!(
+                "invalid path: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
+}
+
 /// A JSON body whose every rejection is an [`ApiError`]: malformed or
 /// mistyped JSON is a 400 with the parser's message, a body over the limit 413.
 pub struct JsonBody<T>(pub T);

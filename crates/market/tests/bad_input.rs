@@ -53,6 +53,18 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(response.status(), 413);
+    // A path segment that is not UTF-8 (%FF) is a 400 with the API's JSON body.
+    let response = c
+        .get(format!("{base}/api/instruments/%FF%FE"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("invalid path"),
+        "{body}"
+    );
 
     let cases = [
         (

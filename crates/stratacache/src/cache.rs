@@ -412,7 +412,10 @@ impl Inner {
         opts: &EntryOptions,
         m: &PolicyMetrics,
     ) -> Option<(Found<V>, EntryMeta, usize)> {
-        let l2 = self.l2.as_ref().filter(|_| !opts.skip_l2)?;
+        let l2 = self
+            .l2
+            .as_ref()
+            .filter(|_| !opts.skip_l2 && !crate::load::redis_failed_in_this_load())?;
         let hit = self
             .read_l2::<V>(l2, stored)
             .await
@@ -501,11 +504,9 @@ impl Inner {
             .map(|k| self.lookup_l1::<V>(k, opts, m))
             .collect();
         let missing: Vec<usize> = (0..stored.len()).filter(|&i| found[i].is_none()).collect();
-        let Some(l2) = self
-            .l2
-            .as_ref()
-            .filter(|_| !opts.skip_l2 && !missing.is_empty())
-        else {
+        let Some(l2) = self.l2.as_ref().filter(|_| {
+            !opts.skip_l2 && !missing.is_empty() && !crate::load::redis_failed_in_this_load()
+        }) else {
             return found;
         };
         let keys: Vec<String> = missing.iter().map(|&i| stored[i].clone()).collect();

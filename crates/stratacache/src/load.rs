@@ -38,6 +38,19 @@ use crate::lease::{self, Acquired, Lease};
 use crate::metrics::PolicyMetrics;
 use crate::options::{Consistency, EntryOptions};
 
+tokio::task_local! {
+    /// Set while a loader runs whose load found Redis failing: the cache
+    /// calls that loader makes (a value composed from cached parts) skip
+    /// Redis too, so the request still pays one Redis timeout, not one per
+    /// nested call.
+    static REDIS_FAILED_IN_THIS_LOAD: ();
+}
+
+/// Whether this task runs a loader whose load found Redis failing.
+pub(crate) fn redis_failed_in_this_load() -> bool {
+    REDIS_FAILED_IN_THIS_LOAD.try_with(|_| ()).is_ok()
+}
+
 /// How long a caller waits for another instance's load when it has no stale
 /// value and the options set no `hard_timeout`.
 const DEFAULT_WAIT_LIMIT: Duration = Duration::from_secs(30);
@@ -413,8 +426,12 @@ impl Cache {
         // costs no task, no channel and no flight. Only a miss starts a flight.
         // A caller holding a stale L1 value leaves that to the flight, which
         // can hand it the stale value at once (stale-while-revalidate).
-        let mut seen = L2Seen::NotRead;
-        let caller_reads = stale_here.is_none() && !opts.skip_l2;
+        let mut seen = if redis_failed_in_this_load() {
+            L2Seen::Failed
+        } else {
+            L2Seen::NotRead
+        };
+        let caller_reads = stale_here.is_none() && !opts.skip_l2 && seen == L2Seen::NotRead;
         if let Some(l2) = self.inner.l2.as_ref().filter(|_| caller_reads) {
             let verdict = Verdict {
                 since: self.inner.invalidations.mark(),
@@ -689,7 +706,12 @@ impl Inner {
         };
         let outcome = match (&lease, l2) {
             (Some(lease), Some(l2)) => lease.hold_while(l2, bounded).await,
-            _ => bounded.await,
+            (_, Some(_)) => bounded.await,
+            // Redis failed (or this load skips it): so do the loader's own cache calls.
+            (_, None) if self.l2.is_some() && !opts.skip_l2 => {
+                REDIS_FAILED_IN_THIS_LOAD.scope((), bounded).await
+            }
+            (_, None) => bounded.await,
         };
         let took = started.elapsed();
         m.load_seconds.record(took.as_secs_f64());

@@ -220,6 +220,46 @@ async fn a_request_pays_one_redis_timeout_at_most_before_the_breaker_opens() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loader_composed_from_cached_parts_pays_no_further_redis_timeout() {
+    let server = RedisServer::start();
+    common::record_metrics();
+    let namespace = common::namespace("nested-timeout");
+    let cache = Cache::builder()
+        .namespace(&namespace)
+        .redis_url(&server.url())
+        .redis_timeout(REDIS_TIMEOUT)
+        .breaker(BreakerConfig {
+            failure_threshold: u32::MAX,
+            probe_interval: Duration::from_millis(100),
+        })
+        .build()
+        .await
+        .unwrap();
+    let opts = EntryOptions::new().ttl(Duration::from_secs(60));
+    server.pause();
+    // One request whose loader reads two parts through the cache, one of
+    // them with `get`: the outer read times out, the parts skip Redis.
+    let (inner, o) = (cache.clone(), opts.clone());
+    let total: u32 = cache
+        .get_or_load("whole", &opts, move || async move {
+            let a: u32 = inner
+                .get_or_load("part:a", &o, || async { Ok::<_, std::io::Error>(1) })
+                .await?;
+            let b = inner.get::<u32>("part:b").await?.unwrap_or(2);
+            Ok::<_, stratacache::Error>(a + b)
+        })
+        .await
+        .unwrap();
+    assert_eq!(total, 3);
+    let timeouts = common::counter(
+        "stratacache_redis_errors_total",
+        &[("cache", &namespace), ("kind", "timeout")],
+    );
+    assert_eq!(timeouts, 1, "the parts did not wait for Redis again");
+    server.resume();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cache_builds_and_serves_while_redis_is_down_then_starts_using_it() {
     let mut server = RedisServer::start();
     server.kill();

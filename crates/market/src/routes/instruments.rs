@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
+
+use crate::error::PathParams as Path;
 use axum::Json;
 use serde::Deserialize;
 use stratacache::Loader;

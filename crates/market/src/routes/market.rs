@@ -2,7 +2,9 @@
 //! `GET /api/trending` (refresh-ahead from the counters) and
 //! `GET /api/market/overview` (one hot key, stale-while-revalidate).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::error::PathParams as Path;
 use axum::Json;
 use serde::Serialize;
 

@@ -5,7 +5,9 @@
 //! their parts, then, in the background, gives the cache the parts as the
 //! order left them and composes the portfolio and the detail again).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::error::PathParams as Path;
 use axum::http::StatusCode;
 use axum::Json;
 

@@ -9,7 +9,9 @@
 //! portfolio valued at the old price follows within its TTL (60 s), by
 //! design of the portfolio policy.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::error::PathParams as Path;
 use axum::Json;
 
 use crate::app::Shared;

@@ -2,7 +2,9 @@
 //! update) and `GET`/`PUT /api/users/{id}/profile` (cache-aside 1 h; an
 //! update invalidates every `user:{id}:*` key, through the tag `user:{id}`).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::error::PathParams as Path;
 use axum::Json;
 
 use crate::app::Shared;
