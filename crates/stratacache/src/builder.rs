@@ -10,6 +10,7 @@ use crate::coalesce::Flights;
 use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::invalidate::backplane::{self, Backplane};
+use crate::invalidate::failover::FailoverLog;
 use crate::invalidate::recovery::{self, Recovery};
 use crate::invalidate::tags::{InvalidationLog, TagClock};
 use crate::key::{KeySpace, DEFAULT_MAX_KEY_LEN};
@@ -276,10 +277,12 @@ impl CacheBuilder {
         let l1 = self
             .l1
             .map(|config| L1::new(config, keys.prefix_len(), &metrics.global));
+        let mut follows_failovers = false;
         let l2 = match self.l2 {
             None => None,
             Some(topology) => {
                 let topology = topology?;
+                follows_failovers = matches!(topology, RedisTopology::Sentinel { .. });
                 tracing::info!(redis = ?topology, "stratacache L2 configured");
                 Some(Arc::new(
                     L2::connect(
@@ -310,6 +313,7 @@ impl CacheBuilder {
             tags: TagClock::new(),
             invalidations: InvalidationLog::new(),
             recovery: Recovery::default(),
+            failover_log: FailoverLog::new(follows_failovers),
             codec: self.codec,
             compress_above: self.compress_above,
             max_value_bytes: self.max_value_bytes,

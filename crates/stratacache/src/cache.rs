@@ -17,6 +17,7 @@ use crate::codec::envelope::{self, DecodeError, EntryMeta};
 use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::invalidate::backplane::Backplane;
+use crate::invalidate::failover::{FailoverLog, Replay};
 use crate::invalidate::message::Invalidation;
 use crate::invalidate::recovery::Recovery;
 use crate::invalidate::tags::{InvalidationLog, TagClock};
@@ -57,6 +58,16 @@ pub struct Cache {
     pub(crate) inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("namespace", &self.inner.keys.namespace())
+            .field("l1", &self.inner.l1.is_some())
+            .field("l2", &self.inner.l2.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 pub(crate) struct Inner {
     /// A weak handle to itself, for background work spawned from `&self`.
     pub(crate) this: std::sync::Weak<Inner>,
@@ -73,6 +84,8 @@ pub(crate) struct Inner {
     pub(crate) invalidations: InvalidationLog,
     /// Invalidations that could not reach Redis, replayed when it answers.
     pub(crate) recovery: Recovery,
+    /// Recent invalidations, replayed on a new master after a failover.
+    pub(crate) failover_log: FailoverLog,
     pub(crate) codec: Codec,
     pub(crate) compress_above: Option<usize>,
     pub(crate) max_value_bytes: usize,
@@ -736,6 +749,8 @@ impl Inner {
         for key in stored {
             self.flights.forget(key);
         }
+        self.failover_log
+            .note(stored.iter().map(|k| Replay::Key(k.clone())));
         let keys = stored
             .iter()
             .map(|k| self.keys.inner_of(k).to_string())

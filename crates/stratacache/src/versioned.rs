@@ -33,6 +33,7 @@ use redis::Script;
 
 use crate::cache::{Cache, CacheValue, FillHints, Inner};
 use crate::error::Result;
+use crate::invalidate::failover::Replay;
 use crate::l2::{L2Error, Write, L2};
 use crate::lease::{lease_key, waiting_key, Lease};
 use crate::options::EntryOptions;
@@ -128,6 +129,9 @@ impl Cache {
         let inner = &self.inner;
         inner.forget_locally(&stored);
         let Some(l2) = &inner.l2 else { return Ok(()) };
+        inner
+            .failover_log
+            .note([Replay::Version(stored.clone(), version)]);
         let raised = raise_floor(l2, &stored, version).await;
         if raised.is_err() {
             inner.recovery.defer_versioned(&stored, version);
@@ -157,6 +161,9 @@ impl Cache {
             return Ok(true);
         };
         inner.forget_locally(&stored);
+        inner
+            .failover_log
+            .note([Replay::Version(stored.clone(), version)]);
         let lease = lease_key(&stored);
         let floor = floor_key(&stored);
         let ttl_ms = prepared.l2_ttl.as_millis() as u64;

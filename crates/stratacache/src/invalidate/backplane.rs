@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use redis::PushKind;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::message::{Incoming, Message};
 use crate::cache::Inner;
@@ -77,7 +77,15 @@ impl Backplane {
 pub(crate) fn spawn_subscriber(cache: Weak<Inner>) {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(50);
+        let mut moves = cache
+            .upgrade()
+            .and_then(|inner| inner.l2.as_ref().and_then(|l2| l2.master_moves()));
         loop {
+            if let Some(moves) = moves.as_mut().filter(|m| m.has_changed().unwrap_or(false)) {
+                moves.mark_unchanged();
+                let Some(inner) = cache.upgrade() else { return };
+                inner.master_moved().await;
+            }
             let Some(inner) = cache.upgrade() else { return };
             let (Some(l2), Some(backplane), Some(waiters)) =
                 (&inner.l2, &inner.backplane, &inner.waiters)
@@ -93,7 +101,7 @@ pub(crate) fn spawn_subscriber(cache: Weak<Inner>) {
             let session = if l2.is_cluster() {
                 listen_sharded(&cache, &l2, &bus, &fills).await
             } else {
-                listen(&cache, &l2, &bus, &fills).await
+                listen(&cache, &l2, &bus, &fills, moves.as_mut()).await
             };
             match session {
                 Session::CacheDropped => return,
@@ -102,6 +110,18 @@ pub(crate) fn spawn_subscriber(cache: Weak<Inner>) {
                     backoff = Duration::from_millis(50);
                     let Some(inner) = cache.upgrade() else { return };
                     inner.backplane_lost();
+                }
+                Session::MasterMoved => {
+                    let Some(inner) = cache.upgrade() else { return };
+                    inner.backplane_lost();
+                    drop(inner);
+                    // Replay (at the top of the loop), then subscribe on the
+                    // new master at once.
+                    if let Some(moves) = &mut moves {
+                        moves.mark_changed();
+                    }
+                    backoff = Duration::from_millis(50);
+                    continue;
                 }
             }
             tokio::time::sleep(backoff).await;
@@ -117,10 +137,20 @@ enum Session {
     NotSubscribed,
     /// It was up, and the connection or the subscription is gone.
     Lost,
+    /// The connection moved to a new master (Sentinel): the subscription
+    /// was on the old one, and messages published during the switch may
+    /// have been missed.
+    MasterMoved,
 }
 
 /// Single node and Sentinel: SUBSCRIBE to both channels on the (master) node.
-async fn listen(cache: &Weak<Inner>, l2: &L2, bus: &str, fills: &str) -> Session {
+async fn listen(
+    cache: &Weak<Inner>,
+    l2: &L2,
+    bus: &str,
+    fills: &str,
+    moves: Option<&mut watch::Receiver<u64>>,
+) -> Session {
     let Some(client) = l2.node_client() else {
         return Session::NotSubscribed;
     };
@@ -141,9 +171,23 @@ async fn listen(cache: &Weak<Inner>, l2: &L2, bus: &str, fills: &str) -> Session
     inner.backplane_connected().await;
     drop(inner);
     let mut messages = pubsub.on_message();
+    let master_moved = async {
+        let moved = match moves {
+            Some(moves) => moves.changed().await.is_ok(),
+            None => false,
+        };
+        if !moved {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::pin!(master_moved);
     loop {
         // Wake up now and then to notice a dropped cache.
-        match tokio::time::timeout(Duration::from_secs(1), messages.next()).await {
+        let next = tokio::select! {
+            next = tokio::time::timeout(Duration::from_secs(1), messages.next()) => next,
+            () = &mut master_moved => return Session::MasterMoved,
+        };
+        match next {
             Ok(Some(message)) => {
                 let Some(inner) = cache.upgrade() else {
                     return Session::CacheDropped;

@@ -15,6 +15,7 @@
 //! a load that overlapped the invalidation does not survive it.
 
 pub(crate) mod backplane;
+pub(crate) mod failover;
 pub(crate) mod message;
 pub(crate) mod recovery;
 pub(crate) mod tags;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use crate::cache::{now_ms, Cache, Inner};
 use crate::codec::envelope::EntryMeta;
 use crate::error::Result;
+use failover::Replay;
 use message::{Invalidation, Message};
 
 /// How long tag timestamps are kept in Redis: entries tagged longer ago than
@@ -35,28 +37,7 @@ impl Cache {
     /// Invalidate every entry tagged `tag`, in every instance. O(1) in Redis:
     /// one timestamp, checked lazily when entries are read.
     pub async fn invalidate_tag(&self, tag: &str) -> Result<()> {
-        let at_ms = now_ms();
-        let inner = &self.inner;
-        inner.tags.set_tag(tag, at_ms);
-        inner.apply_invalidation(&Invalidation::Tag {
-            tag: tag.to_string(),
-            at_ms,
-        });
-        if let Some(l2) = &inner.l2 {
-            l2.set_plain(
-                &inner.tag_key(tag),
-                &at_ms.to_string(),
-                Some(TAG_TIMESTAMP_TTL),
-            )
-            .await?;
-            inner
-                .publish(Invalidation::Tag {
-                    tag: tag.to_string(),
-                    at_ms,
-                })
-                .await;
-        }
-        Ok(())
+        self.inner.invalidate_tag_everywhere(tag).await
     }
 
     /// Invalidate every entry of the namespace, in every instance, without
@@ -66,6 +47,7 @@ impl Cache {
         let inner = &self.inner;
         inner.tags.set_cleared_at(at_ms);
         inner.apply_invalidation(&Invalidation::Clear { at_ms });
+        inner.failover_log.note([Replay::Clear]);
         if let Some(l2) = &inner.l2 {
             l2.set_plain(&inner.clear_key(), &at_ms.to_string(), None)
                 .await?;
@@ -82,6 +64,7 @@ impl Cache {
         inner.apply_invalidation(&Invalidation::Prefix {
             prefix: prefix.to_string(),
         });
+        inner.failover_log.note([Replay::Clear]);
         let Some(l2) = &inner.l2 else { return Ok(0) };
         let pattern = format!(
             "{}{}*",
@@ -114,6 +97,32 @@ fn glob_escape(text: &str) -> String {
 }
 
 impl Inner {
+    /// Invalidate `tag` here, in Redis (its timestamp) and in the other
+    /// instances.
+    pub(crate) async fn invalidate_tag_everywhere(&self, tag: &str) -> Result<()> {
+        let at_ms = now_ms();
+        self.tags.set_tag(tag, at_ms);
+        self.apply_invalidation(&Invalidation::Tag {
+            tag: tag.to_string(),
+            at_ms,
+        });
+        self.failover_log.note([Replay::Tag(tag.to_string())]);
+        if let Some(l2) = &self.l2 {
+            l2.set_plain(
+                &self.tag_key(tag),
+                &at_ms.to_string(),
+                Some(TAG_TIMESTAMP_TTL),
+            )
+            .await?;
+            self.publish(Invalidation::Tag {
+                tag: tag.to_string(),
+                at_ms,
+            })
+            .await;
+        }
+        Ok(())
+    }
+
     fn tag_key(&self, tag: &str) -> String {
         format!("{}:__tag:{tag}", self.keys.namespace())
     }
@@ -213,8 +222,15 @@ impl Inner {
         }
     }
 
-    /// Whether an entry read from L2 was invalidated by a tag or by `clear`.
+    /// Whether an entry read from L2 was invalidated by a tag or by `clear`,
+    /// or predates a master move the instances may not have repaired yet
+    /// ([`failover::FENCE`]).
     pub(crate) async fn is_invalidated(&self, meta: &EntryMeta) -> bool {
+        if let Some(l2) = &self.l2 {
+            if failover::fenced(meta.created_at_ms, l2.master_moved_at_ms(), now_ms()) {
+                return true;
+            }
+        }
         let unknown = self.tags.unknown(meta);
         if !unknown.is_empty() {
             if let Some(l2) = &self.l2 {

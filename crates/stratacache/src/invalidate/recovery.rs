@@ -30,6 +30,8 @@ pub(crate) struct Recovery {
     pending: Mutex<HashSet<String>>,
     /// Version floors to raise, newest version per key.
     floors: Mutex<HashMap<String, u64>>,
+    /// Tags to invalidate again (with the time of the replay).
+    tags: Mutex<HashSet<String>>,
     overflowed: AtomicBool,
 }
 
@@ -57,9 +59,21 @@ impl Recovery {
         *newest = (*newest).max(version);
     }
 
+    /// Remember a tag whose invalidation may be missing from Redis.
+    pub(crate) fn defer_tag(&self, tag: String) {
+        self.tags.lock().expect("recovery lock").insert(tag);
+    }
+
+    /// Clear the namespace when Redis answers (a lost clear or prefix
+    /// invalidation, or too much to replay key by key).
+    pub(crate) fn defer_clear(&self) {
+        self.overflowed.store(true, Ordering::Release);
+    }
+
     pub(crate) fn pending(&self) -> usize {
         self.pending.lock().expect("recovery lock").len()
             + self.floors.lock().expect("recovery lock").len()
+            + self.tags.lock().expect("recovery lock").len()
     }
 
     fn take_floors(&self) -> Vec<(String, u64)> {
@@ -100,7 +114,7 @@ pub(crate) fn spawn_replayer(cache: Weak<Inner>) {
 }
 
 impl Inner {
-    async fn replay_deferred(self: &Arc<Self>) {
+    pub(crate) async fn replay_deferred(self: &Arc<Self>) {
         let floors = self.recovery.take_floors();
         if !floors.is_empty() {
             if self.replay_floors(&floors).await.is_err() {
@@ -113,6 +127,21 @@ impl Inner {
                 keys = floors.len(),
                 "replayed versions announced while redis was down"
             );
+        }
+        let tags: Vec<String> = self
+            .recovery
+            .tags
+            .lock()
+            .expect("recovery lock")
+            .drain()
+            .collect();
+        for (i, tag) in tags.iter().enumerate() {
+            if self.invalidate_tag_everywhere(tag).await.is_err() {
+                for tag in &tags[i..] {
+                    self.recovery.defer_tag(tag.clone());
+                }
+                return;
+            }
         }
         let (keys, overflowed) = self.recovery.take();
         let Some(l2) = &self.l2 else { return };

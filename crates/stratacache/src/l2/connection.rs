@@ -240,6 +240,22 @@ impl Connection {
             .collect())
     }
 
+    /// Wakes when the connection moves to another master (Sentinel only).
+    pub(crate) fn master_moves(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        match self {
+            Connection::Sentinel(s) => Some(s.moves()),
+            _ => None,
+        }
+    }
+
+    /// When the connection last moved to another master (ms; 0: never).
+    pub(crate) fn master_moved_at_ms(&self) -> u64 {
+        match self {
+            Connection::Sentinel(s) => s.moved_at_ms(),
+            _ => 0,
+        }
+    }
+
     /// A call timed out: on Sentinel, the master may have moved.
     pub(crate) fn on_timeout(&self) {
         if let Connection::Sentinel(s) = self {

@@ -343,6 +343,16 @@ impl L2 {
         self.connection.node_client()
     }
 
+    /// When the connection last moved to another master (ms; 0: never).
+    pub(crate) fn master_moved_at_ms(&self) -> u64 {
+        self.connection.master_moved_at_ms()
+    }
+
+    /// Wakes when the connection moves to another master (Sentinel).
+    pub(crate) fn master_moves(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.connection.master_moves()
+    }
+
     /// Publish `payload` on `channel`: PUBLISH, or on a Cluster SPUBLISH —
     /// delivered within the channel's shard instead of to every node over
     /// the cluster bus (see `invalidate::backplane`).
