@@ -47,9 +47,13 @@ static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
             value = false
         end
         if won then return {1, value} end
-        -- A lease without an expiry (planted by hand, or by a foreign client)
-        -- would block the key for good: give it the lease lifetime.
-        if redis.call('PTTL', KEYS[2]) == -1 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+        -- Every lease of ours has an expiry, so one without (planted by
+        -- hand, or by a foreign client) has no holder to wait for and would
+        -- block the key for good: take it over.
+        if redis.call('PTTL', KEYS[2]) == -1 then
+            redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+            return {1, value}
+        end
         redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
         return {0, value}
         ",
