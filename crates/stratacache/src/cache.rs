@@ -789,20 +789,34 @@ impl Inner {
         });
     }
 
-    /// Remove stored keys from L1, then from L2.
+    /// Remove stored keys from L1, then from L2, then from L1 again.
     pub(crate) async fn remove(&self, stored: &[String]) -> Result<()> {
+        self.remove_from_l1(stored);
+        let Some(l2) = &self.l2 else { return Ok(()) };
+        let deleted = l2.delete(stored).await.map_err(Error::from);
+        // Until the UNLINK has run, Redis still holds the old value: a read
+        // here that missed L1 after the sweep above, and whose GET reached
+        // Redis before the UNLINK, got it with a mark taken after that sweep,
+        // so its L1 fill was not refused — and no backplane message comes
+        // back to this instance to drop it. Sweeping (and marking) again now
+        // that Redis has no old copy removes such a fill or refuses it; a
+        // read marked after this reads Redis after the UNLINK.
+        self.remove_from_l1(stored);
+        if deleted.is_err() {
+            self.recovery.defer(stored);
+        }
+        self.announce_written(stored).await;
+        deleted
+    }
+
+    /// Mark the keys invalidated, then drop them from L1 (in that order; see
+    /// [`L1::insert_fill`]).
+    fn remove_from_l1(&self, stored: &[String]) {
         for key in stored {
             self.invalidations.key_invalidated(self.keys.inner_of(key));
             if let Some(l1) = &self.l1 {
                 l1.remove(key);
             }
         }
-        let Some(l2) = &self.l2 else { return Ok(()) };
-        let deleted = l2.delete(stored).await.map_err(Error::from);
-        if deleted.is_err() {
-            self.recovery.defer(stored);
-        }
-        self.announce_written(stored).await;
-        deleted
     }
 }

@@ -430,3 +430,115 @@ async fn get_or_load_stops_trusting_l1_while_the_backplane_is_down() {
         "the old L1 entry is not trusted; the loader answers"
     );
 }
+
+/// One read of the hammering test: key, when it began, what it returned.
+struct HammerRead {
+    instance: usize,
+    key: usize,
+    began: Instant,
+    version: Option<u64>,
+    stale: bool,
+}
+
+/// A writer on one instance commits a new version of a hot key to the
+/// "database" and deletes the key, while readers on both instances load it
+/// through the cache; a read that begins well after a delete returned must
+/// never serve an older version. Reads that raced the delete itself (on the
+/// writer's instance: the L2 read sent while the UNLINK was on its way) must
+/// not leave the old value in L1 once the delete is acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_read_well_after_an_acknowledged_delete_serves_the_old_value() {
+    const KEYS: usize = 12;
+    const READERS: usize = 24;
+    const BOUND: Duration = Duration::from_millis(50);
+    let caches = common::instances(Target::Single, "ack-delete", 2).await;
+    let db: Arc<Vec<std::sync::atomic::AtomicU64>> = Arc::new(
+        (0..KEYS)
+            .map(|_| std::sync::atomic::AtomicU64::new(1))
+            .collect(),
+    );
+    let opts = EntryOptions::new().ttl(Duration::from_secs(30));
+    let until = Instant::now() + Duration::from_secs(4);
+
+    let mut readers = Vec::new();
+    for task in 0..READERS {
+        let (cache, db, opts) = (caches[task % 2].clone(), db.clone(), opts.clone());
+        readers.push(tokio::spawn(async move {
+            let mut reads = Vec::new();
+            let mut n = task;
+            while Instant::now() < until {
+                n = n.wrapping_mul(2_654_435_761).wrapping_add(97);
+                let key = (n >> 7) % KEYS;
+                let began = Instant::now();
+                let db = db.clone();
+                let fetched = cache
+                    .get_or_load_entry(&format!("row:{key}"), &opts, move |_| async move {
+                        // The "SELECT": the version as of now, answered a
+                        // little later (a write may commit meanwhile).
+                        let version = db[key].load(std::sync::atomic::Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        Ok::<_, std::io::Error>(stratacache::Loaded::value(version))
+                    })
+                    .await;
+                reads.push(HammerRead {
+                    instance: task % 2,
+                    key,
+                    began,
+                    version: fetched.as_ref().ok().and_then(|f| f.value().copied()),
+                    stale: fetched.as_ref().is_ok_and(|f| f.is_stale()),
+                });
+                tokio::task::yield_now().await;
+            }
+            reads
+        }));
+    }
+    // Every key is written every KEYS × 5 ms = 60 ms: longer than the bound,
+    // so an old value left behind by one delete is caught before the next.
+    let writer = {
+        let (cache, db) = (caches[0].clone(), db.clone());
+        tokio::spawn(async move {
+            let mut acks = Vec::new();
+            let mut key = 0;
+            while Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                key = (key + 1) % KEYS;
+                let version = db[key].fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                cache.delete(&format!("row:{key}")).await.unwrap();
+                acks.push((key, version, Instant::now()));
+            }
+            acks
+        })
+    };
+    let mut reads = Vec::new();
+    for reader in readers {
+        reads.extend(reader.await.unwrap());
+    }
+    let acks = writer.await.unwrap();
+    assert!(acks.len() > 100, "{} writes", acks.len());
+
+    let mut stale = 0;
+    for read in reads.iter().filter(|r| !r.stale) {
+        let version = read.version.expect("every read answers");
+        let missed = acks
+            .iter()
+            .filter(|(key, _, at)| *key == read.key && *at + BOUND <= read.began)
+            .find(|(_, acked, _)| *acked > version);
+        if let Some((_, acked, at)) = missed {
+            if stale < 5 {
+                eprintln!(
+                    "row:{} read v{version} on instance {} {:?} after v{acked} was acknowledged",
+                    read.key,
+                    read.instance,
+                    read.began - *at
+                );
+            }
+            stale += 1;
+        }
+    }
+    assert!(
+        stale == 0,
+        "{stale} stale reads of {} (writes: {})",
+        reads.len(),
+        acks.len()
+    );
+}
