@@ -75,6 +75,10 @@ enum Command {
         /// Do not push quotes and order books into the cache (reads pull them).
         #[arg(long)]
         no_feed: bool,
+        /// Per-call Redis timeout: the most a request waits on Redis before
+        /// it is answered from L1 or PostgreSQL instead.
+        #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+        redis_timeout: Duration,
     },
     /// Drive a running service and print a JSON report.
     Load {
@@ -172,7 +176,13 @@ async fn main() -> anyhow::Result<()> {
             namespace,
             db_connections,
             no_feed,
+            redis_timeout,
         } => {
+            // Refused before anything is created.
+            anyhow::ensure!(
+                !redis_timeout.is_zero(),
+                "invalid configuration: --redis-timeout must be greater than zero"
+            );
             db::create_database_if_missing(&services.database_url)
                 .await
                 .context("creating the database")?;
@@ -183,6 +193,7 @@ async fn main() -> anyhow::Result<()> {
             config.namespace = namespace;
             config.db_connections = db_connections;
             config.feed = !no_feed;
+            config.redis_timeout = redis_timeout;
             let server = app::start(&config).await?;
             eprintln!(
                 "market: serving on {} (cache {}); dashboard at {}/dashboard",

@@ -22,8 +22,8 @@ pub use scenarios::{bad_requests, postgres_down, redis_killed};
 
 /// Size of the data set: 50 instruments, 1,000 users (seeded in ~4 s).
 const SEED_SCALE: &str = "0.1";
-/// The per-call Redis timeout of `market serve` (its `ServeConfig`
-/// default; the CLI has no flag for it).
+/// The per-call Redis timeout the suite runs `market serve` with
+/// (`--redis-timeout`; also its default).
 pub const MARKET_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// `market`, built beside this binary (`cargo build --release -p market`).
@@ -133,6 +133,8 @@ impl Fleet {
             &self.namespace,
             "--db-connections",
             "8",
+            "--redis-timeout",
+            &format!("{}ms", MARKET_REDIS_TIMEOUT.as_millis()),
             "--cache",
             if cache { "on" } else { "off" },
         ]
