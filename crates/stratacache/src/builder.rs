@@ -277,12 +277,11 @@ impl CacheBuilder {
         let l1 = self
             .l1
             .map(|config| L1::new(config, keys.prefix_len(), &metrics.global));
-        let mut follows_failovers = false;
+        let follows_failovers = matches!(self.l2, Some(Ok(RedisTopology::Sentinel { .. })));
         let l2 = match self.l2 {
             None => None,
             Some(topology) => {
                 let topology = topology?;
-                follows_failovers = matches!(topology, RedisTopology::Sentinel { .. });
                 tracing::info!(redis = ?topology, "stratacache L2 configured");
                 Some(Arc::new(
                     L2::connect(

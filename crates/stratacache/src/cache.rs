@@ -791,7 +791,9 @@ impl Inner {
 
     /// Remove stored keys from L1, then from L2, then from L1 again.
     pub(crate) async fn remove(&self, stored: &[String]) -> Result<()> {
-        self.remove_from_l1(stored);
+        for key in stored {
+            self.remove_from_l1(key);
+        }
         let Some(l2) = &self.l2 else { return Ok(()) };
         let deleted = l2.delete(stored).await.map_err(Error::from);
         // Until the UNLINK has run, Redis still holds the old value: a read
@@ -801,7 +803,9 @@ impl Inner {
         // back to this instance to drop it. Sweeping (and marking) again now
         // that Redis has no old copy removes such a fill or refuses it; a
         // read marked after this reads Redis after the UNLINK.
-        self.remove_from_l1(stored);
+        for key in stored {
+            self.remove_from_l1(key);
+        }
         if deleted.is_err() {
             self.recovery.defer(stored);
         }
@@ -809,14 +813,13 @@ impl Inner {
         deleted
     }
 
-    /// Mark the keys invalidated, then drop them from L1 (in that order; see
+    /// Mark the key invalidated, then drop it from L1 (in that order; see
     /// [`L1::insert_fill`]).
-    fn remove_from_l1(&self, stored: &[String]) {
-        for key in stored {
-            self.invalidations.key_invalidated(self.keys.inner_of(key));
-            if let Some(l1) = &self.l1 {
-                l1.remove(key);
-            }
+    pub(crate) fn remove_from_l1(&self, stored: &str) {
+        self.invalidations
+            .key_invalidated(self.keys.inner_of(stored));
+        if let Some(l1) = &self.l1 {
+            l1.remove(stored);
         }
     }
 }

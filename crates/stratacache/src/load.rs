@@ -706,12 +706,11 @@ impl Inner {
         };
         let outcome = match (&lease, l2) {
             (Some(lease), Some(l2)) => lease.hold_while(l2, bounded).await,
-            (_, Some(_)) => bounded.await,
             // Redis failed (or this load skips it): so do the loader's own cache calls.
             (_, None) if self.l2.is_some() && !opts.skip_l2 => {
                 REDIS_FAILED_IN_THIS_LOAD.scope((), bounded).await
             }
-            (_, None) => bounded.await,
+            _ => bounded.await,
         };
         let took = started.elapsed();
         m.load_seconds.record(took.as_secs_f64());

@@ -281,11 +281,7 @@ impl Inner {
 
     /// This instance stops serving and joining loads of `stored`.
     pub(crate) fn forget_locally(&self, stored: &str) {
-        self.invalidations
-            .key_invalidated(self.keys.inner_of(stored));
-        if let Some(l1) = &self.l1 {
-            l1.remove(stored);
-        }
+        self.remove_from_l1(stored);
         self.flights.forget(stored);
     }
 }

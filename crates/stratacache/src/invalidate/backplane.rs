@@ -114,12 +114,8 @@ pub(crate) fn spawn_subscriber(cache: Weak<Inner>) {
                 Session::MasterMoved => {
                     let Some(inner) = cache.upgrade() else { return };
                     inner.backplane_lost();
-                    drop(inner);
-                    // Replay (at the top of the loop), then subscribe on the
-                    // new master at once.
-                    if let Some(moves) = &mut moves {
-                        moves.mark_changed();
-                    }
+                    inner.master_moved().await;
+                    // Subscribe on the new master at once.
                     backoff = Duration::from_millis(50);
                     continue;
                 }

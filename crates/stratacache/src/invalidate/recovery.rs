@@ -76,6 +76,10 @@ impl Recovery {
             + self.tags.lock().expect("recovery lock").len()
     }
 
+    fn take_tags(&self) -> Vec<String> {
+        self.tags.lock().expect("recovery lock").drain().collect()
+    }
+
     fn take_floors(&self) -> Vec<(String, u64)> {
         self.floors.lock().expect("recovery lock").drain().collect()
     }
@@ -128,13 +132,7 @@ impl Inner {
                 "replayed versions announced while redis was down"
             );
         }
-        let tags: Vec<String> = self
-            .recovery
-            .tags
-            .lock()
-            .expect("recovery lock")
-            .drain()
-            .collect();
+        let tags = self.recovery.take_tags();
         for (i, tag) in tags.iter().enumerate() {
             if self.invalidate_tag_everywhere(tag).await.is_err() {
                 for tag in &tags[i..] {
