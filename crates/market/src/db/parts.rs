@@ -31,7 +31,12 @@ pub async fn instrument_ref(db: &Db, symbol: &str) -> Result<Option<InstrumentRe
     .bind(symbol)
     .fetch_optional(db.counted())
     .await?;
-    Ok(row.map(|r| InstrumentRef {
+    Ok(row.as_ref().map(instrument_ref_row))
+}
+
+/// The reference columns of a detail row.
+pub(crate) fn instrument_ref_row(r: &PgRow) -> InstrumentRef {
+    InstrumentRef {
         symbol: r.get("symbol"),
         name: r.get("name"),
         exchange: r.get("exchange"),
@@ -45,7 +50,7 @@ pub async fn instrument_ref(db: &Db, symbol: &str) -> Result<Option<InstrumentRe
         dividend_yield: r.get("dividend_yield"),
         eps: r.get("eps"),
         shares_outstanding: r.get("shares_outstanding"),
-    }))
+    }
 }
 
 /// The price part of a detail, `None` for an unknown symbol.
@@ -63,15 +68,18 @@ pub async fn price_history(db: &Db, symbol: &str) -> Result<Option<PriceHistory>
     .bind(DETAIL_CANDLE_DAYS * 24)
     .fetch_optional(db.counted())
     .await?;
-    let Some(r) = row else { return Ok(None) };
-    let candles = decode_candles(&r)?;
-    Ok(Some(PriceHistory {
+    row.as_ref().map(price_history_row).transpose()
+}
+
+/// The price statistics and candles of a detail row.
+pub(crate) fn price_history_row(r: &PgRow) -> Result<PriceHistory, ApiError> {
+    Ok(PriceHistory {
         high_all_time: r.get::<Option<f64>, _>("high_all_time").unwrap_or(0.0),
         low_all_time: r.get::<Option<f64>, _>("low_all_time").unwrap_or(0.0),
         average_price: r.get::<Option<f64>, _>("average_price").unwrap_or(0.0),
         total_volume: r.get::<Option<i64>, _>("total_volume").unwrap_or(0),
-        candles,
-    }))
+        candles: decode_candles(r)?,
+    })
 }
 
 /// The ownership part of a detail and its version (the instrument's newest
@@ -90,13 +98,17 @@ pub async fn ownership(db: &Db, symbol: &str) -> Result<Option<(Ownership, u64)>
 /// `holders, shares_held, trade_count, traded_quantity` and a version column.
 pub(crate) fn ownership_row(r: &PgRow) -> (Ownership, u64) {
     let version: i64 = r.get("version");
-    let owners = Ownership {
+    (ownership_columns(r), version.max(0) as u64)
+}
+
+/// `holders, shares_held, trade_count, traded_quantity`.
+pub(crate) fn ownership_columns(r: &PgRow) -> Ownership {
+    Ownership {
         holders: r.get("holders"),
         shares_held: r.get("shares_held"),
         trade_count: r.get("trade_count"),
         traded_quantity: r.get("traded_quantity"),
-    };
-    (owners, version.max(0) as u64)
+    }
 }
 
 /// A user's positions and their version (the user's newest order id),

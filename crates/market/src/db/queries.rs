@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{decode_candles, Db};
+use super::{parts, Db};
 use crate::error::ApiError;
 use crate::model::*;
 
@@ -76,31 +76,11 @@ pub async fn instrument_detail(
     .fetch_optional(db.counted())
     .await?;
     let Some(r) = row else { return Ok(None) };
-    let candles = decode_candles(&r)?;
-    Ok(Some(InstrumentDetail {
-        symbol: r.get("symbol"),
-        name: r.get("name"),
-        exchange: r.get("exchange"),
-        exchange_name: r.get("exchange_name"),
-        currency: r.get("currency"),
-        sector: r.get("sector"),
-        sector_name: r.get("sector_name"),
-        listed_on: r.get("listed_on"),
-        market_cap: r.get("market_cap"),
-        pe_ratio: r.get("pe_ratio"),
-        dividend_yield: r.get("dividend_yield"),
-        eps: r.get("eps"),
-        shares_outstanding: r.get("shares_outstanding"),
-        high_all_time: r.get::<Option<f64>, _>("high_all_time").unwrap_or(0.0),
-        low_all_time: r.get::<Option<f64>, _>("low_all_time").unwrap_or(0.0),
-        average_price: r.get::<Option<f64>, _>("average_price").unwrap_or(0.0),
-        total_volume: r.get::<Option<i64>, _>("total_volume").unwrap_or(0),
-        holders: r.get("holders"),
-        shares_held: r.get("shares_held"),
-        trade_count: r.get("trade_count"),
-        traded_quantity: r.get("traded_quantity"),
-        candles,
-    }))
+    Ok(Some(InstrumentDetail::from_parts(
+        parts::instrument_ref_row(&r),
+        parts::price_history_row(&r)?,
+        parts::ownership_columns(&r),
+    )))
 }
 
 /// The newest tick of a symbol against the one before it, with its version
