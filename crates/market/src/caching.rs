@@ -127,6 +127,15 @@ impl Caching {
         }
     }
 
+    /// `opts` when the caller has its own, else the policy's.
+    fn options_or_policy(
+        &self,
+        opts: Option<EntryOptions>,
+        policy: &str,
+    ) -> Result<EntryOptions, ApiError> {
+        opts.map_or_else(|| self.options(policy), Ok)
+    }
+
     /// The breaker's state, `None` with the cache off.
     pub fn breaker(&self) -> Option<BreakerState> {
         self.cache.as_ref().and_then(Cache::breaker_state)
@@ -150,10 +159,7 @@ impl Caching {
             self.counters.load(policy);
             return loader().await;
         };
-        let opts = match opts {
-            Some(opts) => opts,
-            None => self.options(policy)?,
-        };
+        let opts = self.options_or_policy(opts, policy)?;
         let counters = Arc::clone(&self.counters);
         Ok(cache
             .get_or_load(key, &opts, move || {
@@ -182,10 +188,7 @@ impl Caching {
             self.counters.load(policy);
             return loader().await;
         };
-        let opts = match opts {
-            Some(opts) => opts,
-            None => self.options(policy)?,
-        };
+        let opts = self.options_or_policy(opts, policy)?;
         let counters = Arc::clone(&self.counters);
         Ok(cache
             .get_or_load_optional(key, &opts, move || {
@@ -216,10 +219,7 @@ impl Caching {
             self.counters.load(policy);
             return Ok(loader().await?.map(|(value, _)| value));
         };
-        let opts = match opts {
-            Some(opts) => opts,
-            None => self.options(policy)?,
-        };
+        let opts = self.options_or_policy(opts, policy)?;
         let counters = Arc::clone(&self.counters);
         let fetched = cache
             .get_or_load_entry(key, &opts, move |_| async move {
@@ -248,10 +248,7 @@ impl Caching {
         let Some(cache) = &self.cache else {
             return Ok(());
         };
-        let opts = match opts {
-            Some(opts) => opts,
-            None => self.options(policy)?,
-        };
+        let opts = self.options_or_policy(opts, policy)?;
         if let Err(err) = cache.set_versioned(key, value, version, &opts).await {
             tracing::warn!(key, error = %err, "versioned write-through did not reach Redis");
         }
