@@ -182,14 +182,10 @@ async fn a_frozen_redis_never_holds_a_request_past_the_timeout() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_pays_one_redis_timeout_at_most_before_the_breaker_opens() {
-    let server = RedisServer::start();
-    common::record_metrics();
-    let namespace = common::namespace("one-timeout");
-    // A breaker that never opens: every request meets the frozen Redis itself.
-    let cache = Cache::builder()
-        .namespace(&namespace)
+/// A breaker that never opens: every request meets the frozen Redis itself.
+async fn cache_whose_breaker_never_opens(server: &RedisServer, namespace: &str) -> Cache {
+    Cache::builder()
+        .namespace(namespace)
         .redis_url(&server.url())
         .redis_timeout(REDIS_TIMEOUT)
         .breaker(BreakerConfig {
@@ -198,7 +194,15 @@ async fn a_request_pays_one_redis_timeout_at_most_before_the_breaker_opens() {
         })
         .build()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_pays_one_redis_timeout_at_most_before_the_breaker_opens() {
+    let server = RedisServer::start();
+    common::record_metrics();
+    let namespace = common::namespace("one-timeout");
+    let cache = cache_whose_breaker_never_opens(&server, &namespace).await;
     let loads = Arc::new(AtomicUsize::new(0));
 
     server.pause();
@@ -224,17 +228,7 @@ async fn a_loader_composed_from_cached_parts_pays_no_further_redis_timeout() {
     let server = RedisServer::start();
     common::record_metrics();
     let namespace = common::namespace("nested-timeout");
-    let cache = Cache::builder()
-        .namespace(&namespace)
-        .redis_url(&server.url())
-        .redis_timeout(REDIS_TIMEOUT)
-        .breaker(BreakerConfig {
-            failure_threshold: u32::MAX,
-            probe_interval: Duration::from_millis(100),
-        })
-        .build()
-        .await
-        .unwrap();
+    let cache = cache_whose_breaker_never_opens(&server, &namespace).await;
     let opts = EntryOptions::new().ttl(Duration::from_secs(60));
     server.pause();
     // One request whose loader reads two parts through the cache, one of
