@@ -4,115 +4,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use stratacache::{Cache, EntryOptions, RedisTls};
-use stratacache_testkit::{free_port, RedisServer};
-
-/// A CA and a server certificate for `localhost` / 127.0.0.1, made with the
-/// `openssl` command line.
-fn make_certificates(dir: &Path) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl on PATH");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .unwrap();
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=stratacache test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
-}
-
-struct TlsRedis {
-    _server: RedisServer,
-    dir: PathBuf,
-    tls_port: u16,
-}
-
-impl Drop for TlsRedis {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn start_tls_redis() -> TlsRedis {
-    let dir = std::env::temp_dir().join(common::namespace("tls-certs"));
-    std::fs::create_dir_all(&dir).unwrap();
-    make_certificates(&dir);
-    let tls_port = free_port();
-    let file = |name: &str| dir.join(name).to_string_lossy().to_string();
-    let server = RedisServer::start_with(&[
-        "--tls-port",
-        &tls_port.to_string(),
-        "--tls-cert-file",
-        &file("server.crt"),
-        "--tls-key-file",
-        &file("server.key"),
-        "--tls-ca-cert-file",
-        &file("ca.crt"),
-        "--tls-auth-clients",
-        "no",
-    ]);
-    TlsRedis {
-        _server: server,
-        dir,
-        tls_port,
-    }
-}
+use stratacache_testkit::TlsRedisServer;
 
 async fn cache(url: &str, namespace: &str, tls: Option<RedisTls>) -> Cache {
     let mut builder = Cache::builder()
@@ -127,10 +22,9 @@ async fn cache(url: &str, namespace: &str, tls: Option<RedisTls>) -> Cache {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_with_a_private_ca_carries_the_cache_and_its_backplane() {
-    let redis = start_tls_redis();
-    let url = format!("rediss://localhost:{}", redis.tls_port);
-    let ca = std::fs::read(redis.dir.join("ca.crt")).unwrap();
-    let tls = RedisTls::new().root_cert_pem(ca);
+    let redis = TlsRedisServer::start();
+    let url = redis.tls_url();
+    let tls = RedisTls::new().root_cert_pem(redis.ca_pem());
     let namespace = common::namespace("tls");
     let a = cache(&url, &namespace, Some(tls.clone())).await;
     let b = cache(&url, &namespace, Some(tls)).await;
