@@ -103,19 +103,7 @@ pub async fn user_data(state: &AppState) -> anyhow::Result<Warmed> {
             let key = watchlist_key(w.user_id);
             FutureExt::boxed(async move { cache.set(&key, w, &opts).await })
         }));
-    let results: Vec<_> = stream::iter(writes)
-        .buffer_unordered(IN_FLIGHT)
-        .collect()
-        .await;
-    let failed = results.iter().filter(|r| r.is_err()).count();
-    if let Some(Err(err)) = results.iter().find(|r| r.is_err()) {
-        tracing::warn!(error = %err, failed, "some warm-up writes failed");
-    }
-    Ok(Warmed {
-        entries: results.len() - failed,
-        failed,
-        took: started.elapsed(),
-    })
+    Ok(write_all(writes, started).await)
 }
 
 /// Warm every user's positions (nothing with the cache off), versioned as
@@ -131,13 +119,22 @@ pub async fn positions(state: &AppState) -> anyhow::Result<Warmed> {
         });
     };
     let all = crate::db::parts::all_positions(&state.db).await?;
-    let mut writes = Vec::with_capacity(all.len());
-    for (held, version) in &all {
-        // Parts are read from Redis only (`crate::parts`).
-        let opts = state.caching.options("positions")?.skip_l1(true);
+    // Parts are read from Redis only (`crate::parts`).
+    let opts = state.caching.options("positions")?.skip_l1(true);
+    let writes = all.iter().map(|(held, version)| {
         let key = crate::parts::positions_key(held.user_id);
-        writes.push(async move { cache.set_versioned(&key, held, *version, &opts).await });
-    }
+        let opts = &opts;
+        async move { cache.set_versioned(&key, held, *version, opts).await }
+    });
+    Ok(write_all(writes, started).await)
+}
+
+/// Run the warm-up writes, [`IN_FLIGHT`] at a time, and count what failed.
+async fn write_all<W, T, E>(writes: impl IntoIterator<Item = W>, started: Instant) -> Warmed
+where
+    W: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
     let results: Vec<_> = stream::iter(writes)
         .buffer_unordered(IN_FLIGHT)
         .collect()
@@ -146,9 +143,9 @@ pub async fn positions(state: &AppState) -> anyhow::Result<Warmed> {
     if let Some(Err(err)) = results.iter().find(|r| r.is_err()) {
         tracing::warn!(error = %err, failed, "some warm-up writes failed");
     }
-    Ok(Warmed {
+    Warmed {
         entries: results.len() - failed,
         failed,
         took: started.elapsed(),
-    })
+    }
 }
