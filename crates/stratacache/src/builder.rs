@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::breaker::BreakerConfig;
 use crate::cache::{Cache, Inner};
+use crate::clock::Clock;
 use crate::coalesce::Flights;
 use crate::codec::Codec;
 use crate::error::{Error, Result};
@@ -62,6 +63,8 @@ pub struct CacheBuilder {
     policy_env_prefix: Option<String>,
     metrics: bool,
     outage_l1_max_age: Duration,
+    #[cfg(feature = "simulation")]
+    simulated: Option<crate::l2::sim::SimRedis>,
 }
 
 impl Default for CacheBuilder {
@@ -93,6 +96,8 @@ impl CacheBuilder {
             policy_env_prefix: None,
             metrics: true,
             outage_l1_max_age: Duration::from_secs(5),
+            #[cfg(feature = "simulation")]
+            simulated: None,
         }
     }
 
@@ -229,6 +234,14 @@ impl CacheBuilder {
         self
     }
 
+    /// Use a simulated Redis and its virtual clock (the race simulation).
+    #[cfg(feature = "simulation")]
+    #[doc(hidden)]
+    pub fn simulated_redis(mut self, redis: &crate::l2::sim::SimRedis) -> Self {
+        self.simulated = Some(redis.clone());
+        self
+    }
+
     /// Report metrics through the `metrics` facade (on by default).
     pub fn metrics(mut self, enabled: bool) -> Self {
         self.metrics = enabled;
@@ -278,7 +291,20 @@ impl CacheBuilder {
             .l1
             .map(|config| L1::new(config, keys.prefix_len(), &metrics.global));
         let follows_failovers = matches!(self.l2, Some(Ok(RedisTopology::Sentinel { .. })));
+        #[allow(unused_mut)]
+        let mut clock = Clock::System;
+        #[cfg(feature = "simulation")]
+        if let Some(sim) = &self.simulated {
+            clock = Clock::Virtual(sim.time());
+        }
         let l2 = match self.l2 {
+            #[cfg(feature = "simulation")]
+            _ if self.simulated.is_some() => Some(Arc::new(L2::simulated(
+                self.simulated.as_ref().expect("checked"),
+                self.redis_timeout,
+                self.breaker,
+                Arc::clone(&metrics.global),
+            ))),
             None => None,
             Some(topology) => {
                 let topology = topology?;
@@ -305,6 +331,7 @@ impl CacheBuilder {
         let inner = Arc::new_cyclic(|this| Inner {
             this: this.clone(),
             keys,
+            clock,
             l1,
             l2,
             waiters,

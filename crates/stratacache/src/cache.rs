@@ -5,13 +5,14 @@
 //! [`crate::load`], batch read-through in [`crate::resource`].
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::breaker::BreakerState;
 use crate::builder::CacheBuilder;
+use crate::clock::Clock;
 use crate::coalesce::Flights;
 use crate::codec::envelope::{self, DecodeError, EntryMeta};
 use crate::codec::Codec;
@@ -72,6 +73,8 @@ pub(crate) struct Inner {
     /// A weak handle to itself, for background work spawned from `&self`.
     pub(crate) this: std::sync::Weak<Inner>,
     pub(crate) keys: KeySpace,
+    /// The time of entries and invalidations.
+    pub(crate) clock: Clock,
     pub(crate) l1: Option<L1>,
     pub(crate) l2: Option<Arc<L2>>,
     /// Wakes this instance's waiters when another instance fills a key.
@@ -127,12 +130,6 @@ pub struct L1Stats {
     pub bytes: u64,
     /// Entries held.
     pub entries: u64,
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Cache {
@@ -323,7 +320,7 @@ impl Cache {
 
     /// How long the entry under `key` stays fresh, or `None` if there is none.
     pub async fn ttl(&self, key: &str) -> Result<Option<Duration>> {
-        let now = now_ms();
+        let now = self.inner.clock.now_ms();
         Ok(self
             .peek_meta(key)
             .await?
@@ -334,7 +331,7 @@ impl Cache {
     async fn peek_meta(&self, key: &str) -> Result<Option<(bool, EntryMeta)>> {
         let stored = self.inner.keys.stored(key)?;
         if let Some(entry) = self.inner.l1.as_ref().and_then(|l1| l1.get(&stored)) {
-            if fresh(&entry.meta) {
+            if fresh(&entry.meta, self.inner.clock.now_ms()) {
                 return Ok(Some((entry.value.is_some(), entry.meta.clone())));
             }
         }
@@ -345,7 +342,7 @@ impl Cache {
             return Ok(None);
         };
         match envelope::decode(&bytes, self.inner.max_value_bytes) {
-            Ok(decoded) if fresh(&decoded.meta) => {
+            Ok(decoded) if fresh(&decoded.meta, self.inner.clock.now_ms()) => {
                 if self.inner.is_invalidated(&decoded.meta).await {
                     return Ok(None);
                 }
@@ -362,8 +359,8 @@ impl Cache {
 
 /// Whether plain reads (`get`) may return the entry: fresh, and not a stale
 /// value kept by fail-safe.
-fn fresh(meta: &EntryMeta) -> bool {
-    meta.is_fresh(now_ms()) && !meta.fail_safe
+fn fresh(meta: &EntryMeta, now_ms: u64) -> bool {
+    meta.is_fresh(now_ms) && !meta.fail_safe
 }
 
 /// The value of an L1 entry as `V`; `None` if it holds another type.
@@ -406,7 +403,7 @@ impl Inner {
         m: &PolicyMetrics,
     ) -> Option<Found<V>> {
         let hit = entry
-            .filter(|entry| fresh(&entry.meta))
+            .filter(|entry| fresh(&entry.meta, self.clock.now_ms()))
             .and_then(|entry| entry_value::<V>(&entry));
         match &hit {
             Some(Some(_)) => m.l1_hits.increment(1),
@@ -432,7 +429,7 @@ impl Inner {
         let hit = self
             .read_l2::<V>(l2, stored)
             .await
-            .filter(|(_, meta, _)| fresh(meta));
+            .filter(|(_, meta, _)| fresh(meta, self.clock.now_ms()));
         self.count_l2(hit.as_ref().map(|(found, _, _)| found.is_some()), m);
         hit
     }
@@ -448,7 +445,7 @@ impl Inner {
     /// did not hear of may have read the old value, however late it lands.
     fn trusted(&self, entry: Arc<L1Entry>) -> Option<Arc<L1Entry>> {
         match &self.backplane {
-            Some(b) if !b.trusts(entry.meta.created_at_ms) => None,
+            Some(b) if !b.trusts(entry.meta.created_at_ms, self.clock.now_ms()) => None,
             _ => Some(entry),
         }
     }
@@ -535,7 +532,7 @@ impl Inner {
                 Some(b) => self
                     .decode_valid::<V>(&stored[i], &b)
                     .await
-                    .filter(|(_, meta, _)| fresh(meta)),
+                    .filter(|(_, meta, _)| fresh(meta, self.clock.now_ms())),
                 None => None,
             };
             self.count_l2(hit.as_ref().map(|(f, _, _)| f.is_some()), m);
@@ -580,7 +577,7 @@ impl Inner {
                 return None;
             }
         };
-        if !decoded.meta.is_usable(now_ms()) {
+        if !decoded.meta.is_usable(self.clock.now_ms()) {
             return None;
         }
         let value = match decoded.value {
@@ -647,7 +644,7 @@ impl Inner {
         } else {
             Duration::ZERO
         };
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let fresh_until_ms = now + ttl.as_millis() as u64;
         let meta = EntryMeta {
             created_at_ms: hints.started_at_ms.unwrap_or(now).min(now),
@@ -775,7 +772,7 @@ impl Inner {
         let Some(l1) = self.l1.as_ref().filter(|_| !opts.skip_l1) else {
             return;
         };
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let remaining = Duration::from_millis(meta.stale_until_ms.saturating_sub(now));
         let lifetime = opts
             .l1_ttl

@@ -194,6 +194,7 @@ impl<T: Clone> Flight<T> {
             let sleep =
                 tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now));
             tokio::select! {
+                biased;
                 changed = self.progress.changed() => {
                     if changed.is_err() {
                         let last = Arc::clone(&self.progress.borrow());

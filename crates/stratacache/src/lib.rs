@@ -51,6 +51,7 @@
 mod breaker;
 mod builder;
 mod cache;
+mod clock;
 mod coalesce;
 mod codec;
 mod error;
@@ -84,3 +85,11 @@ pub use options::{Consistency, EntryOptions};
 pub use policy::{Policies, Policy, Strategy};
 pub use resource::{Loader, Resource, ResourceKey};
 pub use warm::{WarmProgress, WarmReport, WarmSettings};
+
+/// A simulated Redis on a virtual clock, for the deterministic race
+/// simulation of `stratacache-check`. Not for production use.
+#[cfg(feature = "simulation")]
+#[doc(hidden)]
+pub mod simulation {
+    pub use crate::l2::sim::{Health, SimRedis};
+}

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
-use crate::cache::{entry_value, now_ms, Cache, CacheValue, FillHints, Found, Inner};
+use crate::cache::{entry_value, Cache, CacheValue, FillHints, Found, Inner};
 use crate::coalesce::{Progress, Role};
 use crate::codec::envelope::EntryMeta;
 use crate::error::{BoxError, Error, Result};
@@ -378,7 +378,7 @@ impl Cache {
         if let Some(entry) = self.inner.l1_entry_inner(&inner_key, opts) {
             if let Some(found) = entry_value::<V>(&entry) {
                 let acceptable = found.is_some() || accept_absent;
-                match classify(&entry.meta, now_ms(), opts.eager_refresh) {
+                match classify(&entry.meta, self.inner.clock.now_ms(), opts.eager_refresh) {
                     Usability::Fresh { refresh_early } if acceptable => {
                         m.l1_hits.increment(1);
                         if found.is_none() {
@@ -662,6 +662,7 @@ impl Inner {
             // A short, growing backoff bounds the wait when a notification
             // is lost (reconnect, failover) or the holder died.
             woken = tokio::select! {
+                biased;
                 _ = &mut notified => true,
                 _ = tokio::time::sleep(backoff.min(deadline - now)) => false,
             };
@@ -694,7 +695,7 @@ impl Inner {
             etag: known.as_ref().and_then(|(_, meta, _)| meta.etag.clone()),
         };
         let started = Instant::now();
-        let started_at_ms = now_ms();
+        let started_at_ms = self.clock.now_ms();
         let bounded = async {
             match opts.hard_timeout {
                 Some(limit) => match tokio::time::timeout(limit, loader(context)).await {
@@ -727,7 +728,9 @@ impl Inner {
                 };
                 m.not_modified.increment(1);
                 let renewed = self.renewed_meta(&old, opts, loaded.ttl, loaded.etag, load_micros);
-                let l2_ttl = Duration::from_millis(renewed.stale_until_ms.saturating_sub(now_ms()));
+                let l2_ttl = Duration::from_millis(
+                    renewed.stale_until_ms.saturating_sub(self.clock.now_ms()),
+                );
                 self.retime_in_l2(l2, lease.as_ref(), stored, &old, &renewed, l2_ttl)
                     .await;
                 self.fill_l1(stored, &value, renewed, encoded_len, opts, since);
@@ -802,15 +805,17 @@ impl Inner {
                     Some((Some(value), old, encoded_len)) => {
                         m.fail_safe.increment(1);
                         tracing::warn!(key = stored, error = %err, "load failed; serving the stale value (fail-safe)");
-                        let retry_at = (now_ms() + opts.fail_safe_throttle.as_millis() as u64)
+                        let retry_at = (self.clock.now_ms()
+                            + opts.fail_safe_throttle.as_millis() as u64)
                             .min(old.stale_until_ms);
                         let throttled = EntryMeta {
                             fresh_until_ms: retry_at.max(old.created_at_ms),
                             fail_safe: true,
                             ..old.clone()
                         };
-                        let l2_ttl =
-                            Duration::from_millis(old.stale_until_ms.saturating_sub(now_ms()));
+                        let l2_ttl = Duration::from_millis(
+                            old.stale_until_ms.saturating_sub(self.clock.now_ms()),
+                        );
                         self.retime_in_l2(l2, lease.as_ref(), stored, &old, &throttled, l2_ttl)
                             .await;
                         let value = Some(value);
@@ -837,7 +842,7 @@ impl Inner {
         load_micros: u32,
     ) -> EntryMeta {
         let ttl = opts.jittered_ttl(ttl.unwrap_or(opts.ttl));
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let fresh_until_ms = now + ttl.as_millis() as u64;
         EntryMeta {
             created_at_ms: now,
@@ -959,7 +964,7 @@ impl<V: CacheValue> Verdict<'_, V> {
         let newer = known
             .as_ref()
             .is_none_or(|(_, k, _)| meta.created_at_ms > k.created_at_ms);
-        match classify(&meta, now_ms(), None) {
+        match classify(&meta, self.inner.clock.now_ms(), None) {
             // An early refresh that finds its own entry still there goes on.
             Usability::Fresh { .. } if self.mode == Mode::Refresh && !newer => None,
             Usability::Fresh { .. } if acceptable => {

@@ -174,7 +174,7 @@ where
         let missing_keys: Vec<K> = missing.iter().map(|&i| unique[i].clone()).collect();
         m.loads.increment(1);
         let load_started = Instant::now();
-        let started_at_ms = crate::cache::now_ms();
+        let started_at_ms = inner.clock.now_ms();
         let outcome = self.loader.load_many(&missing_keys).await;
         let took = load_started.elapsed();
         m.load_seconds.record(took.as_secs_f64());

@@ -29,7 +29,7 @@
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use redis::Script;
+use crate::l2::LuaScript as Script;
 
 use crate::cache::{Cache, CacheValue, FillHints, Inner};
 use crate::error::Result;

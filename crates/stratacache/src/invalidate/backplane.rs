@@ -62,10 +62,9 @@ impl Backplane {
     }
 
     /// Whether an L1 entry whose load began at `created_at_ms` may be served.
-    pub(crate) fn trusts(&self, created_at_ms: u64) -> bool {
+    pub(crate) fn trusts(&self, created_at_ms: u64, now_ms: u64) -> bool {
         self.connected.load(Ordering::Acquire)
-            || crate::cache::now_ms().saturating_sub(created_at_ms)
-                <= self.outage_l1_max_age.as_millis() as u64
+            || now_ms.saturating_sub(created_at_ms) <= self.outage_l1_max_age.as_millis() as u64
     }
 
     pub(crate) fn is_connected(&self) -> bool {
@@ -98,6 +97,19 @@ pub(crate) fn spawn_subscriber(cache: Weak<Inner>) {
                 waiters.channel().to_string(),
             );
             drop(inner);
+            #[cfg(feature = "simulation")]
+            if let Some(sim) = l2.simulated_connection() {
+                match listen_simulated(&cache, sim, &bus, &fills).await {
+                    Session::CacheDropped => return,
+                    Session::Lost => {
+                        let Some(inner) = cache.upgrade() else { return };
+                        inner.backplane_lost();
+                    }
+                    _ => {}
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
             let session = if l2.is_cluster() {
                 listen_sharded(&cache, &l2, &bus, &fills).await
             } else {
@@ -263,6 +275,41 @@ async fn listen_sharded(cache: &Weak<Inner>, l2: &L2, bus: &str, fills: &str) ->
                 PushKind::Disconnection | PushKind::SUnsubscribe => return Session::Lost,
                 _ => {}
             },
+            Ok(None) => return Session::Lost,
+            Err(_) if cache.strong_count() == 0 => return Session::CacheDropped,
+            Err(_) => {}
+        }
+    }
+}
+
+/// A simulated server: the same subscription, in memory.
+#[cfg(feature = "simulation")]
+async fn listen_simulated(
+    cache: &Weak<Inner>,
+    sim: &crate::l2::sim::SimConnection,
+    bus: &str,
+    fills: &str,
+) -> Session {
+    let Ok(Ok(mut subscription)) =
+        tokio::time::timeout(SUBSCRIBE_TIMEOUT, sim.subscribe(&[bus, fills])).await
+    else {
+        return Session::NotSubscribed;
+    };
+    let Some(inner) = cache.upgrade() else {
+        return Session::CacheDropped;
+    };
+    inner.backplane_connected().await;
+    drop(inner);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(1), subscription.next()).await {
+            Ok(Some((channel, payload))) => {
+                let Some(inner) = cache.upgrade() else {
+                    return Session::CacheDropped;
+                };
+                if let Ok(channel) = std::str::from_utf8(&channel) {
+                    dispatch(&inner, channel, &payload);
+                }
+            }
             Ok(None) => return Session::Lost,
             Err(_) if cache.strong_count() == 0 => return Session::CacheDropped,
             Err(_) => {}

@@ -22,7 +22,7 @@ pub(crate) mod tags;
 
 use std::time::Duration;
 
-use crate::cache::{now_ms, Cache, Inner};
+use crate::cache::{Cache, Inner};
 use crate::codec::envelope::EntryMeta;
 use crate::error::Result;
 use failover::Replay;
@@ -43,8 +43,8 @@ impl Cache {
     /// Invalidate every entry of the namespace, in every instance, without
     /// SCAN or FLUSHALL: one timestamp (a namespace version bump).
     pub async fn clear(&self) -> Result<()> {
-        let at_ms = now_ms();
         let inner = &self.inner;
+        let at_ms = inner.clock.now_ms();
         inner.tags.set_cleared_at(at_ms);
         inner.apply_invalidation(&Invalidation::Clear { at_ms });
         inner.failover_log.note([Replay::Clear]);
@@ -100,7 +100,7 @@ impl Inner {
     /// Invalidate `tag` here, in Redis (its timestamp) and in the other
     /// instances.
     pub(crate) async fn invalidate_tag_everywhere(&self, tag: &str) -> Result<()> {
-        let at_ms = now_ms();
+        let at_ms = self.clock.now_ms();
         self.tags.set_tag(tag, at_ms);
         self.apply_invalidation(&Invalidation::Tag {
             tag: tag.to_string(),
@@ -227,7 +227,11 @@ impl Inner {
     /// ([`failover::FENCE`]).
     pub(crate) async fn is_invalidated(&self, meta: &EntryMeta) -> bool {
         if let Some(l2) = &self.l2 {
-            if failover::fenced(meta.created_at_ms, l2.master_moved_at_ms(), now_ms()) {
+            if failover::fenced(
+                meta.created_at_ms,
+                l2.master_moved_at_ms(),
+                self.clock.now_ms(),
+            ) {
                 return true;
             }
         }

@@ -145,7 +145,7 @@ impl Inner {
         let Some(l2) = &self.l2 else { return };
         if overflowed {
             tracing::warn!("too many writes failed while redis was down; clearing the namespace");
-            let at_ms = crate::cache::now_ms();
+            let at_ms = self.clock.now_ms();
             if self.write_clear_timestamp(at_ms).await.is_err() {
                 self.recovery.overflowed.store(true, Ordering::Release);
                 self.recovery.defer(&keys);

@@ -29,6 +29,9 @@ pub(crate) enum Connection {
         tls: Option<Arc<RedisTls>>,
     },
     Sentinel(Arc<SentinelMaster>),
+    /// A simulated server (the race simulation).
+    #[cfg(feature = "simulation")]
+    Simulated(super::sim::SimConnection),
 }
 
 impl Connection {
@@ -120,6 +123,17 @@ impl Connection {
                 tls::client(seed, tls.as_deref()).ok()
             }
             Connection::Sentinel(s) => s.master_client(),
+            #[cfg(feature = "simulation")]
+            Connection::Simulated(_) => None,
+        }
+    }
+
+    /// The simulated server's connection, if this is one.
+    #[cfg(feature = "simulation")]
+    pub(crate) fn simulated(&self) -> Option<&super::sim::SimConnection> {
+        match self {
+            Connection::Simulated(sim) => Some(sim),
+            _ => None,
         }
     }
 
@@ -134,6 +148,8 @@ impl Connection {
                 self.observe(&result);
                 result
             }
+            #[cfg(feature = "simulation")]
+            Connection::Simulated(sim) => sim.query(cmd).await,
         }
     }
 
@@ -154,6 +170,11 @@ impl Connection {
                 self.observe(&result);
                 result
             }
+            #[cfg(feature = "simulation")]
+            Connection::Simulated(_) => Err(RedisError::from((
+                redis::ErrorKind::Client,
+                "a simulated server runs scripts from their source (L2::run_script)",
+            ))),
         }
     }
 
@@ -172,6 +193,8 @@ impl Connection {
                 self.observe(&result);
                 result
             }
+            #[cfg(feature = "simulation")]
+            Connection::Simulated(sim) => sim.query_pipeline(pipe).await,
         }
     }
 
@@ -181,6 +204,8 @@ impl Connection {
         match self {
             Connection::Single { client, .. } => Ok(vec![(**client).clone()]),
             Connection::Sentinel(s) => Ok(s.master_client().into_iter().collect()),
+            #[cfg(feature = "simulation")]
+            Connection::Simulated(_) => Ok(Vec::new()),
             Connection::Cluster { .. } => self
                 .cluster_masters()
                 .await?

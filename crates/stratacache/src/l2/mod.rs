@@ -8,7 +8,10 @@
 
 mod batch;
 mod connection;
+mod script;
 mod sentinel;
+#[cfg(feature = "simulation")]
+pub(crate) mod sim;
 mod tls;
 mod topology;
 
@@ -19,6 +22,7 @@ use std::time::Duration;
 
 use redis::{Cmd, RedisError};
 
+pub(crate) use script::LuaScript;
 pub use tls::RedisTls;
 pub use topology::RedisTopology;
 
@@ -111,6 +115,29 @@ impl L2 {
             metrics,
             reads: Arc::default(),
         })
+    }
+
+    /// An L2 on a simulated server.
+    #[cfg(feature = "simulation")]
+    pub(crate) fn simulated(
+        redis: &sim::SimRedis,
+        timeout: Duration,
+        breaker: BreakerConfig,
+        metrics: Arc<CacheMetrics>,
+    ) -> Self {
+        Self {
+            connection: Connection::Simulated(redis.connect()),
+            timeout,
+            breaker: Arc::new(Breaker::new(breaker)),
+            metrics,
+            reads: Arc::default(),
+        }
+    }
+
+    /// The simulated server's connection, if this L2 is simulated.
+    #[cfg(feature = "simulation")]
+    pub(crate) fn simulated_connection(&self) -> Option<&sim::SimConnection> {
+        self.connection.simulated()
     }
 
     pub(crate) fn breaker_allows_calls(&self) -> bool {
@@ -287,8 +314,8 @@ impl L2 {
         key: &str,
         expected: &[u8],
     ) -> Result<bool, L2Error> {
-        static SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-            redis::Script::new(
+        static SCRIPT: std::sync::LazyLock<LuaScript> = std::sync::LazyLock::new(|| {
+            LuaScript::new(
                 "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('UNLINK', KEYS[1]) end return 0",
             )
         });
@@ -301,13 +328,17 @@ impl L2 {
     /// share a hash slot. `idempotent` allows the retry after a dropped connection.
     pub(crate) async fn run_script<T: redis::FromRedisValue>(
         &self,
-        script: &redis::Script,
+        script: &LuaScript,
         keys: &[&str],
         args: &[&[u8]],
         idempotent: bool,
     ) -> Result<T, L2Error> {
         self.call(idempotent, |c| async move {
-            let mut invocation = script.prepare_invoke();
+            #[cfg(feature = "simulation")]
+            if let Some(sim) = c.simulated() {
+                return sim.eval(script.code(), keys, args).await;
+            }
+            let mut invocation = script.redis().prepare_invoke();
             for key in keys {
                 invocation.key(*key);
             }
@@ -400,17 +431,7 @@ impl L2 {
             return Err(Error::RedisUnavailable);
         }
         let mut deleted = 0u64;
-        for client in self
-            .connection
-            .master_clients()
-            .await
-            .map_err(Error::from)?
-        {
-            let mut conn =
-                tokio::time::timeout(self.timeout, client.get_multiplexed_async_connection())
-                    .await
-                    .map_err(|_| Error::RedisTimeout(self.timeout))?
-                    .map_err(Error::from)?;
+        for mut node in self.masters().await? {
             let mut cursor: u64 = 0;
             loop {
                 let scan = redis::cmd("SCAN")
@@ -420,11 +441,7 @@ impl L2 {
                     .arg("COUNT")
                     .arg(batch)
                     .to_owned();
-                let (next, mut keys): (u64, Vec<String>) =
-                    tokio::time::timeout(self.timeout, scan.query_async(&mut conn))
-                        .await
-                        .map_err(|_| Error::RedisTimeout(self.timeout))?
-                        .map_err(Error::from)?;
+                let (next, mut keys): (u64, Vec<String>) = self.on_node(&mut node, &scan).await?;
                 keys.retain(|k| !spare(k));
                 // On a Cluster one node's keys span many slots; UNLINK per slot.
                 for (_, indices) in self.group_by_slot(keys.iter().map(String::as_str)) {
@@ -432,11 +449,7 @@ impl L2 {
                     for i in &indices {
                         unlink.arg(&keys[*i]);
                     }
-                    let removed: u64 =
-                        tokio::time::timeout(self.timeout, unlink.query_async(&mut conn))
-                            .await
-                            .map_err(|_| Error::RedisTimeout(self.timeout))?
-                            .map_err(Error::from)?;
+                    let removed: u64 = self.on_node(&mut node, &unlink).await?;
                     deleted += removed;
                 }
                 if next == 0 {
@@ -446,6 +459,48 @@ impl L2 {
             }
         }
         Ok(deleted)
+    }
+
+    /// A connection to every master, for per-node commands (SCAN).
+    async fn masters(&self) -> Result<Vec<Node>, Error> {
+        #[cfg(feature = "simulation")]
+        if let Some(sim) = self.connection.simulated() {
+            return Ok(vec![Node::Simulated(sim.clone())]);
+        }
+        let mut nodes = Vec::new();
+        for client in self
+            .connection
+            .master_clients()
+            .await
+            .map_err(Error::from)?
+        {
+            let conn =
+                tokio::time::timeout(self.timeout, client.get_multiplexed_async_connection())
+                    .await
+                    .map_err(|_| Error::RedisTimeout(self.timeout))?
+                    .map_err(Error::from)?;
+            nodes.push(Node::Redis(conn));
+        }
+        Ok(nodes)
+    }
+
+    /// Run `cmd` on one node, bounded by the timeout.
+    async fn on_node<T: redis::FromRedisValue>(
+        &self,
+        node: &mut Node,
+        cmd: &Cmd,
+    ) -> Result<T, Error> {
+        let run = async {
+            match node {
+                Node::Redis(conn) => cmd.query_async(conn).await,
+                #[cfg(feature = "simulation")]
+                Node::Simulated(sim) => sim.query(cmd).await,
+            }
+        };
+        tokio::time::timeout(self.timeout, run)
+            .await
+            .map_err(|_| Error::RedisTimeout(self.timeout))?
+            .map_err(Error::from)
     }
 
     pub(crate) async fn ping(&self) -> Result<(), L2Error> {
@@ -469,6 +524,13 @@ impl L2 {
         }
         groups
     }
+}
+
+/// A connection to one node.
+enum Node {
+    Redis(redis::aio::MultiplexedConnection),
+    #[cfg(feature = "simulation")]
+    Simulated(sim::SimConnection),
 }
 
 fn set_cmd(write: &Write) -> Cmd {

@@ -170,7 +170,7 @@ impl SentinelMaster {
         tracing::info!(master = %info.addr(), "sentinel: following the new master");
         *self.current.write().expect("sentinel lock") = (info, manager);
         self.moved_at_ms
-            .store(crate::cache::now_ms(), Ordering::Release);
+            .store(crate::clock::system_now_ms(), Ordering::Release);
         self.moved.send_modify(|generation| *generation += 1);
     }
 

@@ -30,7 +30,7 @@ use std::future::Future;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::Script;
+use crate::l2::LuaScript as Script;
 
 use crate::codec::envelope::EntryMeta;
 use crate::l2::{L2Error, Write, L2};
@@ -102,7 +102,7 @@ static RETIME: LazyLock<Script> = LazyLock::new(|| {
 });
 
 fn guarded(body: &str) -> Script {
-    Script::new(&format!("{LEASE_GUARD}{body}"))
+    Script::new(format!("{LEASE_GUARD}{body}"))
 }
 
 static EXTEND: LazyLock<Script> = LazyLock::new(|| {

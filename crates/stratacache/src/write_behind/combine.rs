@@ -96,8 +96,8 @@ impl Combiner {
 /// unreachable, else the total), ttl ms. All the writes go into one stream
 /// entry (format in `stream.rs`). Answers one item per write: the entry id,
 /// `{total, id}`, or nil (counter needs a seed; not queued).
-static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
+static SCRIPT: LazyLock<crate::l2::LuaScript> = LazyLock::new(|| {
+    crate::l2::LuaScript::new(
         r"
 local stream, k, parts, count, out = KEYS[1], 2, {}, 0, {}
 local function put(kind, id, key, payload)

@@ -6,7 +6,7 @@ use super::metrics::WbMetrics;
 use super::sink::Sink;
 use super::stream::{queue_state, REPLAY_SCRIPT};
 use super::{WriteBehind, WriteBehindError};
-use crate::cache::now_ms;
+use crate::clock::system_now_ms as now_ms;
 use crate::error::Error;
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -73,7 +73,7 @@ impl<S: Sink> WriteBehind<S> {
     pub async fn replay_dead_letters(&self, max: usize) -> Result<usize, WriteBehindError> {
         let mut conn = self.admin().await?;
         let keys = &self.shared.keys;
-        let mut invocation = REPLAY_SCRIPT.key(&keys.stream);
+        let mut invocation = REPLAY_SCRIPT.redis().key(&keys.stream);
         invocation.key(&keys.dead).arg(max.max(1));
         let moved: i64 = self.admin_query(invocation.invoke_async(&mut conn)).await?;
         let m = &self.shared.metrics;

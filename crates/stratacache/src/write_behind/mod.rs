@@ -47,7 +47,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::cache::{now_ms, Cache, CacheValue, FillHints};
+use crate::cache::{Cache, CacheValue, FillHints};
+use crate::clock::system_now_ms as now_ms;
 use crate::error::{BoxError, Error};
 use crate::l1::L1Entry;
 use crate::lease::lease_key;

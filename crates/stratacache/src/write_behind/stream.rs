@@ -212,8 +212,8 @@ pub(crate) fn new_write_id() -> String {
 /// Acknowledge and delete applied entries in one step: the stream then
 /// holds exactly the entries not yet applied (its length is the queue
 /// depth, its first entry the lag). KEYS: stream. ARGV: group, ids…
-pub(crate) static ACK_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
+pub(crate) static ACK_SCRIPT: LazyLock<crate::l2::LuaScript> = LazyLock::new(|| {
+    crate::l2::LuaScript::new(
         r"
 local group = table.remove(ARGV, 1)
 for i = 1, #ARGV, 500 do
@@ -229,8 +229,8 @@ return #ARGV
 /// Move one entry to the dead-letter stream (fields kept, the reason and the
 /// original id added) and remove it from the queue, atomically.
 /// KEYS: stream, dead. ARGV: group, id, reason.
-pub(crate) static DEAD_LETTER_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
+pub(crate) static DEAD_LETTER_SCRIPT: LazyLock<crate::l2::LuaScript> = LazyLock::new(|| {
+    crate::l2::LuaScript::new(
         r"
 local entry = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
 if #entry == 1 then
@@ -249,8 +249,8 @@ return #entry
 /// Put dead letters back on the queue (same write ids, so a write that was
 /// applied after all is not applied again) and delete them from the
 /// dead-letter stream. KEYS: stream, dead. ARGV: how many. Answers the count.
-pub(crate) static REPLAY_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
+pub(crate) static REPLAY_SCRIPT: LazyLock<crate::l2::LuaScript> = LazyLock::new(|| {
+    crate::l2::LuaScript::new(
         r"
 local entries = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', ARGV[1])
 for _, entry in ipairs(entries) do

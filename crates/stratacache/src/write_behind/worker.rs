@@ -17,7 +17,7 @@ use super::metrics::WbMetrics;
 use super::sink::Sink;
 use super::stream::{self, EntryId, StreamEntry, ACK_SCRIPT, DEAD_LETTER_SCRIPT};
 use super::Shared;
-use crate::cache::now_ms;
+use crate::clock::system_now_ms as now_ms;
 use crate::error::BoxError;
 
 /// How long an idle read blocks: bounds how late a worker notices a stop.
@@ -365,7 +365,7 @@ impl<S: Sink> Worker<S> {
         loop {
             let acked = async {
                 let mut conn = self.conn().await?;
-                let mut invocation = ACK_SCRIPT.prepare_invoke();
+                let mut invocation = ACK_SCRIPT.redis().prepare_invoke();
                 invocation
                     .key(&self.shared.keys.stream)
                     .arg(&self.shared.keys.group);
@@ -390,6 +390,7 @@ impl<S: Sink> Worker<S> {
         let mut conn = self.conn().await?;
         let keys = &self.shared.keys;
         DEAD_LETTER_SCRIPT
+            .redis()
             .key(&keys.stream)
             .key(&keys.dead)
             .arg(&keys.group)
