@@ -31,6 +31,11 @@ fn main() {
     let mut failed = 0;
     for seed in from..to {
         let started = std::time::Instant::now();
+        if std::env::var_os("SIM_TWICE").is_some() {
+            eprintln!("=== first");
+            let _ = run(seed, &settings);
+            eprintln!("=== second");
+        }
         let report = run(seed, &settings);
         if !report.passed() {
             failed += 1;

@@ -10,17 +10,16 @@ use crate::clock::Clock;
 use crate::coalesce::Flights;
 use crate::codec::Codec;
 use crate::error::{Error, Result};
-use crate::invalidate::backplane::{self, Backplane};
-use crate::invalidate::failover::FailoverLog;
-use crate::invalidate::recovery::{self, Recovery};
-use crate::invalidate::tags::{InvalidationLog, TagClock};
-use crate::key::{KeySpace, DEFAULT_MAX_KEY_LEN};
+use crate::invalidation::trust::Trust;
+use crate::keys::{KeySpace, DEFAULT_MAX_KEY_LEN};
 use crate::l1::{L1Config, L1};
 use crate::l2::{RedisTls, RedisTopology, L2};
-use crate::lease::waiters::FillWaiters;
 use crate::metrics::Metrics;
 use crate::options::EntryOptions;
 use crate::policy::{Policies, Policy, Strategy};
+use crate::read::Loads;
+use crate::tiers::{TierParts, Tiers};
+use crate::write::{backplane, recovery, Pipeline};
 
 /// Configures and builds a [`Cache`].
 ///
@@ -226,9 +225,10 @@ impl CacheBuilder {
         self
     }
 
-    /// While the invalidation backplane is disconnected, serve L1 entries
-    /// only up to this age (default 5 s): invalidations sent meanwhile may be
-    /// missed. L1 is cleared when the backplane is back.
+    /// While the invalidation backplane is disconnected, serve L1 entries as
+    /// fresh only up to this age (default 5 s): invalidations sent meanwhile
+    /// may be missed. Older ones are kept as fail-safe fallbacks. Every L1
+    /// entry from before a (re)subscription is dropped once it is back.
     pub fn backplane_outage_l1_max_age(mut self, age: Duration) -> Self {
         self.outage_l1_max_age = age;
         self
@@ -292,10 +292,10 @@ impl CacheBuilder {
             .map(|config| L1::new(config, keys.prefix_len(), &metrics.global));
         let follows_failovers = matches!(self.l2, Some(Ok(RedisTopology::Sentinel { .. })));
         #[allow(unused_mut)]
-        let mut clock = Clock::System;
+        let mut clock = Clock::system();
         #[cfg(feature = "simulation")]
         if let Some(sim) = &self.simulated {
-            clock = Clock::Virtual(sim.time());
+            clock = Clock::virtual_time(sim.time());
         }
         let l2 = match self.l2 {
             #[cfg(feature = "simulation")]
@@ -322,37 +322,36 @@ impl CacheBuilder {
                 ))
             }
         };
-        let waiters = l2
-            .as_ref()
-            .map(|_| FillWaiters::new(format!("{}:__stratacache:fills", self.namespace)));
-        let backplane = l2
-            .as_ref()
-            .map(|_| Backplane::new(&self.namespace, self.outage_l1_max_age));
-        let inner = Arc::new_cyclic(|this| Inner {
-            this: this.clone(),
+        let trust = Trust::new(l2.is_some(), self.outage_l1_max_age);
+        let tiers = Arc::new(Tiers::new(TierParts {
             keys,
             clock,
             l1,
             l2,
-            waiters,
-            backplane,
-            tags: TagClock::new(),
-            invalidations: InvalidationLog::new(),
-            recovery: Recovery::default(),
-            failover_log: FailoverLog::new(follows_failovers),
             codec: self.codec,
             compress_above: self.compress_above,
             max_value_bytes: self.max_value_bytes,
+            metrics,
+            trust,
+        }));
+        let flights = Arc::new(Flights::default());
+        let writes = Arc::new(Pipeline::new(
+            Arc::clone(&tiers),
+            Arc::clone(&flights),
+            follows_failovers,
+        ));
+        let loads = Arc::new(Loads::new(Arc::clone(&tiers), Arc::clone(&writes), flights));
+        if tiers.l2().is_some() {
+            writes.refresh_invalidation_state().await;
+            backplane::spawn_subscriber(Arc::downgrade(&writes));
+            recovery::spawn_replayer(Arc::downgrade(&writes));
+        }
+        Ok(Cache::from_inner(Inner {
+            tiers,
+            writes,
+            loads,
             defaults: self.defaults,
             policies,
-            flights: Arc::new(Flights::default()),
-            metrics,
-        });
-        if inner.l2.is_some() {
-            inner.refresh_invalidation_state().await;
-            backplane::spawn_subscriber(Arc::downgrade(&inner));
-            recovery::spawn_replayer(Arc::downgrade(&inner));
-        }
-        Ok(Cache { inner })
+        }))
     }
 }

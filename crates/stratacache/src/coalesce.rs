@@ -9,6 +9,13 @@
 //! data (stale-while-revalidate, soft timeout) can leave with it early.
 //! The flight leaves the map when its task ends, after it filled the cache, so
 //! a caller arriving later finds the value in a tier instead of loading again.
+//! A flight may also answer early ([`Progress::answer_early`]: a load past
+//! its `hard_timeout` goes on in the background to fill the cache); it then
+//! leaves the map at once.
+//!
+//! A caller never joins a flight that began before the last tag, prefix or
+//! namespace invalidation (it may be loading what that invalidation
+//! replaced); it starts a new one. Key invalidations forget the key's flight.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -33,18 +40,44 @@ pub(crate) struct Flight<T> {
 /// The load's side: reports a stale value while it works.
 pub(crate) struct Progress<T> {
     sender: Arc<watch::Sender<Arc<State<T>>>>,
+    /// Where this flight sits in the map, to leave it when answering early.
+    place: Option<(Arc<Flights>, String, u64)>,
 }
 
 impl<T: Clone> Progress<T> {
     /// Let callers that accept stale data leave with `value` now.
     pub(crate) fn offer_stale(&self, value: T) {
         self.sender.send_modify(|state| {
-            *state = Arc::new(State {
-                stale: Some(value),
-                done: None,
-            })
+            if state.done.is_none() {
+                *state = Arc::new(State {
+                    stale: Some(value),
+                    done: None,
+                })
+            }
         });
     }
+
+    /// Answer every caller now with `result`, and leave the map: the load
+    /// goes on in the background, and callers arriving from now on do not
+    /// join it (its final result goes to nobody).
+    pub(crate) fn answer_early(&self, result: Result<T, Error>) {
+        if let Some((flights, key, id)) = &self.place {
+            flights.leave(key, *id);
+        }
+        answer(&self.sender, result);
+    }
+}
+
+/// Publish a flight's result, unless it answered early.
+fn answer<T: Clone>(sender: &watch::Sender<Arc<State<T>>>, result: Result<T, Error>) {
+    sender.send_modify(|state| {
+        if state.done.is_none() {
+            *state = Arc::new(State {
+                stale: state.stale.clone(),
+                done: Some(result),
+            })
+        }
+    });
 }
 
 /// A flight's progress receiver with its result type erased.
@@ -53,7 +86,9 @@ type ErasedFlight = Box<dyn Any + Send + Sync>;
 /// Outstanding loads, keyed by stored key.
 #[derive(Default)]
 pub(crate) struct Flights {
-    in_flight: Mutex<HashMap<String, (u64, ErasedFlight)>>,
+    /// Per stored key: the flight's id, the log position it began at, its
+    /// progress receiver.
+    in_flight: Mutex<HashMap<String, (u64, u64, ErasedFlight)>>,
     next_id: std::sync::atomic::AtomicU64,
 }
 
@@ -65,13 +100,16 @@ pub(crate) enum Role {
 }
 
 impl Flights {
-    /// Join the flight for `key`, or start one running `load`.
+    /// Join the flight for `key`, or start one running `load`. `position`
+    /// is the invalidation log's current mark, `broad` the position of its
+    /// last broad invalidation: a flight that began before it is not joined.
     ///
     /// Two calls for one key with different result types cannot share a
     /// flight; the later one then runs on its own (correct, merely uncoalesced).
     pub(crate) fn join_or_start<T, Fut>(
         self: &Arc<Self>,
         key: &str,
+        (position, broad): (u64, u64),
         load: impl FnOnce(Progress<T>) -> Fut,
     ) -> (Flight<T>, Role)
     where
@@ -79,42 +117,57 @@ impl Flights {
         Fut: Future<Output = Result<T, Error>> + Send + 'static,
     {
         let mut map = self.in_flight.lock().expect("flight map poisoned");
-        if let Some((_, existing)) = map.get(key) {
-            if let Some(progress) = existing.downcast_ref::<watch::Receiver<Arc<State<T>>>>() {
-                return (
-                    Flight {
-                        progress: progress.clone(),
-                    },
-                    Role::Follower,
-                );
+        if let Some((_, started, existing)) = map.get(key) {
+            match existing.downcast_ref::<watch::Receiver<Arc<State<T>>>>() {
+                Some(progress) if *started >= broad => {
+                    return (
+                        Flight {
+                            progress: progress.clone(),
+                        },
+                        Role::Follower,
+                    );
+                }
+                Some(_) => {}
+                None => {
+                    drop(map);
+                    return (Self::spawn(load, None), Role::Leader);
+                }
             }
-            drop(map);
-            return (Self::spawn(load, None), Role::Leader);
         }
         let id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let leave = LeaveOnDrop {
-            flights: Arc::clone(self),
-            key: key.to_owned(),
-            id,
-        };
-        let flight = Self::spawn(load, Some(leave));
-        map.insert(key.to_owned(), (id, Box::new(flight.progress.clone())));
+        let place = (Arc::clone(self), key.to_owned(), id);
+        let flight = Self::spawn(load, Some(place));
+        map.insert(
+            key.to_owned(),
+            (id, position, Box::new(flight.progress.clone())),
+        );
         (flight, Role::Leader)
     }
 
-    /// Join the flight for `key` if one is running (with this result type).
-    pub(crate) fn join<T>(&self, key: &str) -> Option<Flight<T>>
+    /// Join the flight for `key` if one is running (with this result type)
+    /// that began after the last broad invalidation (`broad`).
+    pub(crate) fn join<T>(&self, key: &str, broad: u64) -> Option<Flight<T>>
     where
         T: Clone + Send + Sync + 'static,
     {
         let map = self.in_flight.lock().expect("flight map poisoned");
-        let (_, existing) = map.get(key)?;
+        let (_, _, existing) = map.get(key).filter(|(_, started, _)| *started >= broad)?;
         let progress = existing.downcast_ref::<watch::Receiver<Arc<State<T>>>>()?;
         Some(Flight {
             progress: progress.clone(),
         })
+    }
+
+    /// Leave the map, if `key`'s flight is still `id` (a forgotten flight's
+    /// key may belong to a newer one).
+    fn leave(&self, key: &str, id: u64) {
+        if let Ok(mut map) = self.in_flight.lock() {
+            if map.get(key).is_some_and(|(current, _, _)| *current == id) {
+                map.remove(key);
+            }
+        }
     }
 
     /// The key was invalidated: callers from now on must not join a load
@@ -127,15 +180,15 @@ impl Flights {
             .remove(key);
     }
 
-    /// Forget every flight whose key satisfies `matches`.
-    pub(crate) fn forget_if(&self, matches: impl Fn(&str) -> bool) {
-        self.in_flight
-            .lock()
-            .expect("flight map poisoned")
-            .retain(|key, _| !matches(key));
+    /// Forget every flight (a namespace clear).
+    pub(crate) fn forget_all(&self) {
+        self.in_flight.lock().expect("flight map poisoned").clear();
     }
 
-    fn spawn<T, Fut>(load: impl FnOnce(Progress<T>) -> Fut, leave: Option<LeaveOnDrop>) -> Flight<T>
+    fn spawn<T, Fut>(
+        load: impl FnOnce(Progress<T>) -> Fut,
+        place: Option<(Arc<Flights>, String, u64)>,
+    ) -> Flight<T>
     where
         T: Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<T, Error>> + Send + 'static,
@@ -145,10 +198,14 @@ impl Flights {
             done: None,
         }));
         let sender = Arc::new(sender);
+        let leave = place
+            .clone()
+            .map(|(flights, key, id)| LeaveOnDrop { flights, key, id });
         // Boxed: a load's future is several kilobytes, and tokio moves the
         // future it spawns by value more than once; a box moves as a pointer.
         let body = Box::pin(load(Progress {
             sender: Arc::clone(&sender),
+            place,
         }));
         tokio::spawn(async move {
             // Leave the map when the load ends — also by panic (then the
@@ -158,12 +215,7 @@ impl Flights {
             let leave = leave;
             let result = body.await;
             drop(leave);
-            sender.send_modify(|state| {
-                *state = Arc::new(State {
-                    stale: state.stale.clone(),
-                    done: Some(result),
-                })
-            });
+            answer(&sender, result);
         });
         Flight { progress: receiver }
     }
@@ -218,12 +270,7 @@ struct LeaveOnDrop {
 
 impl Drop for LeaveOnDrop {
     fn drop(&mut self) {
-        if let Ok(mut map) = self.flights.in_flight.lock() {
-            // Only our own entry: a forgotten flight's key may belong to a newer one.
-            if map.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
-                map.remove(&self.key);
-            }
-        }
+        self.flights.leave(&self.key, self.id);
     }
 }
 
@@ -241,7 +288,7 @@ mod tests {
             let flights = flights.clone();
             let calls = calls.clone();
             handles.push(tokio::spawn(async move {
-                let (flight, _) = flights.join_or_start::<u32, _>("k", |_| async move {
+                let (flight, _) = flights.join_or_start::<u32, _>("k", (0, 0), |_| async move {
                     calls.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     Err(Error::config("boom"))
@@ -259,22 +306,64 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_leader_does_not_cancel_the_load() {
         let flights = Arc::new(Flights::default());
-        let (leader, role) = flights.join_or_start::<u32, _>("k", |_| async {
+        let (leader, role) = flights.join_or_start::<u32, _>("k", (0, 0), |_| async {
             tokio::time::sleep(Duration::from_millis(30)).await;
             Ok(7)
         });
         assert_eq!(role, Role::Leader);
-        let (follower, role) =
-            flights.join_or_start::<u32, _>("k", |_| async { unreachable!("joins the first") });
+        let (follower, role) = flights
+            .join_or_start::<u32, _>("k", (0, 0), |_| async { unreachable!("joins the first") });
         assert_eq!(role, Role::Follower);
         drop(leader);
         assert_eq!(follower.wait(None).await.unwrap(), 7);
     }
 
     #[tokio::test]
+    async fn a_flight_older_than_a_broad_invalidation_is_not_joined() {
+        let flights = Arc::new(Flights::default());
+        let (old, _) = flights.join_or_start::<u32, _>("k", (5, 0), |_| async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            Ok(1)
+        });
+        assert!(
+            flights.join::<u32>("k", 5).is_some(),
+            "began at the broad mark"
+        );
+        assert!(
+            flights.join::<u32>("k", 6).is_none(),
+            "a broad invalidation since"
+        );
+        let (new, role) = flights.join_or_start::<u32, _>("k", (7, 6), |_| async { Ok(2) });
+        assert_eq!(role, Role::Leader);
+        assert_eq!(new.wait(None).await.unwrap(), 2);
+        assert_eq!(old.wait(None).await.unwrap(), 1, "the old one goes on");
+    }
+
+    #[tokio::test]
+    async fn an_early_answer_leaves_the_map_and_the_load_goes_on() {
+        let flights = Arc::new(Flights::default());
+        let finished = Arc::new(AtomicUsize::new(0));
+        let done = Arc::clone(&finished);
+        let (flight, _) = flights.join_or_start::<u32, _>("k", (0, 0), |progress| async move {
+            progress.answer_early(Err(Error::LoaderTimeout(Duration::from_millis(1))));
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            done.fetch_add(1, Ordering::SeqCst);
+            Ok(7)
+        });
+        assert!(matches!(
+            flight.wait(None).await,
+            Err(Error::LoaderTimeout(_))
+        ));
+        assert_eq!(flights.len(), 0, "callers from now on start anew");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(finished.load(Ordering::SeqCst), 1, "the load went on");
+    }
+
+    #[tokio::test]
     async fn a_panicking_load_is_an_error_for_everyone() {
         let flights = Arc::new(Flights::default());
-        let (flight, _) = flights.join_or_start::<u32, _>("k", |_| async { panic!("loader bug") });
+        let (flight, _) =
+            flights.join_or_start::<u32, _>("k", (0, 0), |_| async { panic!("loader bug") });
         assert!(matches!(
             flight.wait(None).await,
             Err(Error::LoaderAborted(_))
@@ -285,13 +374,15 @@ mod tests {
     #[tokio::test]
     async fn stale_values_are_served_after_the_callers_patience_runs_out() {
         let flights = Arc::new(Flights::default());
-        let (flight, _) = flights.join_or_start::<u32, _>("k", |progress| async move {
+        let (flight, _) = flights.join_or_start::<u32, _>("k", (0, 0), |progress| async move {
             progress.offer_stale(1);
             tokio::time::sleep(Duration::from_millis(200)).await;
             Ok(2)
         });
-        let (impatient, _) = flights.join_or_start::<u32, _>("k", |_| async { unreachable!() });
-        let (patient, _) = flights.join_or_start::<u32, _>("k", |_| async { unreachable!() });
+        let (impatient, _) =
+            flights.join_or_start::<u32, _>("k", (0, 0), |_| async { unreachable!() });
+        let (patient, _) =
+            flights.join_or_start::<u32, _>("k", (0, 0), |_| async { unreachable!() });
         let started = tokio::time::Instant::now();
         assert_eq!(flight.wait(Some(Duration::ZERO)).await.unwrap(), 1);
         assert!(started.elapsed() < Duration::from_millis(100));

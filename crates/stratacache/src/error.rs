@@ -49,6 +49,13 @@ pub enum Error {
     /// arrive in time (and no stale value was at hand).
     #[error("waited {0:?} for another instance to load the value")]
     WaitTimeout(Duration),
+    /// A loader asked for the key it is loading (directly, or through the
+    /// loaders of the keys it asked for): it would wait for itself forever.
+    #[error("the loader of {key:?} asked for {key:?} itself: a load cannot wait for itself")]
+    ReentrantLoad {
+        /// The key (truncated to 64 characters).
+        key: String,
+    },
     /// The loader task panicked or was cancelled.
     #[error("loader task aborted: {0}")]
     LoaderAborted(Arc<str>),

@@ -72,8 +72,9 @@ impl EagerRefresh {
     fn due(self, meta: &EntryMeta, now_ms: u64) -> bool {
         match self {
             EagerRefresh::AfterFraction(fraction) => {
-                let lifetime = meta.fresh_until_ms.saturating_sub(meta.created_at_ms) as f64;
-                now_ms as f64 >= meta.created_at_ms as f64 + lifetime * fraction
+                let created_ms = meta.created_at_us / 1_000;
+                let lifetime = meta.fresh_until_ms.saturating_sub(created_ms) as f64;
+                now_ms as f64 >= created_ms as f64 + lifetime * fraction
             }
             EagerRefresh::XFetch { beta } => {
                 let delta_ms = f64::from(meta.load_micros) / 1000.0;
@@ -119,7 +120,7 @@ mod tests {
 
     fn meta(created: u64, fresh: u64, stale: u64, load_micros: u32) -> EntryMeta {
         EntryMeta {
-            created_at_ms: created,
+            created_at_us: created * 1_000,
             fresh_until_ms: fresh,
             stale_until_ms: stale,
             load_micros,

@@ -5,7 +5,7 @@
 //! looks for; on well-behaved code it returns normally for every input.
 
 use crate::codec::envelope;
-use crate::key::{hash_slot, KeySpace};
+use crate::keys::{hash_slot, KeySpace};
 
 /// The largest value a decode may produce in these checks.
 const MAX_VALUE_BYTES: usize = 1 << 20;
@@ -68,13 +68,14 @@ pub fn sample_entries() -> Vec<Vec<u8>> {
     use crate::codec::envelope::EntryMeta;
     use crate::codec::Codec;
     let meta = |tags: &[&str], etag: Option<&str>, fail_safe: bool| EntryMeta {
-        created_at_ms: 1_700_000_000_000,
+        created_at_us: 1_700_000_000_000_000,
         fresh_until_ms: 1_700_000_060_000,
         stale_until_ms: 1_700_000_360_000,
         load_micros: 1_234,
         tags: tags.iter().map(|t| t.to_string()).collect(),
         etag: etag.map(str::to_string),
         fail_safe,
+        schema: 3,
     };
     let json = br#"{"id":7,"name":"Stoneware teapot","price_cents":2990}"#.to_vec();
     let long = b"abcdefgh".repeat(300);

@@ -48,42 +48,52 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+// Modules form a DAG (checked by tests/architecture.rs): leaves first, the
+// public facade (`cache`) and what builds on it last.
 mod breaker;
-mod builder;
-mod cache;
 mod clock;
-mod coalesce;
 mod codec;
 mod error;
 mod freshness;
-#[doc(hidden)]
-pub mod fuzzing;
-mod invalidate;
-mod key;
-mod l1;
-mod l2;
-mod lease;
-mod load;
+mod keys;
 mod metrics;
 mod options;
 mod policy;
-mod resource;
+
+mod coalesce;
+mod invalidation;
+mod l1;
+mod l2;
+mod lease;
 mod versioned;
+
+mod tiers;
+
+mod write;
+
+mod read;
+
+mod builder;
+mod cache;
+#[doc(hidden)]
+pub mod fuzzing;
+mod resource;
 mod warm;
 pub mod write_behind;
 
 pub use breaker::{BreakerConfig, BreakerState};
 pub use builder::CacheBuilder;
-pub use cache::{Cache, CacheValue, L1Stats};
+pub use cache::{Cache, L1Stats};
 pub use codec::Codec;
 pub use error::{BoxError, Error, Result};
 pub use freshness::EagerRefresh;
 pub use l1::L1Config;
 pub use l2::{RedisTls, RedisTopology};
-pub use load::{Fetched, LoadContext, Loaded};
-pub use options::{Consistency, EntryOptions};
+pub use options::{Consistency, EntryOptions, MAX_DURATION};
 pub use policy::{Policies, Policy, Strategy};
+pub use read::{Fetched, LoadContext, Loaded};
 pub use resource::{Loader, Resource, ResourceKey};
+pub use tiers::CacheValue;
 pub use warm::{WarmProgress, WarmReport, WarmSettings};
 
 /// A simulated Redis on a virtual clock, for the deterministic race

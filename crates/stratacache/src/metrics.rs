@@ -24,7 +24,9 @@
 //! | `stratacache_redis_batched_reads_total` | counter | `cache` — reads sent as part of an MGET because many were in flight |
 //! | `stratacache_breaker_open` | gauge | `cache` — 1 while open |
 //! | `stratacache_breaker_opened_total` | counter | `cache` |
-//! | `stratacache_corrupt_entries_total` | counter | `cache` — undecodable entries, deleted |
+//! | `stratacache_corrupt_entries_total` | counter | `cache` — damaged entries (not an envelope, truncated, bad compression), deleted |
+//! | `stratacache_foreign_entries_total` | counter | `cache` — entries of another schema version or type (a rolling deploy), left alone |
+//! | `stratacache_invalidations_deferred_total` | counter | `cache` — invalidations that could not reach Redis or the other instances, replayed when it answers |
 //! | `stratacache_oversized_values_total` | counter | `cache` — values refused for size |
 //! | `stratacache_fills_refused_total` | counter | `cache`, `guard` (`lease`, `version`) — loads that overlapped an invalidation, kept out of Redis |
 //! | `stratacache_l1_evictions_total` | counter | `cache`, `cause` (`size`, `expired`) |
@@ -82,6 +84,8 @@ pub(crate) struct CacheMetrics {
     pub(crate) breaker_open: Gauge,
     pub(crate) breaker_opened: Counter,
     pub(crate) corrupt_entries: Counter,
+    pub(crate) foreign_entries: Counter,
+    pub(crate) invalidations_deferred: Counter,
     pub(crate) oversized_values: Counter,
     pub(crate) fills_refused_lease: Counter,
     pub(crate) fills_refused_version: Counter,
@@ -129,6 +133,8 @@ impl Metrics {
             breaker_open: g("stratacache_breaker_open"),
             breaker_opened: c("stratacache_breaker_opened_total", &[]),
             corrupt_entries: c("stratacache_corrupt_entries_total", &[]),
+            foreign_entries: c("stratacache_foreign_entries_total", &[]),
+            invalidations_deferred: c("stratacache_invalidations_deferred_total", &[]),
             oversized_values: c("stratacache_oversized_values_total", &[]),
             fills_refused_lease: c("stratacache_fills_refused_total", &[("guard", "lease")]),
             fills_refused_version: c("stratacache_fills_refused_total", &[("guard", "version")]),

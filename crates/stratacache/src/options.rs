@@ -100,7 +100,13 @@ pub struct EntryOptions {
     pub(crate) skip_l2: bool,
     /// The policy name used as the metrics label.
     pub(crate) policy: Option<Arc<str>>,
+    /// The schema version of the value's type, stored with each entry.
+    pub(crate) schema_version: u32,
 }
+
+/// The longest duration an option may hold (100 years): longer ones are
+/// refused, so that no expiry computed from them can overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 impl Default for EntryOptions {
     fn default() -> Self {
@@ -121,6 +127,7 @@ impl Default for EntryOptions {
             skip_l1: false,
             skip_l2: false,
             policy: None,
+            schema_version: 0,
         }
     }
 }
@@ -243,6 +250,25 @@ impl EntryOptions {
         self
     }
 
+    /// The version of the value's type (0 by default). Stored with every
+    /// entry: during a rolling deploy, an instance that finds an entry of a
+    /// newer schema leaves it alone and treats it as a miss, and one that
+    /// finds an older schema replaces it — instead of both deleting each
+    /// other's entries as corrupt. Raise it when a change to the type makes
+    /// old entries unreadable (or readable wrongly).
+    ///
+    /// ```
+    /// use stratacache::EntryOptions;
+    ///
+    /// // `Profile` gained a required field in this release.
+    /// let opts = EntryOptions::new().schema_version(2);
+    /// # let _ = opts;
+    /// ```
+    pub fn schema_version(mut self, version: u32) -> Self {
+        self.schema_version = version;
+        self
+    }
+
     /// The configured TTL.
     pub fn get_ttl(&self) -> Duration {
         self.ttl
@@ -258,9 +284,33 @@ impl EntryOptions {
         self.policy.as_deref()
     }
 
+    /// Check the options; every call that takes options checks them first.
     pub(crate) fn validate(&self) -> Result<()> {
         if self.ttl.is_zero() {
             return Err(Error::config("ttl must be greater than zero"));
+        }
+        let durations = [
+            ("ttl", Some(self.ttl)),
+            ("l1_ttl", self.l1_ttl),
+            ("negative_ttl", Some(self.negative_ttl)),
+            ("stale_for", Some(self.stale_for)),
+            ("soft_timeout", self.soft_timeout),
+            ("hard_timeout", self.hard_timeout),
+            ("lock_timeout", Some(self.lock_timeout)),
+            ("fail_safe_throttle", Some(self.fail_safe_throttle)),
+        ];
+        for (name, value) in durations {
+            if value.is_some_and(|d| d > MAX_DURATION) {
+                return Err(Error::config(format!(
+                    "{name} ({:?}) is over the maximum of 100 years",
+                    value.unwrap_or_default()
+                )));
+            }
+        }
+        if self.ttl + self.stale_for > MAX_DURATION {
+            return Err(Error::config(
+                "ttl and stale_for together are over the maximum of 100 years",
+            ));
         }
         if let Some(l1) = self.l1_ttl {
             if l1.is_zero() || l1 > self.ttl {
@@ -338,5 +388,16 @@ mod tests {
             .is_err());
         assert_eq!(EntryOptions::new().jitter(f64::NAN).jitter, 0.0);
         assert_eq!(EntryOptions::new().jitter(7.0).jitter, 1.0);
+        assert!(EntryOptions::new().ttl(Duration::MAX).validate().is_err());
+        assert!(EntryOptions::new()
+            .ttl(MAX_DURATION)
+            .stale_for(Duration::from_secs(1))
+            .validate()
+            .is_err());
+        assert!(EntryOptions::new()
+            .lock_timeout(Duration::MAX)
+            .validate()
+            .is_err());
+        assert!(EntryOptions::new().ttl(MAX_DURATION).validate().is_ok());
     }
 }

@@ -136,6 +136,7 @@ struct PolicySpec {
     fail_safe_throttle: Option<Duration>,
     distributed_lease: Option<bool>,
     consistency: Option<String>,
+    schema_version: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -195,6 +196,9 @@ impl PolicySpec {
         if let Some(v) = self.skip_l2 {
             opts.skip_l2 = v;
         }
+        if let Some(v) = self.schema_version {
+            opts.schema_version = v;
+        }
         Ok(opts)
     }
 
@@ -208,6 +212,9 @@ impl PolicySpec {
             "negative_ttl" => self.negative_ttl = Some(duration()?),
             "stale_for" => self.stale_for = Some(duration()?),
             "jitter" => self.jitter = Some(value.parse().map_err(|_| bad("not a number"))?),
+            "schema_version" => {
+                self.schema_version = Some(value.parse().map_err(|_| bad("not a number"))?)
+            }
             "tags" => {
                 self.tags = Some(
                     value

@@ -14,9 +14,12 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::cache::{Cache, CacheValue, FillHints, Found};
+use crate::cache::Cache;
 use crate::error::{BoxError, Error, Result};
 use crate::options::EntryOptions;
+use crate::read::scope::LoadScope;
+use crate::tiers::{CacheValue, FillHints, Found};
+use crate::write::KeyWrite;
 
 /// What a resource's keys must be: printable (they become cache keys) and hashable.
 pub trait ResourceKey: Display + Clone + Eq + Hash + Send + Sync + 'static {}
@@ -144,16 +147,20 @@ where
     /// one round trip, and the rest from one [`Loader::load_many`] call, stored
     /// in one pipeline. Keys that do not exist are absent from the map.
     pub async fn get_many(&self, keys: &[K]) -> Result<HashMap<K, V>> {
+        self.options.validate()?;
         let started = Instant::now();
-        let inner = &self.cache.inner;
-        let m = inner.metrics.policy(self.options.policy.as_ref());
+        let tiers = self.cache.tiers();
+        let m = tiers.metrics().policy(self.options.policy.as_ref());
         let mut seen = HashSet::with_capacity(keys.len());
         let unique: Vec<&K> = keys.iter().filter(|k| seen.insert(*k)).collect();
         let stored = unique
             .iter()
-            .map(|k| inner.keys.stored(&self.cache_key(k)))
+            .map(|k| tiers.keys().stored(&self.cache_key(k)))
             .collect::<Result<Vec<_>>>()?;
-        let found: Vec<Option<Found<V>>> = inner.lookup_many::<V>(&stored, &self.options, &m).await;
+        let redis_allowed = !LoadScope::current().redis_failed();
+        let found: Vec<Option<Found<V>>> = tiers
+            .lookup_many::<V>(&stored, &self.options, &m, redis_allowed)
+            .await;
 
         let mut result = HashMap::with_capacity(unique.len());
         let mut missing = Vec::new();
@@ -174,7 +181,7 @@ where
         let missing_keys: Vec<K> = missing.iter().map(|&i| unique[i].clone()).collect();
         m.loads.increment(1);
         let load_started = Instant::now();
-        let started_at_ms = inner.clock.now_ms();
+        let started_at = tiers.clock().stamp();
         let outcome = self.loader.load_many(&missing_keys).await;
         let took = load_started.elapsed();
         m.load_seconds.record(took.as_secs_f64());
@@ -185,14 +192,18 @@ where
 
         let hints = FillHints {
             load_micros: took.as_micros().min(u32::MAX as u128) as u32,
-            started_at_ms: Some(started_at_ms),
+            started_at: Some(started_at),
             ..FillHints::default()
         };
         let mut batch = Vec::with_capacity(missing.len());
         for (&i, key) in missing.iter().zip(&missing_keys) {
             let value = loaded.remove(key);
-            match inner.prepare(&stored[i], value.as_ref(), &self.options, &hints) {
-                Ok(prepared) => batch.push((stored[i].clone(), value.clone(), prepared)),
+            match tiers.prepare(&stored[i], value.as_ref(), &self.options, &hints) {
+                Ok(prepared) => batch.push(KeyWrite {
+                    stored: stored[i].clone(),
+                    value: value.clone(),
+                    prepared,
+                }),
                 Err(err @ Error::ValueTooLarge { .. }) => {
                     tracing::warn!(error = %err, "loaded value not cached");
                 }
@@ -202,7 +213,7 @@ where
                 result.insert(key.clone(), value);
             }
         }
-        inner.store_many(batch, &self.options).await;
+        self.cache.writes().put(batch, &self.options).await;
         m.get_seconds.record(started.elapsed().as_secs_f64());
         Ok(result)
     }

@@ -14,10 +14,11 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use tokio::time::Instant;
 
-use crate::cache::{Cache, CacheValue, FillHints};
+use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::options::EntryOptions;
 use crate::resource::{Loader, Resource, ResourceKey};
+use crate::tiers::CacheValue;
 
 /// The callback of [`WarmSettings::progress`].
 type ProgressFn = Arc<dyn Fn(WarmProgress) + Send + Sync>;
@@ -257,7 +258,6 @@ impl Cache {
         let mut run = Run::new(&settings);
         let mut entries = std::pin::pin!(entries);
         let batch_size = settings.effective_batch_size();
-        let inner = &self.inner;
         loop {
             let taken = next_batch(&mut entries, batch_size).await;
             if taken.is_empty() {
@@ -266,13 +266,8 @@ impl Cache {
             let mut skipped = 0u64;
             let mut batch = Vec::with_capacity(taken.len());
             for (key, value) in taken {
-                let prepared = inner.keys.stored(&key).and_then(|stored| {
-                    let prepared =
-                        inner.prepare(&stored, Some(&value), opts, &FillHints::default())?;
-                    Ok((stored, prepared))
-                });
-                match prepared {
-                    Ok((stored, prepared)) => batch.push((stored, Some(value), prepared)),
+                match self.key_write(&key, value, opts) {
+                    Ok(write) => batch.push(write),
                     Err(err) => {
                         tracing::debug!(error = %err, "warm-up entry skipped");
                         skipped += 1;
@@ -283,7 +278,7 @@ impl Cache {
             let mut l2_failed = false;
             if !batch.is_empty() {
                 run.pace(batch.len()).await;
-                l2_failed = !inner.store_many(batch, opts).await;
+                l2_failed = !self.writes().put(batch, opts).await;
             }
             run.batch_done(written, skipped, l2_failed);
         }

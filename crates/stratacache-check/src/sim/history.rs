@@ -150,6 +150,8 @@ pub(super) struct History {
     faults: Vec<(u64, u64)>,
     /// When Redis came back empty.
     restarts: Vec<u64>,
+    /// When an instance did not hear the backplane: (instance, start, end).
+    deaf: Vec<(usize, u64, u64)>,
     digest: u64,
     seq: u64,
 }
@@ -232,6 +234,11 @@ impl History {
         }
     }
 
+    pub(super) fn backplane_down(&mut self, instance: usize, start_ms: u64, end_ms: u64) {
+        self.mix(&format!("b{instance}:{start_ms}:{end_ms}"));
+        self.deaf.push((instance, start_ms, end_ms));
+    }
+
     pub(super) fn operations(&self) -> usize {
         self.reads.len() + self.writes.len()
     }
@@ -240,12 +247,22 @@ impl History {
         self.digest
     }
 
-    /// Within a fault or the recovery after it, staleness is allowed.
-    fn excused(&self, at_ms: u64) -> bool {
+    /// Within a fault or the recovery after it, staleness is allowed; `span`
+    /// is an operation's (start, end).
+    fn excused(&self, (from, to): (u64, u64)) -> bool {
         let recovery = RECOVERY.as_millis() as u64;
         self.faults
             .iter()
-            .any(|&(start, end)| at_ms >= start && at_ms <= end + recovery)
+            .any(|&(start, end)| to >= start && from <= end + recovery)
+    }
+
+    /// While an instance does not hear the backplane (and until the bound
+    /// after), its L1 may serve what it could not hear was replaced.
+    fn deaf(&self, instance: usize, at_ms: u64) -> bool {
+        let bound = STALENESS_BOUND.as_millis() as u64;
+        self.deaf
+            .iter()
+            .any(|&(i, start, end)| i == instance && at_ms >= start && at_ms <= end + bound)
     }
 
     /// Stale reads and hidden writes; `name` turns a key index into its name.
@@ -253,7 +270,8 @@ impl History {
         let bound = STALENESS_BOUND.as_millis() as u64;
         let mut found = Vec::new();
         for read in &self.reads {
-            if self.excused(read.start_ms) {
+            if self.excused((read.start_ms, read.end_ms)) || self.deaf(read.instance, read.start_ms)
+            {
                 continue;
             }
             let before = |w: &&Write| w.key == read.key && w.acked_ms + bound < read.start_ms;
@@ -284,8 +302,7 @@ impl History {
                 continue;
             };
             let undisturbed = last.kind == WriteKind::Put
-                && !self.excused(last.start_ms)
-                && !self.excused(last.acked_ms)
+                && !self.excused((last.start_ms, last.acked_ms))
                 && !self
                     .restarts
                     .iter()

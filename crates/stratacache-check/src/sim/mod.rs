@@ -93,6 +93,57 @@ impl Default for Settings {
     }
 }
 
+impl Settings {
+    /// The named shapes the test suite runs, each aimed at one way writes
+    /// and invalidations have been lost (issue numbers in `ARCHITECTURE.md`):
+    ///
+    /// - `refused-writes`: Redis refuses writes while keys are written and read;
+    /// - `invalidate-then-write`: tag invalidations followed at once by writes;
+    /// - `frozen-redis`: Redis paused while every kind of invalidation runs;
+    /// - `new-instance`: an instance joins while keys are being written;
+    /// - `everything`: all of it, every fault.
+    pub fn scenarios() -> Vec<(&'static str, Settings)> {
+        let quiet = Settings {
+            faults: Vec::new(),
+            ..Settings::default()
+        };
+        vec![
+            (
+                "refused-writes",
+                Settings {
+                    faults: vec![FaultKind::RefuseWrites],
+                    group_invalidations: false,
+                    late_joiner: false,
+                    ..Settings::default()
+                },
+            ),
+            (
+                "invalidate-then-write",
+                Settings {
+                    late_joiner: false,
+                    ..quiet.clone()
+                },
+            ),
+            (
+                "frozen-redis",
+                Settings {
+                    faults: vec![FaultKind::Pause],
+                    late_joiner: false,
+                    ..Settings::default()
+                },
+            ),
+            (
+                "new-instance",
+                Settings {
+                    group_invalidations: false,
+                    ..quiet
+                },
+            ),
+            ("everything", Settings::default()),
+        ]
+    }
+}
+
 /// What a run did and what it found.
 #[derive(Debug, Clone)]
 pub struct Report {

@@ -77,6 +77,8 @@ pub(super) async fn run(seed: u64, settings: &Settings) -> Report {
         world.join().await;
     }
     let mut tasks = JoinSet::new();
+    let watching = Arc::clone(&world);
+    let monitor = tokio::spawn(async move { watching.watch_backplanes().await });
     for (at, event) in events {
         tokio::time::sleep_until(world.start + at).await;
         match event {
@@ -98,6 +100,7 @@ pub(super) async fn run(seed: u64, settings: &Settings) -> Report {
         }
     }
     while tasks.join_next().await.is_some() {}
+    monitor.abort();
 
     // Heal, give recovery its time, then every instance must agree with
     // the database.
@@ -155,7 +158,7 @@ impl World {
         let cache = Cache::builder()
             .namespace("sim")
             .simulated_redis(&self.redis)
-            .redis_timeout(Duration::from_millis(100))
+            .redis_timeout(Duration::from_millis(250))
             .breaker(BreakerConfig {
                 failure_threshold: 3,
                 probe_interval: Duration::from_millis(250),
@@ -351,6 +354,32 @@ impl World {
             .lock()
             .expect("history")
             .fault(start, end, restarted);
+    }
+
+    /// Record when each instance does not hear the backplane: its L1 may
+    /// then serve entries up to `backplane_outage_l1_max_age` old, by design.
+    async fn watch_backplanes(self: Arc<Self>) {
+        let mut down_since: Vec<Option<u64>> = Vec::new();
+        loop {
+            let instances = self.instances.lock().expect("instances").clone();
+            down_since.resize(instances.len(), None);
+            let now = self.now_ms();
+            for (i, cache) in instances.iter().enumerate() {
+                let up = cache.backplane_connected() == Some(true);
+                match (up, down_since[i]) {
+                    (false, None) => down_since[i] = Some(now),
+                    (true, Some(since)) => {
+                        down_since[i] = None;
+                        self.history
+                            .lock()
+                            .expect("history")
+                            .backplane_down(i, since, now);
+                    }
+                    _ => {}
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Every instance answers every key with the database's version.

@@ -3,15 +3,16 @@
 //! ```text
 //! offset size field
 //!      0    2 magic "SC"
-//!      2    1 format version (1)
+//!      2    1 format version (2)
 //!      3    1 codec id (0 for a negative entry)
 //!      4    1 flags: bit 0 compressed (lz4), bit 1 negative (value absent),
 //!             bit 2 fail-safe (a stale value kept after a failed refresh)
-//!      5    8 created_at      (ms since the Unix epoch, little endian)
+//!      5    8 created_at      (a stamp: µs since the Unix epoch, little endian)
 //!     13    8 fresh_until     (ms)
 //!     21    8 stale_until     (ms; the Redis TTL ends here too)
 //!     29    4 last load time  (µs, for probabilistic early refresh)
-//!     33    2 tag count, then per tag: u16 length + UTF-8 bytes
+//!     33    4 schema version  (the writer's `EntryOptions::schema_version`)
+//!     37    2 tag count, then per tag: u16 length + UTF-8 bytes
 //!      …    2 ETag / row version length (0: none), then its UTF-8 bytes
 //!      …      payload: the codec's bytes, lz4-compressed when flagged
 //! ```
@@ -20,6 +21,9 @@
 //! without touching the payload, so freshness can be checked before decoding,
 //! and lets any codec sit inside. Decoding never panics and never allocates more
 //! than the configured maximum value size, whatever the bytes claim.
+//!
+//! Format 1 (before stamps and schema versions) is still read: its
+//! `created_at` is in milliseconds and it has no schema field.
 
 use std::borrow::Cow;
 
@@ -27,8 +31,8 @@ use super::Codec;
 
 const MAGIC: &[u8; 2] = b"SC";
 /// The newest format this build writes and reads.
-pub(crate) const FORMAT_VERSION: u8 = 1;
-const HEADER_LEN: usize = 35;
+pub(crate) const FORMAT_VERSION: u8 = 2;
+const HEADER_LEN: usize = 39;
 const FLAG_COMPRESSED: u8 = 0b01;
 const FLAG_NEGATIVE: u8 = 0b010;
 const FLAG_FAIL_SAFE: u8 = 0b100;
@@ -43,7 +47,8 @@ pub(crate) const TIMES_LEN: usize = 28;
 /// What is known about an entry besides its value.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct EntryMeta {
-    pub(crate) created_at_ms: u64,
+    /// When the load that made the value began (a stamp, µs; see `clock`).
+    pub(crate) created_at_us: u64,
     pub(crate) fresh_until_ms: u64,
     pub(crate) stale_until_ms: u64,
     pub(crate) load_micros: u32,
@@ -53,6 +58,8 @@ pub(crate) struct EntryMeta {
     /// A stale value kept after a failed refresh; `fresh_until` is then the
     /// moment the next refresh may be tried.
     pub(crate) fail_safe: bool,
+    /// The writer's schema version of the value's type.
+    pub(crate) schema: u32,
 }
 
 impl EntryMeta {
@@ -68,7 +75,7 @@ impl EntryMeta {
     /// The timestamp block as stored, for in-place rewrites.
     pub(crate) fn times_bytes(&self) -> [u8; TIMES_LEN] {
         let mut out = [0u8; TIMES_LEN];
-        out[0..8].copy_from_slice(&self.created_at_ms.to_le_bytes());
+        out[0..8].copy_from_slice(&self.created_at_us.to_le_bytes());
         out[8..16].copy_from_slice(&self.fresh_until_ms.to_le_bytes());
         out[16..24].copy_from_slice(&self.stale_until_ms.to_le_bytes());
         out[24..28].copy_from_slice(&self.load_micros.to_le_bytes());
@@ -127,10 +134,11 @@ pub(crate) fn encode(
     out.push(FORMAT_VERSION);
     out.push(codec_id);
     out.push(flags);
-    out.extend_from_slice(&meta.created_at_ms.to_le_bytes());
+    out.extend_from_slice(&meta.created_at_us.to_le_bytes());
     out.extend_from_slice(&meta.fresh_until_ms.to_le_bytes());
     out.extend_from_slice(&meta.stale_until_ms.to_le_bytes());
     out.extend_from_slice(&meta.load_micros.to_le_bytes());
+    out.extend_from_slice(&meta.schema.to_le_bytes());
     let tag_count = meta.tags.len().min(u16::MAX as usize);
     out.extend_from_slice(&(tag_count as u16).to_le_bytes());
     for tag in meta.tags.iter().take(tag_count) {
@@ -196,6 +204,11 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Whether the flags read by [`decode_meta`] mark a negative entry.
+pub(crate) fn is_negative(flags: u8) -> bool {
+    flags & FLAG_NEGATIVE != 0
+}
+
 /// Read only the header and tags, without touching the payload.
 pub(crate) fn decode_meta(bytes: &[u8]) -> Result<(EntryMeta, u8, u8, usize), DecodeError> {
     let mut r = Reader { bytes, pos: 0 };
@@ -214,13 +227,21 @@ pub(crate) fn decode_meta(bytes: &[u8]) -> Result<(EntryMeta, u8, u8, usize), De
     if flags & !(FLAG_COMPRESSED | FLAG_NEGATIVE | FLAG_FAIL_SAFE) != 0 {
         return Err(DecodeError::Corrupt("unknown flags"));
     }
-    let created_at_ms = r.u64()?;
+    let created = r.u64()?;
     let fresh_until_ms = r.u64()?;
     let stale_until_ms = r.u64()?;
-    if fresh_until_ms < created_at_ms || stale_until_ms < fresh_until_ms {
+    let created_at_us = match version {
+        1 if fresh_until_ms < created => {
+            return Err(DecodeError::Corrupt("timestamps out of order"))
+        }
+        1 => created.saturating_mul(1_000),
+        _ => created,
+    };
+    if stale_until_ms < fresh_until_ms {
         return Err(DecodeError::Corrupt("timestamps out of order"));
     }
     let load_micros = r.u32()?;
+    let schema = if version >= 2 { r.u32()? } else { 0 };
     let tag_count = r.u16()?;
     let mut tags = Vec::with_capacity(usize::from(tag_count).min(64));
     for _ in 0..tag_count {
@@ -233,13 +254,14 @@ pub(crate) fn decode_meta(bytes: &[u8]) -> Result<(EntryMeta, u8, u8, usize), De
         .filter(|e| !e.is_empty())
         .map(str::to_owned);
     let meta = EntryMeta {
-        created_at_ms,
+        created_at_us,
         fresh_until_ms,
         stale_until_ms,
         load_micros,
         tags,
         etag,
         fail_safe: flags & FLAG_FAIL_SAFE != 0,
+        schema,
     };
     Ok((meta, codec_id, flags, r.pos))
 }
@@ -281,14 +303,36 @@ mod tests {
 
     fn meta() -> EntryMeta {
         EntryMeta {
-            created_at_ms: 1_000,
+            created_at_us: 1_000_123,
             fresh_until_ms: 2_000,
             stale_until_ms: 3_000,
             load_micros: 1234,
             tags: vec!["user:1".into(), "sector:tech".into()],
             etag: Some("v42".into()),
             fail_safe: true,
+            schema: 7,
         }
+    }
+
+    #[test]
+    fn format_1_entries_are_still_read() {
+        // Written by the previous format: created_at in ms, no schema field.
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(b"SC");
+        v1.push(1);
+        v1.push(Codec::Json.id());
+        v1.push(0);
+        v1.extend_from_slice(&1_000u64.to_le_bytes());
+        v1.extend_from_slice(&2_000u64.to_le_bytes());
+        v1.extend_from_slice(&3_000u64.to_le_bytes());
+        v1.extend_from_slice(&55u32.to_le_bytes());
+        v1.extend_from_slice(&0u16.to_le_bytes());
+        v1.extend_from_slice(&0u16.to_le_bytes());
+        v1.extend_from_slice(b"42");
+        let d = decode(&v1, 100).unwrap();
+        assert_eq!(d.meta.created_at_us, 1_000_000);
+        assert_eq!(d.meta.schema, 0);
+        assert_eq!(&*d.value.unwrap().1, b"42");
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod footprint;
 
 use std::any::Any;
 use std::mem::size_of;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,7 @@ use serde::Serialize;
 
 use crate::codec::envelope::EntryMeta;
 use crate::metrics::CacheMetrics;
+use crate::options::MAX_DURATION;
 use footprint::block;
 
 /// What moka spends per entry besides our key and value: its hash-map
@@ -92,6 +94,9 @@ pub(crate) struct L1Entry {
     expires_at: Instant,
     weight: u32,
     encoded_len: u32,
+    /// The invalidation log's position when the entry was last known valid
+    /// (see `invalidation::stamps`).
+    checked: AtomicU64,
 }
 
 impl L1Entry {
@@ -105,13 +110,33 @@ impl L1Entry {
         encoded_len: usize,
     ) -> Self {
         let weight = weight(value.as_ref(), &meta, key_len).min(u32::MAX as usize) as u32;
+        let now = Instant::now();
         Self {
             value: value.map(|v| Arc::new(v) as Arc<dyn Any + Send + Sync>),
             meta,
-            expires_at: Instant::now() + lifetime,
+            expires_at: now
+                .checked_add(lifetime.min(MAX_DURATION))
+                .unwrap_or(now + MAX_DURATION),
             weight,
             encoded_len: encoded_len.min(u32::MAX as usize) as u32,
+            checked: AtomicU64::new(0),
         }
+    }
+
+    /// The entry was known valid at log position `position`.
+    pub(crate) fn checked_at(self, position: u64) -> Self {
+        self.checked.store(position, Ordering::Release);
+        self
+    }
+
+    /// The log position the entry was last known valid at.
+    pub(crate) fn checked(&self) -> u64 {
+        self.checked.load(Ordering::Acquire)
+    }
+
+    /// Still valid at log position `position`.
+    pub(crate) fn recheck(&self, position: u64) {
+        self.checked.fetch_max(position, Ordering::AcqRel);
     }
 
     /// The size of the entry's stored form.
@@ -163,7 +188,6 @@ impl L1 {
             .max_capacity(config.max_bytes)
             .weigher(move |_: &String, entry: &Arc<L1Entry>| entry.weight.max(min_weight))
             .expire_after(ExpireAtDeadline)
-            .support_invalidation_closures()
             .eviction_listener(move |_, _, cause| match cause {
                 RemovalCause::Size => evicted_size.increment(1),
                 RemovalCause::Expired => evicted_expired.increment(1),
@@ -185,16 +209,32 @@ impl L1 {
         self.entries.get(inner_key)
     }
 
-    pub(crate) fn get(&self, stored_key: &str) -> Option<Arc<L1Entry>> {
-        self.get_inner(self.inner(stored_key))
-    }
-
-    pub(crate) fn insert(&self, mut stored_key: String, entry: L1Entry, metrics: &CacheMetrics) {
+    /// Insert `entry`; returns it, to tell it apart from a later insert.
+    pub(crate) fn insert(
+        &self,
+        mut stored_key: String,
+        entry: L1Entry,
+        metrics: &CacheMetrics,
+    ) -> Arc<L1Entry> {
         stored_key.truncate(stored_key.len() - 1);
         stored_key.drain(..self.prefix_len);
-        self.entries.insert(stored_key, Arc::new(entry));
+        let entry = Arc::new(entry);
+        self.entries.insert(stored_key, Arc::clone(&entry));
         metrics.l1_bytes.set(self.entries.weighted_size() as f64);
         metrics.l1_entries.set(self.entries.entry_count() as f64);
+        entry
+    }
+
+    /// Remove the entry of `stored_key` unless it is `own` (a write's own
+    /// entry survives; anything a racing read put there instead does not).
+    pub(crate) fn remove_unless(&self, stored_key: &str, own: Option<&Arc<L1Entry>>) {
+        self.entries
+            .entry(self.inner(stored_key).to_owned())
+            .and_compute_with(|current| match (current, own) {
+                (Some(current), Some(own)) if Arc::ptr_eq(current.value(), own) => Op::Nop,
+                (Some(_), _) => Op::Remove,
+                (None, _) => Op::Nop,
+            });
     }
 
     /// Insert an entry filled from a read that may have raced an
@@ -227,31 +267,23 @@ impl L1 {
         metrics.l1_entries.set(self.entries.entry_count() as f64);
     }
 
+    /// Remove `entry` from under `inner_key`, unless another has replaced it.
+    pub(crate) fn remove_if_same(&self, inner_key: &str, entry: &Arc<L1Entry>) {
+        self.entries
+            .entry(inner_key.to_owned())
+            .and_compute_with(|current| match current {
+                Some(current) if Arc::ptr_eq(current.value(), entry) => Op::Remove,
+                _ => Op::Nop,
+            });
+    }
+
     pub(crate) fn remove(&self, stored_key: &str) {
         self.entries.invalidate(self.inner(stored_key));
     }
 
-    /// Remove by the key within the namespace.
-    pub(crate) fn remove_inner(&self, inner_key: &str) {
-        self.entries.invalidate(inner_key);
-    }
-
-    /// Remove every entry for which `matches(inner key, entry)` holds.
-    pub(crate) fn remove_if(
-        &self,
-        matches: impl Fn(&str, &L1Entry) -> bool + Send + Sync + 'static,
-    ) {
-        if self
-            .entries
-            .invalidate_entries_if(move |key, entry| matches(key, entry))
-            .is_err()
-        {
-            self.entries.invalidate_all();
-        }
-    }
-
-    /// Drop every entry (for example when invalidations may have been missed).
-    pub(crate) fn clear(&self) {
+    /// Give back the memory of every entry. (Whether an entry is served is
+    /// decided by the check on read, `invalidation::stamps`, not by this.)
+    pub(crate) fn sweep_all(&self) {
         self.entries.invalidate_all();
     }
 

@@ -28,8 +28,8 @@ pub use topology::RedisTopology;
 
 use crate::breaker::{Breaker, BreakerConfig, BreakerState};
 use crate::error::Error;
-use crate::key::hash_slot;
-use crate::lease::lease_key;
+use crate::keys::{hash_slot, lease_key};
+
 use crate::metrics::CacheMetrics;
 use connection::Connection;
 
@@ -138,6 +138,11 @@ impl L2 {
     #[cfg(feature = "simulation")]
     pub(crate) fn simulated_connection(&self) -> Option<&sim::SimConnection> {
         self.connection.simulated()
+    }
+
+    /// The timeout of every call.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     pub(crate) fn breaker_allows_calls(&self) -> bool {
@@ -357,7 +362,7 @@ impl L2 {
     /// On a Cluster, the URL of the master serving `channel`'s slot: where a
     /// sharded subscription to it must be made.
     pub(crate) async fn shard_owner_url(&self, channel: &str) -> Option<String> {
-        let slot = crate::key::hash_slot(channel.as_bytes());
+        let slot = crate::keys::hash_slot(channel.as_bytes());
         tokio::time::timeout(self.timeout, self.connection.slot_owner_url(slot))
             .await
             .ok()?
@@ -399,23 +404,6 @@ impl L2 {
             |c| async move { c.query::<i64>(cmd).await.map(|_| ()) },
         )
         .await
-    }
-
-    /// Set a plain value (no envelope), optionally with a TTL.
-    pub(crate) async fn set_plain(
-        &self,
-        key: &str,
-        value: &str,
-        ttl: Option<Duration>,
-    ) -> Result<(), L2Error> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(key).arg(value);
-        if let Some(ttl) = ttl {
-            cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
-        }
-        let cmd = &cmd;
-        self.call(false, |c| async move { c.query::<()>(cmd).await })
-            .await
     }
 
     /// Delete every key matching `pattern` (except those `spare` names) on

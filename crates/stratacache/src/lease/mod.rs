@@ -33,6 +33,7 @@ use std::time::Duration;
 use crate::l2::LuaScript as Script;
 
 use crate::codec::envelope::EntryMeta;
+use crate::keys::{lease_key, waiting_key};
 use crate::l2::{L2Error, Write, L2};
 
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
@@ -145,21 +146,16 @@ pub(crate) struct Lease {
     ttl: Duration,
 }
 
-pub(crate) fn lease_key(stored: &str) -> String {
-    format!("{stored}:lease")
-}
-
-/// The mark of a key some caller waits for (see the module doc).
-pub(crate) fn waiting_key(stored: &str) -> String {
-    format!("{stored}:waiting")
-}
-
 /// Try to take the lease on `stored`, reading the value in the same step.
 pub(crate) async fn acquire(l2: &L2, stored: &str, ttl: Duration) -> Result<Acquired, L2Error> {
     let lease_key = lease_key(stored);
     let waiting = waiting_key(stored);
     let token = format!("{:032x}", rand::random::<u128>());
-    let ttl_ms = ttl.as_millis().max(1).to_string();
+    let ttl_ms = ttl
+        .min(crate::options::MAX_DURATION)
+        .as_millis()
+        .max(1)
+        .to_string();
     let (won, current): (i64, Option<Vec<u8>>) = l2
         .run_script(
             &ACQUIRE,
@@ -251,14 +247,14 @@ pub(crate) async fn fill(
     Ok(landed == 1)
 }
 
-/// Give the entry created at `old_created_at_ms` the timestamps and
+/// Give the entry created at `old_created_at_us` the timestamps and
 /// fail-safe flag of `renewed`, if it is still that entry and `lease` (or no
 /// lease at all) still guards it.
 pub(crate) async fn retime(
     l2: &L2,
     lease: Option<&Lease>,
     stored: &str,
-    old_created_at_ms: u64,
+    old_created_at_us: u64,
     renewed: &EntryMeta,
     ttl: Duration,
     channel: &str,
@@ -267,7 +263,7 @@ pub(crate) async fn retime(
     let waiting = waiting_key(stored);
     let token = lease.map_or(&[][..], |l| l.token.as_bytes());
     let ttl_ms = ttl.as_millis().max(1).to_string();
-    let created = old_created_at_ms.to_le_bytes();
+    let created = old_created_at_us.to_le_bytes();
     let times = renewed.times_bytes();
     let flag: &[u8] = if renewed.fail_safe { b"1" } else { b"0" };
     let landed: i64 = l2

@@ -1,7 +1,7 @@
 //! Waking the callers that wait for another instance's fill.
 //!
 //! Every fill publishes its stored key on the namespace's fill channel; the
-//! backplane's subscriber ([`crate::invalidate::backplane`]) hands each such
+//! backplane's subscriber (`write::backplane`) hands each such
 //! message to [`FillWaiters::wake`]. Notifications are an optimisation: a
 //! waiter also re-checks after a short, growing backoff, so a lost message
 //! (reconnect, failover) costs latency, never correctness.

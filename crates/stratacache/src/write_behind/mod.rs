@@ -47,12 +47,13 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::cache::{Cache, CacheValue, FillHints};
+use crate::cache::Cache;
 use crate::clock::system_now_ms as now_ms;
 use crate::error::{BoxError, Error};
-use crate::l1::L1Entry;
-use crate::lease::lease_key;
+use crate::keys::lease_key;
 use crate::options::EntryOptions;
+use crate::tiers::CacheValue;
+use crate::write::Step;
 
 pub use coalesce::{Batch, CounterWrite, ValueWrite};
 pub use dead_letter::QueueStatus;
@@ -229,10 +230,9 @@ impl<S: Sink> WriteBehindBuilder<S> {
             )
             .into());
         }
-        let inner = &self.cache.inner;
-        let l2 = inner
-            .l2
-            .as_ref()
+        let tiers = self.cache.tiers();
+        let l2 = tiers
+            .l2()
             .ok_or_else(|| Error::config("write-behind needs a cache with Redis (L2)"))?;
         let client = l2
             .node_client()
@@ -246,9 +246,15 @@ impl<S: Sink> WriteBehindBuilder<S> {
             .into());
         }
         durability::warn_if_weak(&durability, &c.name);
-        let keys = StreamKeys::new(inner.keys.namespace(), &c.name);
-        let options = self.options.unwrap_or_else(|| inner.defaults.clone());
-        let metrics = WbMetrics::new(inner.keys.namespace(), &c.name);
+        let keys = StreamKeys::new(tiers.keys().namespace(), &c.name);
+        let options = self
+            .options
+            .unwrap_or_else(|| self.cache.default_options().clone());
+        options.validate()?;
+        if options.skip_l2 {
+            return Err(Error::config("write-behind options must not skip L2").into());
+        }
+        let metrics = WbMetrics::new(tiers.keys().namespace(), &c.name);
         let combiner = Combiner::spawn(Arc::clone(l2), keys.stream.clone());
         Ok(WriteBehind {
             shared: Arc::new(Shared {
@@ -302,9 +308,8 @@ impl<S> Shared<S> {
     /// under Sentinel (re-resolved after a failover), else the one node.
     fn node_client(&self) -> redis::Client {
         self.cache
-            .inner
-            .l2
-            .as_ref()
+            .tiers()
+            .l2()
             .and_then(|l2| l2.node_client())
             .unwrap_or_else(|| self.client.clone())
     }
@@ -332,64 +337,64 @@ impl<S: Sink> WriteBehind<S> {
         value: &V,
     ) -> Result<Written, WriteBehindError> {
         let s = &*self.shared;
-        let inner = &s.cache.inner;
         let opts = &s.options;
-        let stored = inner.keys.stored(key)?;
-        let prepared = inner.prepare(&stored, Some(value), opts, &FillHints::default())?;
+        let write = s.cache.key_write(key, value.clone(), opts)?;
         let json = serde_json::to_vec(value)?;
         let write_id = new_write_id();
-        let queued = s
-            .combiner
-            .submit(Op::Set {
-                stored: stored.clone(),
-                lease: lease_key(&stored),
-                envelope: prepared.bytes.clone(),
-                ttl_ms: prepared.l2_ttl.as_millis() as u64,
-                write_id: write_id.clone(),
+        let op = Op::Set {
+            stored: write.stored.clone(),
+            lease: lease_key(&write.stored),
+            envelope: write.prepared.bytes.clone(),
+            ttl_ms: write.prepared.l2_ttl.as_millis() as u64,
+            write_id: write_id.clone(),
+            key: key.to_string(),
+            json: json.clone(),
+        };
+        let direct = Batch {
+            values: vec![ValueWrite {
                 key: key.to_string(),
-                json: json.clone(),
+                json,
+                version: direct_version(),
+                write_id,
+                superseded: Vec::new(),
+            }],
+            counters: Vec::new(),
+        };
+        // The cache takes the value through the write pipeline, the queue
+        // entry in the same script as the entry. If Redis fails, the sink
+        // applies it first; if the sink fails too, nothing was written and
+        // the cache keeps the old value.
+        let mut direct_failure = None;
+        let outcome = s
+            .cache
+            .writes()
+            .write_keys(vec![write], opts, |_, _| async {
+                match s.combiner.submit(op).await {
+                    Ok(answer) => Step::Landed(answer),
+                    Err(redis) => match self.apply_direct(&direct, redis.clone().into()).await {
+                        Ok(()) => Step::Failed(redis),
+                        Err(err) => {
+                            direct_failure = Some(err);
+                            Step::Refused
+                        }
+                    },
+                }
             })
             .await;
-        match queued {
-            Ok(answer) => {
+        match outcome {
+            Some(Step::Landed(answer)) => {
                 let id = match answer {
                     Answer::Queued(id) | Answer::Total(_, id) => id,
                     Answer::NeedsSeed => String::new(),
                 };
-                if let Some(l1) = inner.l1.as_ref().filter(|_| !opts.skip_l1) {
-                    let entry = L1Entry::new(
-                        Some(value.clone()),
-                        prepared.meta,
-                        prepared.l1_lifetime,
-                        stored.len(),
-                        prepared.bytes.len(),
-                    );
-                    l1.insert(stored.clone(), entry, &inner.metrics.global);
-                }
-                inner.announce_written(std::slice::from_ref(&stored)).await;
                 WbMetrics::count(&s.metrics.counts.queued, &s.metrics.queued, 1);
                 self.retire_stale_totals().await;
                 Ok(Written::Queued(id.parse().unwrap_or_default()))
             }
-            Err(redis) => {
-                let batch = Batch {
-                    values: vec![ValueWrite {
-                        key: key.to_string(),
-                        json,
-                        version: direct_version(),
-                        write_id,
-                        superseded: Vec::new(),
-                    }],
-                    counters: Vec::new(),
-                };
-                self.apply_direct(&batch, redis.into()).await?;
-                // Both tiers as a plain `set` would (L1 now; L2 when it answers,
-                // else the key is invalidated there once Redis is back).
-                inner
-                    .store(stored, Some(value.clone()), prepared, opts)
-                    .await;
-                Ok(Written::Direct)
-            }
+            Some(Step::Failed(_)) => Ok(Written::Direct),
+            Some(Step::Refused) => Err(direct_failure
+                .unwrap_or_else(|| Error::config("write-behind could not write").into())),
+            None => Err(Error::config("write-behind options must not skip L2").into()),
         }
     }
 
@@ -400,8 +405,7 @@ impl<S: Sink> WriteBehind<S> {
     /// once the sink is back).
     pub async fn incr(&self, key: &str, delta: i64) -> Result<Option<i64>, WriteBehindError> {
         let s = &*self.shared;
-        let inner = &s.cache.inner;
-        let total_key = counter_key(&inner.keys.stored(key)?);
+        let total_key = counter_key(&s.cache.tiers().keys().stored(key)?);
         let write_id = new_write_id();
         let mut seed = Seed::Unknown;
         let outcome = loop {
@@ -482,9 +486,9 @@ impl<S: Sink> WriteBehind<S> {
     /// acknowledged increment), else the sink's.
     pub async fn counter(&self, key: &str) -> Result<i64, WriteBehindError> {
         let s = &*self.shared;
-        let inner = &s.cache.inner;
-        let total_key = counter_key(&inner.keys.stored(key)?);
-        let l2 = inner.l2.as_ref().expect("checked at build");
+        let tiers = s.cache.tiers();
+        let total_key = counter_key(&tiers.keys().stored(key)?);
+        let l2 = tiers.l2().expect("checked at build");
         if let Ok(Some(bytes)) = l2.get(&total_key).await {
             if let Some(total) = std::str::from_utf8(&bytes)
                 .ok()
@@ -552,13 +556,7 @@ impl<S: Sink> WriteBehind<S> {
             }
             set.drain().collect()
         };
-        let l2 = self
-            .shared
-            .cache
-            .inner
-            .l2
-            .as_ref()
-            .expect("checked at build");
+        let l2 = self.shared.cache.tiers().l2().expect("checked at build");
         if l2.delete(&stale).await.is_err() {
             self.shared.stale_totals.lock().unwrap().extend(stale);
         }

@@ -124,7 +124,7 @@ impl SimRedis {
 
     /// The virtual wall clock (ms since the Unix epoch).
     pub fn now_ms(&self) -> u64 {
-        self.shared.time.now_ms()
+        self.shared.time.peek_ms()
     }
 
     pub(crate) fn time(&self) -> Arc<VirtualTime> {
@@ -244,7 +244,7 @@ async fn serve_lane(shared: Arc<Shared>, mut jobs: mpsc::UnboundedReceiver<Job>)
 }
 
 fn execute(shared: &Shared, request: Request) -> RedisResult<Value> {
-    let now_ms = shared.time.now_ms();
+    let now_ms = shared.time.peek_ms();
     if std::env::var_os("SIM_REDIS_TRACE").is_some() {
         let show = |args: &[Vec<u8>]| {
             args.iter()
@@ -373,23 +373,38 @@ impl SimConnection {
         });
         Ok(SimSubscription {
             messages,
+            next: None,
+            last_due: tokio::time::Instant::now(),
             connection,
         })
     }
 }
 
-/// A subscriber's side: messages in the order they were published.
+/// A subscriber's side: messages in the order they were published, each
+/// after a seeded delivery latency.
 pub(crate) struct SimSubscription {
     messages: mpsc::UnboundedReceiver<(Vec<u8>, Vec<u8>)>,
+    /// The message on its way, and when it arrives.
+    next: Option<(tokio::time::Instant, (Vec<u8>, Vec<u8>))>,
+    last_due: tokio::time::Instant,
     connection: SimConnection,
 }
 
 impl SimSubscription {
     /// The next message (channel, payload); `None` when the connection ended.
+    /// Cancel-safe, as a socket is: a message taken off the channel waits
+    /// here until it is delivered.
     pub(crate) async fn next(&mut self) -> Option<(Vec<u8>, Vec<u8>)> {
-        let message = self.messages.recv().await?;
-        tokio::time::sleep(self.connection.shared.latency()).await;
-        Some(message)
+        if self.next.is_none() {
+            let message = self.messages.recv().await?;
+            let due =
+                (tokio::time::Instant::now() + self.connection.shared.latency()).max(self.last_due);
+            self.last_due = due;
+            self.next = Some((due, message));
+        }
+        let due = self.next.as_ref().map(|(due, _)| *due)?;
+        tokio::time::sleep_until(due).await;
+        self.next.take().map(|(_, message)| message)
     }
 
     /// A PING on the subscriber's connection (a paused server does not answer).

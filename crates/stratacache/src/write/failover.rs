@@ -10,26 +10,24 @@
 //! [`recovery`](super::recovery) to be invalidated again there. Replaying
 //! an invalidation is always safe: the next read loads the current value.
 //!
-//! Tags and namespace clears are replayed with the time of the replay (a
-//! later timestamp invalidates a superset), prefix invalidations as a clear.
+//! Every kind is replayed as itself, tags and namespace clears with their
+//! original stamps.
 //!
 //! Every instance replays its own log, moments after the switch; until
-//! [`FENCE`] has passed, an entry created before the move is not trusted
-//! (a miss), so that no instance serves what another has yet to replay.
+//! `tiers::decode::FENCE_MS` has passed, an entry created before the move is
+//! not trusted (a miss), so that no instance serves what another has yet to
+//! replay.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::cache::Inner;
+use super::Pipeline;
 
 /// How far back invalidations are replayed: longer than a failover takes
 /// from the promotion of the replica to the clients following it.
 pub(crate) const WINDOW: Duration = Duration::from_secs(10);
-/// How long after a move the entries created before it are misses: longer
-/// than the instances take to hear of the switch and replay their logs.
-pub(crate) const FENCE: Duration = Duration::from_secs(1);
 /// More invalidations than this within the window: replay a namespace clear.
 const MAX_RECENT: usize = 10_000;
 
@@ -37,8 +35,11 @@ const MAX_RECENT: usize = 10_000;
 pub(crate) enum Replay {
     Key(String),
     Version(String, u64),
-    Tag(String),
-    Clear,
+    /// A tag and its stamp.
+    Tag(String, u64),
+    Prefix(String),
+    /// A namespace clear and its stamp.
+    Clear(u64),
 }
 
 /// The invalidations of the last [`WINDOW`]; empty and free when the
@@ -83,32 +84,28 @@ impl FailoverLog {
     pub(crate) fn take_recent(&self) -> Vec<Replay> {
         let now = Instant::now();
         let mut recent = self.recent.lock().expect("failover log lock");
-        let mut out: Vec<Replay> = recent
+        recent
             .drain(..)
             .filter(|(at, _)| now.duration_since(*at) <= WINDOW)
             .map(|(_, item)| item)
-            .collect();
-        if self.overflowed.swap(false, Ordering::AcqRel) {
-            out.push(Replay::Clear);
-        }
-        out
+            .collect()
+    }
+
+    /// Whether more happened within the window than was kept.
+    fn take_overflow(&self) -> bool {
+        self.overflowed.swap(false, Ordering::AcqRel)
     }
 }
 
-/// Whether an entry created at `created_at_ms` predates a master move of
-/// less than [`FENCE`] ago (`moved_at_ms`, 0: never moved).
-pub(crate) fn fenced(created_at_ms: u64, moved_at_ms: u64, now_ms: u64) -> bool {
-    moved_at_ms != 0
-        && now_ms.saturating_sub(moved_at_ms) < FENCE.as_millis() as u64
-        && created_at_ms <= moved_at_ms
-}
-
-impl Inner {
+impl Pipeline {
     /// The connection moved to another master: invalidate again, there,
     /// what this instance invalidated lately, and do it now.
-    pub(crate) async fn master_moved(self: &Arc<Self>) {
+    pub(crate) async fn master_moved(&self) {
+        if self.failover_log.take_overflow() {
+            self.recovery.defer_clear(self.tiers.clock().stamp());
+        }
         let recent = self.failover_log.take_recent();
-        if recent.is_empty() {
+        if recent.is_empty() && self.recovery.pending() == 0 {
             return;
         }
         tracing::info!(
@@ -119,11 +116,12 @@ impl Inner {
             match item {
                 Replay::Key(stored) => self.recovery.defer(std::iter::once(&stored)),
                 Replay::Version(stored, version) => {
-                    self.recovery.defer_versioned(&stored, version);
+                    self.recovery.defer_floor(&stored, version);
                     self.recovery.defer(std::iter::once(&stored));
                 }
-                Replay::Tag(tag) => self.recovery.defer_tag(tag),
-                Replay::Clear => self.recovery.defer_clear(),
+                Replay::Tag(tag, stamp) => self.recovery.defer_tag(&tag, stamp),
+                Replay::Prefix(prefix) => self.recovery.defer_prefix(&prefix),
+                Replay::Clear(stamp) => self.recovery.defer_clear(stamp),
             }
         }
         self.replay_deferred().await;
@@ -135,21 +133,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn entries_older_than_a_recent_move_are_fenced() {
-        let moved = 1_000_000;
-        assert!(fenced(moved - 5, moved, moved + 10));
-        assert!(
-            !fenced(moved + 1, moved, moved + 10),
-            "loaded after the move"
-        );
-        assert!(
-            !fenced(moved - 5, moved, moved + 1_000),
-            "the fence is over"
-        );
-        assert!(!fenced(5, 0, 10), "never moved");
-    }
-
-    #[test]
     fn a_disabled_log_keeps_nothing() {
         let log = FailoverLog::new(false);
         log.note([Replay::Key("k".into())]);
@@ -159,10 +142,10 @@ mod tests {
     #[test]
     fn recent_invalidations_are_taken_once() {
         let log = FailoverLog::new(true);
-        log.note([Replay::Key("a".into()), Replay::Tag("t".into())]);
+        log.note([Replay::Key("a".into()), Replay::Tag("t".into(), 7)]);
         assert_eq!(
             log.take_recent(),
-            vec![Replay::Key("a".into()), Replay::Tag("t".into())]
+            vec![Replay::Key("a".into()), Replay::Tag("t".into(), 7)]
         );
         assert!(log.take_recent().is_empty());
     }
@@ -171,8 +154,7 @@ mod tests {
     fn too_many_become_a_clear() {
         let log = FailoverLog::new(true);
         log.note((0..MAX_RECENT + 5).map(|i| Replay::Key(i.to_string())));
-        let taken = log.take_recent();
-        assert_eq!(taken.len(), 6, "the 5 after the overflow, then a clear");
-        assert_eq!(taken.last(), Some(&Replay::Clear));
+        assert!(log.take_overflow(), "the kept ones are not all");
+        assert_eq!(log.take_recent().len(), 5, "the 5 after the overflow");
     }
 }

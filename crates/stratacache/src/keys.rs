@@ -1,4 +1,5 @@
-//! Turning a caller's key into the key stored in each tier.
+//! Every name the cache gives a thing in Redis: stored keys, the keys derived
+//! from them, the namespace's own keys and channels.
 //!
 //! The stored key is `{namespace}:{<key>}`. The braces are a Redis Cluster hash
 //! tag: every key derived from the same caller key (value, lease, version) by
@@ -6,6 +7,17 @@
 //! later multi-key scripts on one entry never cross slots. Keys longer than the
 //! configured bound are replaced by a SHA-256 digest so that huge keys cannot
 //! bloat Redis memory or the network.
+//!
+//! | name | what |
+//! |---|---|
+//! | `{ns}:{<key>}` | an entry |
+//! | `{ns}:{<key>}:lease` | the lease of its load ([`lease_key`]) |
+//! | `{ns}:{<key>}:waiting` | "a caller waits for its fill" ([`waiting_key`]) |
+//! | `{ns}:{<key>}:ver` | its version floor ([`floor_key`]) |
+//! | `{ns}:__tag:<tag>` | when the tag was last invalidated |
+//! | `{ns}:__clear` | when the namespace was last cleared |
+//! | `{ns}:__stratacache:bus` | the invalidation channel |
+//! | `{ns}:__stratacache:fills` | the fill-notification channel |
 
 use std::borrow::Cow;
 
@@ -15,6 +27,10 @@ use crate::error::{Error, Result};
 
 /// The default bound above which keys are hashed.
 pub const DEFAULT_MAX_KEY_LEN: usize = 256;
+/// How much of an over-long key its digest form keeps readable.
+const HEAD_LEN: usize = 32;
+/// What separates the readable head of a digest form from the digest.
+const DIGEST_MARK: &str = "#sha256:";
 
 /// Builds stored keys for one namespace.
 #[derive(Debug, Clone)]
@@ -79,9 +95,65 @@ impl KeySpace {
         }
         // Keep a readable head so operators can still tell keys apart in Redis.
         Ok(Cow::Owned(digest_form(
-            &key[..floor_char_boundary(key, 32)],
+            &key[..floor_char_boundary(key, HEAD_LEN)],
             key,
         )))
+    }
+
+    /// Whether `invalidate_prefix(prefix)` covers the key whose key within
+    /// the namespace is `inner_key`. A digest form keeps only the head of its
+    /// key, so a prefix longer than the head covers every digest form with
+    /// that head: invalidating more than asked is safe, missing one is not.
+    pub(crate) fn prefix_covers(inner_key: &str, prefix: &str) -> bool {
+        if inner_key.starts_with(prefix) {
+            return true;
+        }
+        match inner_key.find(DIGEST_MARK) {
+            Some(head_len) => prefix.starts_with(&inner_key[..head_len]),
+            None => false,
+        }
+    }
+
+    /// The SCAN patterns of the stored keys `invalidate_prefix(prefix)`
+    /// covers (see [`prefix_covers`](Self::prefix_covers)).
+    pub(crate) fn prefix_patterns(&self, prefix: &str) -> Vec<String> {
+        let stored_prefix = glob_escape(&self.prefix);
+        let mut patterns = vec![format!("{stored_prefix}{}*", glob_escape(prefix))];
+        if prefix.len() > HEAD_LEN || prefix.starts_with('}') {
+            // Digest forms whose head is a prefix of `prefix`: the head is
+            // the first HEAD_LEN bytes, or nothing for keys starting with `}`.
+            let heads = [&prefix[..floor_char_boundary(prefix, HEAD_LEN)], ""];
+            for head in heads {
+                if prefix.starts_with(head) {
+                    patterns.push(format!(
+                        "{stored_prefix}{}{DIGEST_MARK}*",
+                        glob_escape(head)
+                    ));
+                }
+            }
+        }
+        patterns.dedup();
+        patterns
+    }
+
+    /// When the tag `tag` was last invalidated.
+    pub(crate) fn tag_key(&self, tag: &str) -> String {
+        format!("{}:__tag:{tag}", self.namespace)
+    }
+
+    /// When the namespace was last cleared.
+    pub(crate) fn clear_key(&self) -> String {
+        format!("{}:__clear", self.namespace)
+    }
+
+    /// The invalidation channel (the backplane).
+    pub(crate) fn bus_channel(&self) -> String {
+        format!("{}:__stratacache:bus", self.namespace)
+    }
+
+    /// The channel fills are announced on, for waiters of other instances.
+    pub(crate) fn fills_channel(&self) -> String {
+        format!("{}:__stratacache:fills", self.namespace)
     }
 
     /// The stored key of a key within the namespace.
@@ -100,12 +172,44 @@ impl KeySpace {
     }
 }
 
+/// The lease of the load of the entry at `stored`.
+pub(crate) fn lease_key(stored: &str) -> String {
+    format!("{stored}:lease")
+}
+
+/// The mark of a key some caller waits for (see `lease`).
+pub(crate) fn waiting_key(stored: &str) -> String {
+    format!("{stored}:waiting")
+}
+
+/// The version floor of the entry at `stored` (see `versioned`).
+pub(crate) fn floor_key(stored: &str) -> String {
+    format!("{stored}:ver")
+}
+
+/// Entries' stored keys end in `}`; only floors end in `}:ver`.
+pub(crate) fn is_floor_key(key: &str) -> bool {
+    key.ends_with("}:ver")
+}
+
+/// `text` with Redis's glob characters escaped.
+pub(crate) fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// `head` followed by the SHA-256 of the whole key.
 fn digest_form(head: &str, key: &str) -> String {
     use std::fmt::Write;
     let mut out = String::with_capacity(head.len() + 8 + 64);
     out.push_str(head);
-    out.push_str("#sha256:");
+    out.push_str(DIGEST_MARK);
     for byte in Sha256::digest(key.as_bytes()) {
         let _ = write!(out, "{byte:02x}");
     }
@@ -176,6 +280,43 @@ mod tests {
         assert_ne!(a, ks.stored(&long_b).unwrap());
         assert!(a.len() < 140, "{a}");
         assert!(a.contains("#sha256:"));
+    }
+
+    #[test]
+    fn a_prefix_longer_than_a_digest_head_covers_the_digest_form() {
+        let ks = KeySpace::new("app", 64).unwrap();
+        let long = format!("report:2026:{}", "x".repeat(300));
+        let inner = ks.inner_key(&long).unwrap().into_owned();
+        assert!(inner.contains(DIGEST_MARK));
+        let prefix = &long[..52];
+        assert!(KeySpace::prefix_covers(&inner, prefix));
+        assert!(KeySpace::prefix_covers(&inner, "report:"));
+        assert!(!KeySpace::prefix_covers(&inner, "other:"));
+        let patterns = ks.prefix_patterns(prefix);
+        let stored = ks.stored(&long).unwrap();
+        assert!(
+            patterns
+                .iter()
+                .any(|p| crate::keys::tests::glob_matches(p, &stored)),
+            "{patterns:?} {stored}"
+        );
+    }
+
+    /// A minimal glob for the test: `*` at the end, `\\` escapes.
+    pub(super) fn glob_matches(pattern: &str, text: &str) -> bool {
+        let literal: String = {
+            let mut out = String::new();
+            let mut chars = pattern.trim_end_matches('*').chars();
+            while let Some(c) = chars.next() {
+                out.push(if c == '\\' {
+                    chars.next().unwrap_or(c)
+                } else {
+                    c
+                });
+            }
+            out
+        };
+        text.starts_with(&literal)
     }
 
     #[test]

@@ -24,12 +24,45 @@ pub(crate) struct Message {
 pub(crate) enum Invalidation {
     /// Keys (within the namespace) were written or deleted.
     Keys { keys: Vec<String> },
-    /// Entries carrying `tag` created at or before `at_ms` are invalid.
-    Tag { tag: String, at_ms: u64 },
+    /// Entries carrying `tag` created at or before the stamp are invalid.
+    Tag {
+        tag: String,
+        /// The stamp in ms, for instances of an older version.
+        at_ms: u64,
+        /// The stamp (µs; see `clock`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at_us: Option<u64>,
+    },
     /// Keys starting with `prefix` were deleted.
     Prefix { prefix: String },
-    /// Every entry created at or before `at_ms` is invalid.
-    Clear { at_ms: u64 },
+    /// Every entry created at or before the stamp is invalid.
+    Clear {
+        at_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at_us: Option<u64>,
+    },
+}
+
+impl Invalidation {
+    pub(crate) fn tag(tag: &str, stamp: u64) -> Self {
+        Invalidation::Tag {
+            tag: tag.to_string(),
+            at_ms: stamp / 1_000,
+            at_us: Some(stamp),
+        }
+    }
+
+    pub(crate) fn clear(stamp: u64) -> Self {
+        Invalidation::Clear {
+            at_ms: stamp / 1_000,
+            at_us: Some(stamp),
+        }
+    }
+}
+
+/// The stamp of a tag or namespace invalidation, from either field.
+pub(crate) fn stamp_of(at_ms: u64, at_us: Option<u64>) -> u64 {
+    at_us.unwrap_or(at_ms.saturating_mul(1_000))
 }
 
 /// How an incoming message is to be treated.
@@ -75,10 +108,7 @@ mod tests {
 
     #[test]
     fn messages_round_trip_and_senders_skip_their_own() {
-        let what = Invalidation::Tag {
-            tag: "sector:tech".into(),
-            at_ms: 42,
-        };
+        let what = Invalidation::tag("sector:tech", 42_123);
         let encoded = Message::encode("a", what.clone());
         assert!(!encoded.contains("value"));
         assert_eq!(
@@ -86,6 +116,17 @@ mod tests {
             Incoming::Apply(what)
         );
         assert_eq!(Message::decode(encoded.as_bytes(), "a"), Incoming::Own);
+    }
+
+    #[test]
+    fn messages_of_the_previous_version_are_read() {
+        let old = r#"{"v":1,"from":"x","kind":"tag","tag":"t","at_ms":42}"#;
+        let Incoming::Apply(Invalidation::Tag { at_ms, at_us, .. }) =
+            Message::decode(old.as_bytes(), "me")
+        else {
+            panic!("a tag message");
+        };
+        assert_eq!(stamp_of(at_ms, at_us), 42_000);
     }
 
     #[test]

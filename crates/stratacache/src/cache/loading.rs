@@ -1,0 +1,134 @@
+//! Cache-aside and write-through: the public entry points of the read path
+//! (`read`) and of write-through.
+
+use std::future::Future;
+
+use super::Cache;
+use crate::error::{BoxError, Error, Result};
+use crate::options::EntryOptions;
+use crate::read::{Fetched, LoadContext, Loaded};
+use crate::tiers::CacheValue;
+
+impl Cache {
+    /// Cache-aside: the value under `key`, or what `loader` returns for it,
+    /// stored in both tiers.
+    ///
+    /// However many callers miss the same key at once — in this process and,
+    /// through a lease in Redis, across instances — the loader runs once and
+    /// all of them get its result, or its error.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: stratacache::Cache) -> Result<(), stratacache::Error> {
+    /// use std::time::Duration;
+    /// use stratacache::EntryOptions;
+    ///
+    /// let opts = EntryOptions::new().ttl(Duration::from_secs(60));
+    /// let price: f64 = cache
+    ///     .get_or_load("price:ACME", &opts, || async {
+    ///         // e.g. SELECT price FROM prices WHERE symbol = 'ACME'
+    ///         Ok::<_, std::io::Error>(101.5)
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_or_load<V, F, Fut, E>(
+        &self,
+        key: &str,
+        opts: &EntryOptions,
+        loader: F,
+    ) -> Result<V>
+    where
+        V: CacheValue,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<V, E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        let load = |_: LoadContext<V>| async move { loader().await.map(Loaded::value) };
+        match self
+            .inner
+            .loads
+            .load_through(key, opts, false, load)
+            .await?
+            .value
+        {
+            Some(value) => Ok(value),
+            // Only reachable by joining another caller's optional load that
+            // found nothing; this caller's own loader always yields a value.
+            None => Err(Error::loader("the value is absent")),
+        }
+    }
+
+    /// Cache-aside for values that may not exist: the loader returns
+    /// `Ok(None)` for an absent value, which is cached as a negative entry
+    /// for `negative_ttl`, so repeated lookups of missing ids stay off the database.
+    pub async fn get_or_load_optional<V, F, Fut, E>(
+        &self,
+        key: &str,
+        opts: &EntryOptions,
+        loader: F,
+    ) -> Result<Option<V>>
+    where
+        V: CacheValue,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Option<V>, E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        let load = |_: LoadContext<V>| async move { loader().await.map(Loaded::from_option) };
+        Ok(self
+            .inner
+            .loads
+            .load_through(key, opts, true, load)
+            .await?
+            .value)
+    }
+
+    /// Cache-aside with full control: the loader sees the stale value and its
+    /// ETag ([`LoadContext`]) and decides how its result is cached — TTL,
+    /// tags, ETag, not at all, or "not modified" ([`Loaded`]). The answer says
+    /// whether the value is stale ([`Fetched::is_stale`]).
+    pub async fn get_or_load_entry<V, F, Fut, E>(
+        &self,
+        key: &str,
+        opts: &EntryOptions,
+        loader: F,
+    ) -> Result<Fetched<V>>
+    where
+        V: CacheValue,
+        F: FnOnce(LoadContext<V>) -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Loaded<V>, E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        self.inner.loads.load_through(key, opts, true, loader).await
+    }
+
+    /// Write-through: run `writer` (which persists the value, typically in the
+    /// database, and returns it as stored), then put the value in both tiers.
+    /// If the cache cannot take it, the key is invalidated instead, so the
+    /// cache never keeps the value the write replaced.
+    pub async fn write_through<V, F, Fut, E>(
+        &self,
+        key: &str,
+        opts: &EntryOptions,
+        writer: F,
+    ) -> Result<V>
+    where
+        V: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<V, E>>,
+        E: Into<BoxError>,
+    {
+        opts.validate()?;
+        let stored = self.tiers().keys().stored(key)?;
+        let value = writer().await.map_err(Error::loader)?;
+        match self.key_write(key, value.clone(), opts) {
+            Ok(write) => {
+                self.writes().put(vec![write], opts).await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "write-through could not cache the value; invalidating");
+                let _ = self.writes().delete(&[stored]).await;
+            }
+        }
+        Ok(value)
+    }
+}
