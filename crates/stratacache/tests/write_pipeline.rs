@@ -147,13 +147,16 @@ async fn tag_prefix_and_clear_invalidations_during_a_freeze_are_replayed() {
     let nodes = instances_on(&server.url(), "frozen-invalidation", 2).await;
     let ns = nodes[0].namespace().to_string();
     let tagged = opts().tags(["user:1"]);
-    for key in ["user:1:profile", "feed:1", "other:1"] {
-        for node in &nodes {
-            let (opts, key) = (tagged.clone(), key.to_string());
-            node.get_or_load(&key, &opts, || async { Ok::<_, std::io::Error>(1u64) })
-                .await
-                .unwrap();
-        }
+    for node in &nodes {
+        let profile = node
+            .get_or_load("user:1:profile", &tagged, || async {
+                Ok::<_, std::io::Error>(1u64)
+            })
+            .await
+            .unwrap();
+        assert_eq!(profile, 1);
+        assert_eq!(served(node, "feed:1", 1).await, 1);
+        assert_eq!(served(node, "other:1", 1).await, 1);
     }
     server.pause();
     assert!(nodes[0].invalidate_tag("user:1").await.is_err());
@@ -439,15 +442,15 @@ async fn a_prefix_invalidation_removes_hashed_long_keys() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     for node in &nodes {
         assert_eq!(node.get::<u64>(&key).await.unwrap(), None);
-        assert_eq!(served(node, &key, 2).await, 2);
     }
+    assert_eq!(served(&nodes[1], &key, 2).await, 2);
 }
 
 // 11. Write-behind goes through the pipeline: a read racing a write on the
 // same instance cannot leave an older value in its L1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_behind_never_leaves_an_older_value_in_its_own_l1() {
-    let db = wb_pg::Scratch::new("wb-pipeline").await;
+    let db = wb_pg::Scratch::new("wb_pipeline").await;
     let cache = instance(&common::single_url(), &common::namespace("wb-pipeline")).await;
     let wb = WriteBehind::builder(cache.clone(), db.sink())
         .name("pipeline")

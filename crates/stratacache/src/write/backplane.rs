@@ -202,7 +202,8 @@ async fn listen(
                 if pipeline.strong_count() == 0 {
                     return Session::CacheDropped;
                 }
-                let pong = tokio::time::timeout(channels.timeout, sink.ping::<String>()).await;
+                // In subscribed mode Redis answers PING with an array.
+                let pong = tokio::time::timeout(channels.timeout, sink.ping::<redis::Value>()).await;
                 if !matches!(pong, Ok(Ok(_))) {
                     return Session::Lost;
                 }
