@@ -62,6 +62,9 @@ pub struct CacheBuilder {
     policy_env_prefix: Option<String>,
     metrics: bool,
     outage_l1_max_age: Duration,
+    /// How long `build` waits for the backplane; `None`: the connect timeout
+    /// plus one Redis timeout.
+    backplane_wait: Option<Duration>,
     #[cfg(feature = "simulation")]
     simulated: Option<crate::l2::sim::SimRedis>,
 }
@@ -95,6 +98,7 @@ impl CacheBuilder {
             policy_env_prefix: None,
             metrics: true,
             outage_l1_max_age: Duration::from_secs(5),
+            backplane_wait: None,
             #[cfg(feature = "simulation")]
             simulated: None,
         }
@@ -234,6 +238,16 @@ impl CacheBuilder {
         self
     }
 
+    /// How long [`build`](Self::build) waits for the invalidation backplane
+    /// to be subscribed (default: the connect timeout plus one Redis
+    /// timeout). Zero: return at once — L1 entries made before the first
+    /// subscription are then dropped when it comes, since invalidations sent
+    /// meanwhile were not heard. See also [`Cache::wait_for_backplane`].
+    pub fn wait_for_backplane(mut self, within: Duration) -> Self {
+        self.backplane_wait = Some(within);
+        self
+    }
+
     /// Use a simulated Redis and its virtual clock (the race simulation).
     #[cfg(feature = "simulation")]
     #[doc(hidden)]
@@ -252,7 +266,10 @@ impl CacheBuilder {
     ///
     /// Redis is connected lazily: a cache built while Redis is down works from
     /// L1 and loaders and starts using Redis when it answers. (Sentinel is the
-    /// exception: the master must be resolvable at build time.)
+    /// exception: the master must be resolvable at build time.) With Redis
+    /// up, `build` returns once the invalidation backplane is subscribed
+    /// (waiting at most the connect timeout plus one Redis timeout), so the
+    /// new instance hears every invalidation from its first read on.
     pub async fn build(self) -> Result<Cache> {
         let keys = KeySpace::new(&self.namespace, self.max_key_len)?;
         self.defaults.validate()?;
@@ -345,6 +362,15 @@ impl CacheBuilder {
             writes.refresh_invalidation_state().await;
             backplane::spawn_subscriber(Arc::downgrade(&writes));
             recovery::spawn_replayer(Arc::downgrade(&writes));
+            // Until it hears the other instances, an instance cannot trust
+            // what it puts into L1 (the first subscription drops it): wait for
+            // that, briefly — a Redis that is down must not hold up a start.
+            let within = self
+                .backplane_wait
+                .unwrap_or(self.redis_connect_timeout + self.redis_timeout);
+            if !within.is_zero() {
+                tiers.trust().wait_connected(within).await;
+            }
         }
         Ok(Cache::from_inner(Inner {
             tiers,

@@ -448,6 +448,14 @@ async fn a_slow_redis_is_cut_off_by_the_timeout_and_the_breaker() {
     let server = RedisServer::start();
     let proxy = DelayProxy::start(server.port()).unwrap();
     let cache = cache_at(&proxy.url(), "slow").await;
+    // Steady state first: an entry written before the first subscription
+    // is dropped from L1 when it comes (writes may have been missed).
+    assert!(
+        common::eventually(Duration::from_secs(3), || async {
+            cache.backplane_connected() == Some(true)
+        })
+        .await
+    );
     let opts = EntryOptions::new().ttl(Duration::from_secs(60));
     cache.set("warm", &1u32, &opts).await.unwrap();
     let loads = Arc::new(AtomicUsize::new(0));

@@ -259,30 +259,38 @@ async fn past_the_soft_timeout_the_stale_value_is_served_and_the_load_finishes(t
 }
 
 async fn past_the_hard_timeout_without_stale_data_the_caller_gets_a_timeout(target: Target) {
-    let (cache, _) = two_instances(target, "hard").await;
+    let (cache, other) = two_instances(target, "hard").await;
     let opts = EntryOptions::new()
         .ttl(Duration::from_secs(60))
         .hard_timeout(ms(150));
     let calls = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let result = cache
-        .get_or_load_entry(
-            "stuck",
-            &opts,
-            counting(&calls, Duration::from_secs(5), 1u32),
-        )
+        .get_or_load_entry("stuck", &opts, counting(&calls, ms(800), 1u32))
         .await;
     assert!(
         matches!(result, Err(Error::LoaderTimeout(t)) if t == ms(150)),
         "{result:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(1));
-    // The lease was released: the next caller loads at once.
-    let got = cache
+    assert!(started.elapsed() < ms(600));
+    // The load goes on holding its lease: the next caller does not load the
+    // slow source again, it waits (up to its own hard timeout) for the fill.
+    let next = other
         .get_or_load_entry("stuck", &opts, counting(&calls, ms(0), 2u32))
+        .await;
+    assert!(matches!(next, Err(Error::WaitTimeout(_))), "{next:?}");
+    // And the load that timed out fills the cache once it finishes.
+    assert!(
+        common::eventually(Duration::from_secs(3), || async {
+            other.get::<u32>("stuck").await.unwrap() == Some(1)
+        })
         .await
-        .unwrap();
-    assert_eq!(got.value(), Some(&2));
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the slow source was loaded once"
+    );
 }
 
 async fn a_not_modified_answer_renews_the_entry_without_rewriting_the_value(target: Target) {

@@ -21,7 +21,7 @@ against_every_target!(
     absent_values_are_cached_as_a_distinct_negative_marker,
     a_thousand_concurrent_callers_on_a_cold_key_cause_one_load,
     a_failing_load_gives_every_waiting_caller_the_error,
-    corrupt_and_retyped_entries_are_misses_and_get_deleted,
+    damaged_entries_are_deleted_and_entries_of_another_type_left_alone,
     oversized_values_are_refused_and_nothing_is_written,
     multi_key_operations_span_hash_slots,
     load_many_sends_only_missing_keys_to_the_loader_in_one_call,
@@ -330,7 +330,7 @@ async fn a_failing_load_gives_every_waiting_caller_the_error(target: Target) {
     );
 }
 
-async fn corrupt_and_retyped_entries_are_misses_and_get_deleted(target: Target) {
+async fn damaged_entries_are_deleted_and_entries_of_another_type_left_alone(target: Target) {
     common::record_metrics();
     let cache = common::builder(target, "corrupt").build().await.unwrap();
     let ns = cache.namespace().to_string();
@@ -341,6 +341,8 @@ async fn corrupt_and_retyped_entries_are_misses_and_get_deleted(target: Target) 
     assert!(gone(target, &garbage).await, "corrupt entry deleted");
 
     // A deploy changed the type: written as a string, read as a number.
+    // Another version's entry, intact: a miss here, and left alone — in a
+    // rolling deploy the old instances still read it.
     let opts = EntryOptions::new().ttl(secs(60));
     cache
         .set("retyped", &"not a number".to_string(), &opts)
@@ -349,11 +351,21 @@ async fn corrupt_and_retyped_entries_are_misses_and_get_deleted(target: Target) 
     cache.clear_l1();
     assert_eq!(cache.get::<u64>("retyped").await.unwrap(), None);
     let retyped = stored_key(&ns, "retyped");
-    assert!(gone(target, &retyped).await, "undecodable entry deleted");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        raw.exists(&retyped).await,
+        "another type's entry is not deleted"
+    );
+    assert_eq!(
+        cache.get::<String>("retyped").await.unwrap().as_deref(),
+        Some("not a number")
+    );
     assert_eq!(
         counter("stratacache_corrupt_entries_total", &[("cache", &ns)]),
-        2
+        1,
+        "only the damaged one"
     );
+    assert!(counter("stratacache_foreign_entries_total", &[("cache", &ns)]) >= 1);
 
     // get_or_load treats it as a miss and repairs the entry.
     raw.set(&stored_key(&ns, "repair"), b"SC\x01garbage").await;

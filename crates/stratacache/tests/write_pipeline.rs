@@ -212,13 +212,16 @@ async fn a_new_instance_drops_what_it_read_before_it_subscribed() {
     for round in 0..40u64 {
         let key = format!("k{round}");
         writer.set(&key, &round, &opts()).await.unwrap();
+        // Built without waiting for its subscription (as when Redis answers
+        // only after the start): its first reads race the overwrite before
+        // it hears the other instances.
         let joining = Cache::builder()
             .namespace(ns.clone())
             .redis_url(&url)
+            .wait_for_backplane(Duration::ZERO)
             .build()
             .await
             .unwrap();
-        // Its first reads race the overwrite, before it has subscribed.
         let read = {
             let (joining, key) = (joining.clone(), key.clone());
             tokio::spawn(async move { joining.get::<u64>(&key).await })
@@ -231,6 +234,8 @@ async fn a_new_instance_drops_what_it_read_before_it_subscribed() {
             })
             .await
         );
+        // Within the backplane's bound (SPEC §3: 50 ms), not until the TTL.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         if joining.get::<u64>(&key).await.unwrap() == Some(round) {
             stale.push(round);
         }

@@ -121,6 +121,14 @@ impl Cache {
         self.tiers().trust().connected()
     }
 
+    /// Wait until this instance hears the invalidation backplane, at most
+    /// `within`; whether it does (`true` without L2). `build` already waits
+    /// briefly; this is for a start while Redis was unreachable, or for
+    /// tests and health checks.
+    pub async fn wait_for_backplane(&self, within: Duration) -> bool {
+        self.tiers().trust().wait_connected(within).await
+    }
+
     /// How many invalidations wait to be replayed once Redis answers again
     /// (writes, deletes, tag, prefix and namespace invalidations that could
     /// not reach it or the other instances).

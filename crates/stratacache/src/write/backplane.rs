@@ -14,7 +14,9 @@
 //!
 //! A frozen Redis keeps its connections open, so the subscription is checked
 //! by a heartbeat: a PING on the subscriber's own connection every half
-//! Redis timeout; one not answered within the timeout ends the session.
+//! Redis timeout; one not answered within the timeout ends the session. A
+//! session counts only once its first PING is answered in time, so a slow
+//! (not dead) Redis does not make every new session drop L1.
 //!
 //! On a Cluster the bus is a *sharded* channel (SPUBLISH / SSUBSCRIBE, on the
 //! master serving the channel's slot): a classic PUBLISH is copied to every
@@ -170,10 +172,16 @@ async fn listen(
     ) {
         return Session::NotSubscribed;
     }
+    let (mut sink, mut messages) = pubsub.split();
+    // Counted in only once Redis answers in time: a slow Redis would lose
+    // the session at the first heartbeat, and every new session drops L1.
+    let pong = tokio::time::timeout(channels.timeout, sink.ping::<redis::Value>()).await;
+    if !matches!(pong, Ok(Ok(_))) {
+        return Session::NotSubscribed;
+    }
     if !subscribed(pipeline).await {
         return Session::CacheDropped;
     }
-    let (mut sink, mut messages) = pubsub.split();
     let master_moved = async {
         let moved = match moves {
             Some(moves) => moves.changed().await.is_ok(),
@@ -249,6 +257,14 @@ async fn listen_sharded(pipeline: &Weak<Pipeline>, l2: &L2, channels: &Channels<
     ) {
         return Session::NotSubscribed;
     }
+    let ping = redis::cmd("PING");
+    let pong = ping.query_async::<redis::Value>(&mut conn);
+    if !matches!(
+        tokio::time::timeout(channels.timeout, pong).await,
+        Ok(Ok(_))
+    ) {
+        return Session::NotSubscribed;
+    }
     if !subscribed(pipeline).await {
         return Session::CacheDropped;
     }
@@ -306,6 +322,10 @@ async fn listen_simulated(
     else {
         return Session::NotSubscribed;
     };
+    let pong = tokio::time::timeout(channels.timeout, subscription.ping()).await;
+    if !matches!(pong, Ok(Ok(()))) {
+        return Session::NotSubscribed;
+    }
     if !subscribed(pipeline).await {
         return Session::CacheDropped;
     }
