@@ -86,7 +86,7 @@ struct Stored {
 
 struct Subscriber {
     channels: BTreeSet<Vec<u8>>,
-    messages: mpsc::UnboundedSender<(Vec<u8>, Vec<u8>)>,
+    messages: mpsc::UnboundedSender<Published>,
 }
 
 /// What a lane carries to the server.
@@ -380,12 +380,15 @@ impl SimConnection {
     }
 }
 
+/// A published message: (channel, payload).
+type Published = (Vec<u8>, Vec<u8>);
+
 /// A subscriber's side: messages in the order they were published, each
 /// after a seeded delivery latency.
 pub(crate) struct SimSubscription {
-    messages: mpsc::UnboundedReceiver<(Vec<u8>, Vec<u8>)>,
+    messages: mpsc::UnboundedReceiver<Published>,
     /// The message on its way, and when it arrives.
-    next: Option<(tokio::time::Instant, (Vec<u8>, Vec<u8>))>,
+    next: Option<(tokio::time::Instant, Published)>,
     last_due: tokio::time::Instant,
     connection: SimConnection,
 }
@@ -394,7 +397,7 @@ impl SimSubscription {
     /// The next message (channel, payload); `None` when the connection ended.
     /// Cancel-safe, as a socket is: a message taken off the channel waits
     /// here until it is delivered.
-    pub(crate) async fn next(&mut self) -> Option<(Vec<u8>, Vec<u8>)> {
+    pub(crate) async fn next(&mut self) -> Option<Published> {
         if self.next.is_none() {
             let message = self.messages.recv().await?;
             let due =
@@ -408,7 +411,6 @@ impl SimSubscription {
     }
 
     /// A PING on the subscriber's connection (a paused server does not answer).
-    #[allow(dead_code)] // the backplane's heartbeat
     pub(crate) async fn ping(&self) -> RedisResult<()> {
         self.connection
             .request(Request::Command(vec![b"PING".to_vec()]))
