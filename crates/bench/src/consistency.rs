@@ -1,17 +1,18 @@
 //! Consistency: stale reads after acknowledged writes, and how fast an
 //! invalidation reaches every instance's L1.
 //!
-//! **Stale reads** (the checker of `tests/consistency.rs`, longer): a table
-//! of `--rows` rows with a version column in PostgreSQL; two writers bump a
-//! random row's version and invalidate; `--readers` processes × `--tasks`
-//! tasks read rows through the cache, their loaders slowed at random (0–10 ms
-//! before the SELECT, 0–15 ms after) to provoke the stale-set race. Every
-//! operation is recorded with start and end; a read is stale when it returns
-//! a version older than one acknowledged more than the L1 bound (50 ms)
-//! before the read began. Three sides, one after the other, same scenario:
-//! the seeds' cache-aside (GET / load / SET; DEL on write), stratacache with
-//! lease revocation (`delete` on write), stratacache with version
-//! compare-and-set (`invalidate_version` on write).
+//! **Stale reads** (`stratacache_check::consistency`, the checker of
+//! `tests/consistency.rs`, run longer): a table of `--rows` rows with a
+//! version column in PostgreSQL; two writers bump a random row's version and
+//! invalidate; `--readers` processes × `--tasks` tasks read rows through the
+//! cache, their loaders slowed at random (0–10 ms before the SELECT, 0–15 ms
+//! after) to provoke the stale-set race. Every operation is recorded with
+//! start and end; a read is stale when it returns a version older than one
+//! acknowledged more than the L1 bound (50 ms) before the read began. Three
+//! sides, one after the other, same scenario: the seeds' cache-aside (GET /
+//! load / SET; DEL on write), stratacache with lease revocation (`delete` on
+//! write), stratacache with version compare-and-set (`invalidate_version` on
+//! write).
 //!
 //! **Propagation**: one writer and `--instances` reader instances (each a
 //! `Cache` with its own L1 and backplane subscription). For each sample the
@@ -25,11 +26,23 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 use stratacache::{Cache, EntryOptions, RedisTopology};
+use stratacache_check::consistency::{
+    create_table, drop_table, now_us, run_reader, run_writers, stale_reads, Mode, Plan, Postgres,
+    Report, L1_BOUND_US,
+};
 use stratacache_testkit::RedisCluster;
 
-use crate::consistency_worker::{now_us, postgres, Mode, Naive, Plan, Read, Report, L1_BOUND_US};
 use crate::report::{latency_histogram, latency_json, unique_namespace};
 use crate::{progress, ConsistencyArgs};
+
+/// Writers bumping rows during each stale-read side.
+const WRITERS: usize = 2;
+
+/// The PostgreSQL of the stale-read sides (the reader processes inherit the
+/// variable).
+fn postgres() -> Postgres {
+    Postgres::from_env("STRATACACHE_BENCH_PG")
+}
 
 pub async fn run(redis_url: &str, args: &ConsistencyArgs) -> Result<Value> {
     let cluster = if args.cluster {
@@ -56,7 +69,7 @@ pub async fn run(redis_url: &str, args: &ConsistencyArgs) -> Result<Value> {
             args.tasks,
             args.duration_secs
         );
-        let side = stale_reads(args, mode, &topology, &urls, is_cluster).await?;
+        let side = stale_side(args, mode, &topology, &urls, is_cluster).await?;
         stale_by_mode.insert(mode, side["stale_reads"].as_u64().unwrap_or(0));
         sides.insert(mode.name().to_string(), side);
     }
@@ -77,7 +90,7 @@ pub async fn run(redis_url: &str, args: &ConsistencyArgs) -> Result<Value> {
     }))
 }
 
-async fn stale_reads(
+async fn stale_side(
     args: &ConsistencyArgs,
     mode: Mode,
     topology: &RedisTopology,
@@ -86,13 +99,8 @@ async fn stale_reads(
 ) -> Result<Value> {
     let namespace = unique_namespace(&format!("consistency-{}", mode.name()));
     let table = format!("bench_{}", namespace.replace(['-', '.'], "_"));
-    let db = postgres().await?;
-    db.batch_execute(&format!(
-        "CREATE TABLE {table} (id int PRIMARY KEY, version bigint NOT NULL);
-         INSERT INTO {table} SELECT g, 0 FROM generate_series(0, {}) g;",
-        args.rows - 1
-    ))
-    .await?;
+    let db = postgres().connect().await?;
+    create_table(&db, &table, args.rows).await?;
     let plan = Plan {
         mode,
         topology: urls.to_vec(),
@@ -122,16 +130,8 @@ async fn stale_reads(
         .redis_timeout(Duration::from_secs(1))
         .build()
         .await?;
-    let naive = match mode {
-        Mode::Naive => Some(Naive::connect(&plan).await?),
-        _ => None,
-    };
-    let (a, b) = tokio::join!(
-        write_for(&plan, &cache, naive.as_ref()),
-        write_for(&plan, &cache, naive.as_ref())
-    );
-    let acks: Vec<_> = a?.into_iter().chain(b?).collect();
-    let mut reads: Vec<Read> = Vec::new();
+    let acks = run_writers(&plan, &cache, &postgres(), WRITERS).await?;
+    let mut reads = Vec::new();
     let mut errors = 0usize;
     for reader in readers {
         let out = reader.wait_with_output().await?;
@@ -142,8 +142,8 @@ async fn stale_reads(
         errors += report.errors;
         reads.extend(report.reads);
     }
-    db.batch_execute(&format!("DROP TABLE {table}")).await?;
-    let stale = count_stale(&reads, &acks);
+    drop_table(&db, &table).await?;
+    let stale = stale_reads(&reads, &acks).len();
     Ok(json!({
         "reads": reads.len(),
         "writes": acks.len(),
@@ -152,64 +152,12 @@ async fn stale_reads(
     }))
 }
 
-/// Bump a random row's version, invalidate, record the acknowledgement.
-async fn write_for(
-    plan: &Plan,
-    cache: &Cache,
-    naive: Option<&Naive>,
-) -> Result<Vec<(i32, u64, i64)>> {
-    let db = postgres().await?;
-    tokio::time::sleep(Duration::from_micros(
-        plan.start_at_us.saturating_sub(now_us()),
-    ))
-    .await;
-    let deadline = Instant::now() + Duration::from_millis(plan.run_for_ms);
-    let mut acks = Vec::new();
-    while Instant::now() < deadline {
-        let id = rand::random_range(0..plan.rows);
-        let row = db
-            .query_one(
-                &format!(
-                    "UPDATE {} SET version = version + 1 WHERE id = $1 RETURNING version",
-                    plan.table
-                ),
-                &[&id],
-            )
-            .await?;
-        let version: i64 = row.get(0);
-        let key = format!("row:{id}");
-        match (naive, plan.mode) {
-            (Some(naive), _) => naive.invalidate(&key).await?,
-            (None, Mode::Version) => cache.invalidate_version(&key, version as u64).await?,
-            (None, _) => cache.delete(&key).await?,
-        }
-        acks.push((id, now_us(), version));
-        tokio::time::sleep(Duration::from_millis(rand::random_range(1..8))).await;
-    }
-    Ok(acks)
-}
-
-/// Reads that returned a version older than one acknowledged (plus the L1
-/// bound) before they began.
-fn count_stale(reads: &[Read], acks: &[(i32, u64, i64)]) -> usize {
-    let mut by_row: HashMap<i32, Vec<(u64, i64)>> = HashMap::new();
-    for &(id, at, version) in acks {
-        by_row.entry(id).or_default().push((at, version));
-    }
-    reads
-        .iter()
-        .filter(|&&(id, start, _, version)| {
-            let newest_acked = by_row
-                .get(&id)
-                .into_iter()
-                .flatten()
-                .filter(|(at, _)| at + L1_BOUND_US <= start)
-                .map(|(_, v)| *v)
-                .max()
-                .unwrap_or(0);
-            version < newest_acked
-        })
-        .count()
+/// One reader process of the stale-read side (`bench consistency-worker
+/// <plan>`): its report, every read's row, start, end and version.
+pub async fn run_worker(plan: &str) -> Result<Value> {
+    let plan: Plan = serde_json::from_str(plan).context("reading the plan")?;
+    let report = run_reader(&plan, &postgres()).await?;
+    Ok(serde_json::to_value(report)?)
 }
 
 /// How long after a write's acknowledgement each instance stops serving the

@@ -6,7 +6,6 @@
 
 mod backplane;
 mod consistency;
-mod consistency_worker;
 mod external;
 mod faults;
 mod http;
@@ -354,7 +353,7 @@ fn main() -> Result<()> {
             Scenario::Consistency(args) => consistency::run(&cli.redis_url, &args).await,
             Scenario::Scaling(args) => scaling::run(&cli.redis_url, &args).await,
             Scenario::Peers(args) => peers::run(&cli.redis_url, &args).await,
-            Scenario::ConsistencyWorker { plan } => consistency_worker::run(&plan).await,
+            Scenario::ConsistencyWorker { plan } => consistency::run_worker(&plan).await,
             Scenario::WriteBehind(args) => write_behind::run(&cli.redis_url, &args).await,
             Scenario::Http(args) => http::run(&cli.redis_url, &args).await,
             Scenario::Faults(args) => faults::run(&args).await,
