@@ -20,7 +20,8 @@ use sqlx::PgPool;
 use crate::app::{self, ServeConfig};
 use crate::caching::ResourceCount;
 use crate::db::{self, seed};
-use crate::load::{self, LoadConfig, LoadReport};
+use crate::load::{Driver, LoadConfig, LoadReport};
+use crate::policy::Policy;
 use crate::telemetry::{library_hits_by_policy, prometheus};
 pub use report::table;
 
@@ -119,23 +120,28 @@ pub struct ResourceFigures {
 type PolicyHits = BTreeMap<String, (f64, f64)>;
 
 fn resources(
-    counts: &BTreeMap<&'static str, ResourceCount>,
-    counts0: &BTreeMap<&'static str, ResourceCount>,
+    counts: &BTreeMap<Policy, ResourceCount>,
+    counts0: &BTreeMap<Policy, ResourceCount>,
     hits: &PolicyHits,
     hits0: &PolicyHits,
     secs: f64,
 ) -> Vec<ResourceFigures> {
+    let count = |m: &BTreeMap<Policy, ResourceCount>, name: &str| {
+        Policy::from_name(name)
+            .and_then(|p| m.get(&p).copied())
+            .unwrap_or_default()
+    };
     let mut names: Vec<String> = counts.keys().map(|k| k.to_string()).collect();
     names.extend(
         hits.keys()
-            .filter(|k| !counts.contains_key(k.as_str()))
-            .cloned(),
+            .filter(|k| !names.contains(k))
+            .cloned()
+            .collect::<Vec<_>>(),
     );
     names
         .into_iter()
         .map(|name| {
-            let now = counts.get(name.as_str()).copied().unwrap_or_default();
-            let before = counts0.get(name.as_str()).copied().unwrap_or_default();
+            let (now, before) = (count(counts, &name), count(counts0, &name));
             let hit_rate = hits.get(&name).map(|(h, n)| {
                 let (h0, n0) = hits0.get(&name).copied().unwrap_or_default();
                 if n - n0 > 0.0 {
@@ -259,6 +265,9 @@ async fn run_mode(
             .duration_since(std::time::UNIX_EPOCH)?
             .as_millis()
     );
+    // The demo's own operator token, for the load's market-data writes.
+    let token = format!("{:032x}", rand::random::<u128>());
+    serve.admin_token = Some(token.clone());
     let server = app::start(&serve).await?;
     let label = if cache { "cache on" } else { "cache off" };
     eprintln!(
@@ -272,6 +281,9 @@ async fn run_mode(
     load.virtual_users = config.virtual_users;
     load.rate = config.rate;
     load.progress = config.progress;
+    load.admin_token = Some(token);
+    // Every user signed in once, before anything is measured.
+    let driver = Driver::prepare(&load).await?;
     if cache && config.warm_users {
         let warmed = crate::warm::user_data(&server.state).await?;
         let held = crate::warm::positions(&server.state).await?;
@@ -289,7 +301,7 @@ async fn run_mode(
         load.rate = 0.0;
         load.warmup = Duration::ZERO;
         load.duration = config.warmup;
-        load::run(&load).await?;
+        driver.run(&load).await?;
         load.rate = config.rate;
     }
     tokio::time::sleep(STATS_SETTLE).await;
@@ -304,15 +316,15 @@ async fn run_mode(
     let xact0 = transactions(stats_pool, database).await?;
     load.warmup = Duration::ZERO;
     load.duration = config.duration;
-    let report = load::run(&load).await?;
+    let report = driver.run(&load).await?;
     let (loads, queries) = (
         counters.loads() - loads0,
         server.state.db.queries() - queries0,
     );
     let by_resource = counters.by_resource();
-    let route_lookups = |m: &BTreeMap<&'static str, ResourceCount>| -> u64 {
+    let route_lookups = |m: &BTreeMap<Policy, ResourceCount>| -> u64 {
         m.iter()
-            .filter(|(r, _)| !crate::parts::is_internal(r))
+            .filter(|(r, _)| !r.is_internal())
             .map(|(_, c)| c.lookups)
             .sum()
     };
@@ -324,7 +336,7 @@ async fn run_mode(
     // is made of are not reads of their own (`crate::parts::POLICIES`).
     let sum = |m: &PolicyHits| {
         m.iter()
-            .filter(|(policy, _)| !crate::parts::is_internal(policy))
+            .filter(|(policy, _)| !Policy::name_is_internal(policy))
             .fold((0.0, 0.0), |(h, n), (_, (dh, dn))| (h + dh, n + dn))
     };
     let (hits, counted) = (
@@ -333,15 +345,7 @@ async fn run_mode(
     );
     if let Some(cache) = server.state.caching.cache() {
         // The demo's namespace is its own; drop what it wrote.
-        for prefix in [
-            "user:",
-            "instrument",
-            "price:",
-            "depth:",
-            "trending",
-            "market:",
-            "views:",
-        ] {
+        for prefix in crate::keys::PREFIXES {
             let _ = cache.invalidate_prefix(prefix).await;
         }
     }

@@ -103,9 +103,10 @@ fn by_resource(r: &DemoResult) -> String {
     }
     for name in names {
         let find = |m: &ModeResult| m.resources.iter().find(|x| x.resource == name).cloned();
-        let label = if crate::parts::POLICIES.contains(&name) {
+        let policy = crate::policy::Policy::from_name(name);
+        let label = if policy.is_some_and(|p| p.is_part()) {
             format!("{name} (part)")
-        } else if crate::parts::is_internal(name) {
+        } else if policy.is_some_and(|p| p.is_internal()) {
             format!("{name} (after writes)")
         } else {
             name.to_string()

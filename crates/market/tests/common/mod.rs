@@ -9,6 +9,8 @@ use market::app::{self, RunningServer, ServeConfig};
 use market::db::{self, seed};
 
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// The operator token of the tests' servers.
+pub const TOKEN: &str = "test-operator-token-0123456789";
 /// Small enough to seed in a few seconds: 20 instruments, 200 users.
 pub const TEST_SCALE: f64 = 0.02;
 
@@ -90,6 +92,7 @@ pub fn config(db: &TestDb, cache: bool, namespace: &str) -> ServeConfig {
     config.namespace = namespace.to_string();
     config.bind = "127.0.0.1:0".parse().unwrap();
     config.db_connections = 4;
+    config.admin_token = Some(TOKEN.to_string());
     config
 }
 
@@ -106,12 +109,54 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// GET `url`: status and JSON body (Null when the body is not JSON).
+/// A client sending the operator token with every request.
+pub fn operator() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {TOKEN}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// A client signed in as `user` (`user{id}` / `password{id}`) on the
+/// instance at `base`. Its cookie goes to every port of 127.0.0.1, so it
+/// is signed in on every instance sharing that one's namespace.
+pub async fn user_client(base: &str, user: i64) -> reqwest::Client {
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let response = c
+        .post(format!("{base}/login"))
+        .json(&serde_json::json!({"username": format!("user{user}"), "password": format!("password{user}")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "sign in user{user}");
+    c
+}
+
+/// The JSON body of `response` without its `request_id` (which differs on
+/// every request): Null when the body is not JSON.
+async fn body_of(response: reqwest::Response) -> serde_json::Value {
+    let mut body: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
+    if let Some(object) = body.as_object_mut() {
+        object.remove("request_id");
+    }
+    body
+}
+
+/// GET `url`: status and JSON body (see [`body_of`]).
 pub async fn get(client: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {
     let response = client.get(url).send().await.unwrap();
     let status = response.status().as_u16();
-    let body = response.json().await.unwrap_or(serde_json::Value::Null);
-    (status, body)
+    (status, body_of(response).await)
 }
 
 /// Send `method url` with a JSON body: status and JSON body.
@@ -128,8 +173,7 @@ pub async fn send(
         .await
         .unwrap();
     let status = response.status().as_u16();
-    let body = response.json().await.unwrap_or(serde_json::Value::Null);
-    (status, body)
+    (status, body_of(response).await)
 }
 
 /// The loads the instance has sent to the database so far.
