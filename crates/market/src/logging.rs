@@ -51,8 +51,10 @@ pub fn init(format: LogFormat) -> anyhow::Result<()> {
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
-                    .with_current_span(true)
-                    .with_span_list(false)
+                    // Every span of the line, outermost first: the request's
+                    // (with its id) is not always the innermost.
+                    .with_current_span(false)
+                    .with_span_list(true)
                     .with_writer(writer),
             )
             .try_init()?,

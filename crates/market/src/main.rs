@@ -301,6 +301,8 @@ async fn main() -> anyhow::Result<()> {
             );
             let limits = limits.limits()?;
             let admin_token = operator.read()?;
+            market::auth::OperatorToken::new(admin_token.as_deref())?;
+            server_names::ServerNames::new(&server_names)?;
             let database_url = &services.database.database_url;
             db::create_database_if_missing(database_url)
                 .await

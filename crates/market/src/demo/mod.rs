@@ -9,6 +9,7 @@
 //! not used because it needs `shared_preload_libraries` and a restart.
 
 mod report;
+pub mod staleness;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -98,6 +99,9 @@ pub struct ModeResult {
     /// The same per resource.
     #[serde(default)]
     pub resources: Vec<ResourceFigures>,
+    /// Cached side: how stale a second instance was under the same load.
+    #[serde(default)]
+    pub staleness: Option<staleness::Staleness>,
 }
 
 /// One resource's reads over the measured part.
@@ -343,6 +347,16 @@ async fn run_mode(
         sum(&policy_hits).0 - sum(&policy_hits0).0,
         sum(&policy_hits).1 - sum(&policy_hits0).1,
     );
+    // The database's count of the measured part, before anything else runs:
+    // the feed stops, the statistics settle.
+    drop(server.state.feed.lock().expect("feed lock").take());
+    tokio::time::sleep(STATS_SETTLE).await;
+    let xact = transactions(stats_pool, database).await? - xact0;
+    let staleness = if cache {
+        Some(staleness::under_load(config, &serve, &server, &driver, &load).await?)
+    } else {
+        None
+    };
     if let Some(cache) = server.state.caching.cache() {
         // The demo's namespace is its own; drop what it wrote.
         for prefix in crate::keys::PREFIXES {
@@ -350,8 +364,6 @@ async fn run_mode(
         }
     }
     server.stop().await?;
-    tokio::time::sleep(STATS_SETTLE).await;
-    let xact = transactions(stats_pool, database).await? - xact0;
     let secs = report.duration_s;
     Ok(ModeResult {
         cache,
@@ -376,6 +388,7 @@ async fn run_mode(
             secs,
         ),
         load: report,
+        staleness,
     })
 }
 

@@ -89,6 +89,10 @@ pub struct LoadReport {
     pub ok: u64,
     /// 4xx answers (the generator sends valid requests, so these are bugs or conflicts).
     pub client_errors: u64,
+    /// Of those, 401 and 403: the load's sessions or token refused (a bug
+    /// of the load or of the service's authorization).
+    #[serde(default)]
+    pub refused: u64,
     /// 5xx answers and transport errors.
     pub server_errors: u64,
     pub requests_per_sec: f64,
@@ -116,6 +120,7 @@ pub struct OpReport {
 struct Tally {
     ok: u64,
     client_errors: u64,
+    refused: u64,
     server_errors: u64,
 }
 
@@ -149,6 +154,7 @@ impl Recorded {
         }
         self.tally.ok += other.tally.ok;
         self.tally.client_errors += other.tally.client_errors;
+        self.tally.refused += other.tally.refused;
         self.tally.server_errors += other.tally.server_errors;
         Ok(())
     }
@@ -230,7 +236,12 @@ async fn virtual_user(shared: Shared, index: usize) -> Recorded {
         let tally = &mut recorded.tally;
         match outcome {
             Ok(200..=399) => tally.ok += 1,
-            Ok(400..=499) => tally.client_errors += 1,
+            Ok(status @ 400..=499) => {
+                tally.client_errors += 1;
+                if status == 401 || status == 403 {
+                    tally.refused += 1;
+                }
+            }
             _ => tally.server_errors += 1,
         }
         if !matches!(outcome, Ok(200..=399)) {
@@ -383,6 +394,7 @@ async fn run_with(
         requests,
         ok: tally.ok,
         client_errors: tally.client_errors,
+        refused: tally.refused,
         server_errors: tally.server_errors,
         requests_per_sec: requests as f64 / secs,
         latency_ms: latency(&histogram),
