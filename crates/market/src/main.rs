@@ -320,9 +320,9 @@ async fn main() -> anyhow::Result<()> {
             config.limits = limits;
             let server = app::start(&config).await?;
             tracing::info!(
-                url = %server.url(),
-                cache = if config.cache { "on" } else { "off" },
-                "serving; dashboard at {}/dashboard",
+                "serving on {} (cache {}); dashboard at {}/dashboard",
+                server.url(),
+                if config.cache { "on" } else { "off" },
                 server.url()
             );
             tokio::select! {

@@ -337,7 +337,7 @@ async fn run_mode(
         - by_resource0.values().map(|c| c.feed_queries).sum::<u64>();
     let policy_hits = library();
     // One lookup per read of a route's resource: the parts a composed read
-    // is made of are not reads of their own (`crate::parts::POLICIES`).
+    // is made of are not reads of their own (`Policy::PARTS`).
     let sum = |m: &PolicyHits| {
         m.iter()
             .filter(|(policy, _)| !Policy::name_is_internal(policy))

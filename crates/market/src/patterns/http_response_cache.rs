@@ -27,15 +27,6 @@ use stratacache_http::{HttpCacheLayer, RouteRule};
 use super::sessions::COOKIE;
 use crate::keys::LISTING_TAG;
 
-/// A filter of the listing: sector and exchange codes, upper-cased.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ListingFilter {
-    /// Sector code (`TECH`), if filtered.
-    pub sector: Option<String>,
-    /// Exchange code (`NYSE`), if filtered.
-    pub exchange: Option<String>,
-}
-
 /// The response cache of `GET /api/instruments`, with the `instrument_list`
 /// policy's entry options (TTL, L1 TTL, jitter) and [`LISTING_TAG`].
 pub fn layer(

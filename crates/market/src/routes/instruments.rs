@@ -11,7 +11,6 @@ use crate::app::Shared;
 use crate::db::queries;
 use crate::error::{parse_symbol, ApiError, PathParams as Path};
 use crate::model::{InstrumentDetail, InstrumentSummary};
-use crate::patterns::http_response_cache::ListingFilter;
 
 /// Query of the listing.
 #[derive(Debug, Deserialize)]
@@ -37,16 +36,10 @@ pub async fn list(
     State(state): State<Shared>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Vec<InstrumentSummary>>, ApiError> {
-    let filter = ListingFilter {
-        sector: filter_code(query.sector, "sector")?,
-        exchange: filter_code(query.exchange, "exchange")?,
-    };
-    let found = queries::list_instruments(
-        &state.db,
-        filter.sector.as_deref(),
-        filter.exchange.as_deref(),
-    )
-    .await?;
+    let sector = filter_code(query.sector, "sector")?;
+    let exchange = filter_code(query.exchange, "exchange")?;
+    let found =
+        queries::list_instruments(&state.db, sector.as_deref(), exchange.as_deref()).await?;
     Ok(Json(found))
 }
 
