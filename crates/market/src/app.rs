@@ -1,5 +1,5 @@
-//! `market serve`: the configuration, the shared state, and a running
-//! server that the binary, the tests and the demo start in-process.
+//! `market serve`'s configuration and the state every handler shares
+//! (started by [`crate::server::start`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,11 +22,8 @@ use crate::patterns::sessions::{self, Sessions};
 use crate::patterns::write_behind::{SqlViewCounter, ViewCountSink, ViewCounter, WriteBehindViews};
 use crate::policy::Policy;
 use crate::redis_link::RedisLink;
-use crate::serve::{self, Limits};
+use crate::serve::Limits;
 use crate::telemetry::Telemetry;
-
-/// The policy file compiled in, used unless `--policies` names another.
-pub const DEFAULT_POLICIES: &str = include_str!("../market-policies.toml");
 
 /// How long the view counts' write-behind worker gathers increments before
 /// one transaction adds them to `view_counts`: a count reaches PostgreSQL a
@@ -127,13 +124,20 @@ pub struct AppState {
 /// Shared state handle.
 pub type Shared = Arc<AppState>;
 
+/// The operator token, for [`crate::auth::Operator`].
+impl axum::extract::FromRef<Shared> for OperatorToken {
+    fn from_ref(state: &Shared) -> Self {
+        state.operator.clone()
+    }
+}
+
 fn policies(config: &ServeConfig) -> anyhow::Result<Policies> {
     let mut policies = match &config.policies {
         Some(path) => Policies::from_toml_file(path)?,
-        None => Policies::from_toml_str(DEFAULT_POLICIES)?,
+        None => Policies::from_toml_str(crate::policy::FILE)?,
     };
     policies.overlay_env("MARKET")?;
-    for policy in Policy::IN_FILE {
+    for policy in Policy::in_file() {
         policies
             .get(policy.name())
             .map_err(|_| anyhow::anyhow!("the policy file has no policy {:?}", policy.name()))?;
@@ -242,61 +246,4 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<Shared> {
         telemetry,
         seed,
     }))
-}
-
-/// A server running on a tokio task.
-pub struct RunningServer {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// Its state (for counters).
-    pub state: Shared,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl RunningServer {
-    /// `http://{addr}`.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Stop accepting, finish in-flight requests, stop the feed, flush the
-    /// view counts read so far, close the pool.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        (&mut self.task).await??;
-        drop(self.state.feed.lock().unwrap().take());
-        let worker = self.state.view_worker.lock().unwrap().take();
-        if let Some(worker) = worker {
-            worker.shutdown().await;
-        }
-        self.state.db.close().await;
-        Ok(())
-    }
-
-    /// Wait until the server ends (it ends on its own only on an I/O error).
-    pub async fn wait(self) -> anyhow::Result<()> {
-        Ok(self.task.await??)
-    }
-}
-
-/// Build the state and serve on `config.bind` (port 0 picks a free one).
-pub async fn start(config: &ServeConfig) -> anyhow::Result<RunningServer> {
-    let state = build_state(config).await?;
-    let listener = tokio::net::TcpListener::bind(config.bind).await?;
-    let addr = listener.local_addr()?;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let app = crate::router::router(state.clone(), &config.limits);
-    let limits = config.limits.clone();
-    let task = tokio::spawn(serve::serve(listener, app, limits, async {
-        let _ = rx.await;
-    }));
-    Ok(RunningServer {
-        addr,
-        state,
-        shutdown: Some(tx),
-        task,
-    })
 }

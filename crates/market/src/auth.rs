@@ -14,13 +14,12 @@
 //! command line (where `ps` shows it). Only its SHA-256 is kept, and a
 //! presented token is compared by digest in constant time.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 use tower_sessions::Session;
 
-use crate::app::Shared;
 use crate::error::ApiError;
 use crate::patterns::sessions::{unavailable, USER_ID};
 use crate::read_your_writes::{self, Freshness, LAST_WRITE};
@@ -169,11 +168,16 @@ impl OperatorToken {
 /// A request carrying the operator token (`Authorization: Bearer <token>`).
 pub struct Operator;
 
-impl FromRequestParts<Shared> for Operator {
+impl<S> FromRequestParts<S> for Operator
+where
+    OperatorToken: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
-        if !state.operator.is_set() {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let token = OperatorToken::from_ref(state);
+        if !token.is_set() {
             return Err(ApiError::Forbidden(
                 "operator routes are disabled: no operator token is configured".to_string(),
             ));
@@ -185,7 +189,7 @@ impl FromRequestParts<Shared> for Operator {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
         match presented {
-            Some(token) if state.operator.accepts(token) => Ok(Operator),
+            Some(presented) if token.accepts(presented) => Ok(Operator),
             Some(_) => Err(ApiError::TokenRequired(
                 "invalid operator token".to_string(),
             )),

@@ -120,7 +120,7 @@ impl Caching {
     }
 
     /// The entry options of `policy` (a policy missing from the policy file
-    /// is a configuration error found at start-up, see [`Policy::IN_FILE`]).
+    /// is a configuration error found at start-up, see [`Policy::in_file`]).
     pub fn options(&self, policy: Policy) -> Result<EntryOptions, ApiError> {
         match &self.cache {
             Some(cache) => Ok(cache.policy(policy.name())?.clone()),

@@ -16,7 +16,8 @@
 //!   JSON errors from every layer;
 //! - [`feed`], [`warm`]: the market-data feed and the deploy-time warm-up;
 //! - [`db`]: schema (migrations), the deterministic seeder and every query;
-//! - [`app`]: `market serve`'s configuration, state and in-process server;
+//! - [`app`], [`server`]: `market serve`'s configuration and state, and the
+//!   running server (in-process for the tests and the demo);
 //! - [`load`], [`demo`]: `market load` and `market demo`'s before/after table.
 
 pub mod app;
@@ -39,5 +40,6 @@ pub mod redis_link;
 pub mod router;
 pub mod routes;
 pub mod serve;
+pub mod server;
 pub mod telemetry;
 pub mod warm;

@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use market::app::{self, ServeConfig};
+use market::app::ServeConfig;
 use market::db::{self, seed};
 use market::demo::{self, DemoConfig};
 use market::load::{self, LoadConfig};
 use market::logging::{self, LogFormat};
 use market::middleware::server_names;
 use market::serve::Limits;
+use market::server;
 
 #[derive(Parser)]
 #[command(
@@ -318,7 +319,7 @@ async fn main() -> anyhow::Result<()> {
             config.admin_token = admin_token;
             config.server_names = server_names;
             config.limits = limits;
-            let server = app::start(&config).await?;
+            let server = server::start(&config).await?;
             tracing::info!(
                 "serving on {} (cache {}); dashboard at {}/dashboard",
                 server.url(),

@@ -6,6 +6,9 @@
 
 use std::fmt;
 
+/// The policy file compiled in, used unless `--policies` names another.
+pub const FILE: &str = include_str!("../market-policies.toml");
+
 /// A cache policy: the entry options and strategy of one kind of data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Policy {
@@ -48,26 +51,6 @@ pub enum Policy {
 }
 
 impl Policy {
-    /// The policies the policy file must define (the refresh copies are
-    /// registered from their originals at start).
-    pub const IN_FILE: [Policy; 15] = [
-        Policy::InstrumentList,
-        Policy::Instrument,
-        Policy::InstrumentRef,
-        Policy::PriceHistory,
-        Policy::Ownership,
-        Policy::Positions,
-        Policy::PriceWindow,
-        Policy::StockPrice,
-        Policy::MarketDepth,
-        Policy::Portfolio,
-        Policy::Watchlist,
-        Policy::Profile,
-        Policy::Trending,
-        Policy::MarketOverview,
-        Policy::Session,
-    ];
-
     /// The parts details and portfolios are composed from
     /// ([`crate::parts`]): read from Redis only, and not reads of a route.
     pub const PARTS: [Policy; 5] = [
@@ -136,6 +119,12 @@ impl Policy {
         }
     }
 
+    /// The policies the policy file must define: all but the refresh
+    /// copies, which are registered from their originals at start.
+    pub fn in_file() -> impl Iterator<Item = Policy> {
+        Policy::ALL.into_iter().filter(|p| p.refreshes().is_none())
+    }
+
     /// Whether this is a part of a composed value.
     pub fn is_part(self) -> bool {
         Policy::PARTS.contains(&self)
@@ -167,7 +156,7 @@ mod tests {
 
     #[test]
     fn the_policy_file_defines_exactly_the_policies_of_the_file() {
-        let file: toml::Table = toml::from_str(crate::app::DEFAULT_POLICIES).unwrap();
+        let file: toml::Table = toml::from_str(FILE).unwrap();
         let mut in_file: Vec<&str> = file["policies"]
             .as_table()
             .unwrap()
@@ -175,7 +164,7 @@ mod tests {
             .map(String::as_str)
             .collect();
         in_file.sort_unstable();
-        let mut expected: Vec<&str> = Policy::IN_FILE.iter().map(|p| p.name()).collect();
+        let mut expected: Vec<&str> = Policy::in_file().map(Policy::name).collect();
         expected.sort_unstable();
         assert_eq!(in_file, expected);
     }

@@ -18,7 +18,6 @@ use stratacache::EntryOptions;
 use tower_sessions::Session;
 
 use crate::error::ApiError;
-use crate::patterns::sessions::unavailable;
 
 /// How long after a write its user's reads skip L1: far above the
 /// backplane's worst delay seen under load (tens of milliseconds), so a
@@ -63,7 +62,7 @@ pub async fn note_write(session: &Session) -> Result<(), ApiError> {
     session
         .insert(LAST_WRITE, now_ms())
         .await
-        .map_err(unavailable)
+        .map_err(|err| ApiError::unavailable("session store unavailable", err))
 }
 
 fn now_ms() -> u64 {

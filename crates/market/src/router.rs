@@ -25,6 +25,7 @@ use axum::Router;
 use crate::app::Shared;
 use crate::error::ApiError;
 use crate::middleware::counting::{self, Counting};
+use crate::middleware::{around, Around};
 use crate::policy::Policy;
 use crate::routes::*;
 use crate::serve::Limits;
@@ -64,7 +65,12 @@ pub fn router(state: Shared, limits: &Limits) -> Router {
         .route("/dashboard", get(ops::dashboard))
         .route("/dashboard/stats", get(ops::stats))
         .fallback(|| async { ApiError::NotFound("no such route".into()) });
-    crate::middleware::around(routes, &state, limits).with_state(state)
+    let with = Around {
+        sessions: state.sessions.clone(),
+        server_names: state.server_names.clone(),
+        telemetry: state.telemetry.clone(),
+    };
+    around(routes, with, limits).with_state(state)
 }
 
 /// The listing: the response cache (cache on), with the demo's counts of

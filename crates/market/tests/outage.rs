@@ -19,7 +19,7 @@ async fn redis_down_the_service_answers_from_postgres_and_recovers() {
     let mut config = config(&db, true, &unique("market-redis-out"));
     config.redis_url = redis.url();
     config.redis_timeout = Duration::from_millis(100);
-    let server = market::app::start(&config).await.unwrap();
+    let server = market::server::start(&config).await.unwrap();
     let (c, base) = (client(), server.url());
     let symbol = db.symbol(6).await;
     assert_eq!(

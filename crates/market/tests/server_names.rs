@@ -22,7 +22,7 @@ async fn instances_addressed_directly_share_listing_entries() {
         .build()
         .unwrap();
     let loads = || {
-        let count = |s: &market::app::RunningServer| {
+        let count = |s: &market::server::RunningServer| {
             s.state
                 .caching
                 .counters()

@@ -18,11 +18,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use crate::app::{self, ServeConfig};
+use crate::app::ServeConfig;
 use crate::caching::ResourceCount;
 use crate::db::{self, seed};
 use crate::load::{Driver, LoadConfig, LoadReport};
 use crate::policy::Policy;
+use crate::server;
 use crate::telemetry::{library_hits_by_policy, prometheus};
 pub use report::table;
 
@@ -272,7 +273,7 @@ async fn run_mode(
     // The demo's own operator token, for the load's market-data writes.
     let token = format!("{:032x}", rand::random::<u128>());
     serve.admin_token = Some(token.clone());
-    let server = app::start(&serve).await?;
+    let server = server::start(&serve).await?;
     let label = if cache { "cache on" } else { "cache off" };
     eprintln!(
         "demo: {label}: {} virtual users, {} s warm-up, {} s measured",

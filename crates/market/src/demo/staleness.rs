@@ -202,13 +202,13 @@ const PROBE_FOR: Duration = Duration::from_secs(10);
 pub async fn under_load(
     config: &DemoConfig,
     serve: &ServeConfig,
-    server: &crate::app::RunningServer,
+    server: &crate::server::RunningServer,
     driver: &Driver,
     load: &LoadConfig,
 ) -> anyhow::Result<Staleness> {
     let mut second = serve.clone();
     second.feed = false;
-    let reader = crate::app::start(&second).await?;
+    let reader = crate::server::start(&second).await?;
     let duration = config.duration.min(PROBE_FOR);
     eprintln!(
         "demo: cache on: a second instance joins; {} s of the same load while writes through the first are read through the second",

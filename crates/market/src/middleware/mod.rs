@@ -20,4 +20,4 @@ pub mod request_id;
 pub mod server_names;
 mod stack;
 
-pub use stack::around;
+pub use stack::{around, Around};

@@ -1,5 +1,6 @@
 //! The layers around every route, in the order [`super`] lists them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request};
@@ -16,15 +17,29 @@ use tracing::Span;
 
 use super::json_errors::json_errors;
 use super::request_id::{self, HEADER};
-use super::server_names;
-use crate::app::Shared;
+use super::server_names::{self, ServerNames};
+use crate::patterns::sessions::Sessions;
 use crate::serve::Limits;
+use crate::telemetry::Telemetry;
 
 /// The longest path written in a log line.
 const LOGGED_PATH: usize = 200;
 
+/// What the layers need of the service.
+pub struct Around {
+    /// The sessions layer.
+    pub sessions: Sessions,
+    /// The service's names.
+    pub server_names: ServerNames,
+    /// The dashboard's figures.
+    pub telemetry: Arc<Telemetry>,
+}
+
 /// `router` with every layer of the service around it.
-pub fn around(router: Router<Shared>, state: &Shared, limits: &Limits) -> Router<Shared> {
+pub fn around<S>(router: Router<S>, with: Around, limits: &Limits) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
     let trace = TraceLayer::new_for_http()
         .make_span_with(|request: &Request| {
             let path: String = request.uri().path().chars().take(LOGGED_PATH).collect();
@@ -39,9 +54,9 @@ pub fn around(router: Router<Shared>, state: &Shared, limits: &Limits) -> Router
         .on_response(answered)
         .on_failure(());
     router
-        .layer(state.sessions.clone())
+        .layer(with.sessions)
         .layer(from_fn_with_state(
-            state.server_names.clone(),
+            with.server_names,
             server_names::normalise,
         ))
         .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
@@ -55,7 +70,7 @@ pub fn around(router: Router<Shared>, state: &Shared, limits: &Limits) -> Router
             limits.request_timeout,
         ))
         .layer(from_fn_with_state(
-            state.telemetry.clone(),
+            with.telemetry,
             crate::telemetry::record_request,
         ))
         .layer(from_fn(json_errors))

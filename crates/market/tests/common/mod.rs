@@ -5,8 +5,9 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use market::app::{self, RunningServer, ServeConfig};
+use market::app::ServeConfig;
 use market::db::{self, seed};
+use market::server::{self, RunningServer};
 
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// The operator token of the tests' servers.
@@ -97,7 +98,7 @@ pub fn config(db: &TestDb, cache: bool, namespace: &str) -> ServeConfig {
 }
 
 pub async fn serve(db: &TestDb, cache: bool, namespace: &str) -> RunningServer {
-    app::start(&config(db, cache, namespace))
+    server::start(&config(db, cache, namespace))
         .await
         .expect("start the server")
 }
