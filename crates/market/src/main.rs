@@ -344,6 +344,9 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let mut config = LoadConfig::new(&url);
             config.admin_token = operator.read()?;
+            if config.admin_token.is_none() {
+                eprintln!("market load: no operator token (MARKET_ADMIN_TOKEN or --admin-token-file): price writes are left out of the mix");
+            }
             config.virtual_users = users;
             config.duration = duration;
             config.warmup = warmup;
