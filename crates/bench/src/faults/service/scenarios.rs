@@ -237,7 +237,7 @@ pub async fn postgres_down(scale: f64) -> Result<Row> {
     row.load = load::LOAD.into();
     row.requests = sent.len() as u64;
     row.errors = format!(
-        "{clear} clear 503s (`{{\"error\": \"database unavailable: …\"}}`) during the outage, as expected; {failed} failed otherwise{}",
+        "{clear} clear 503s (`{{\"error\": \"database unavailable\", \"request_id\": …}}`; the cause in the log) during the outage, as expected; {failed} failed otherwise{}",
         if examples.is_empty() { String::new() } else { format!(" ({examples})") }
     );
     row.latency = latency;
