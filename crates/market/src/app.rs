@@ -1,63 +1,38 @@
-//! `market serve`: the configuration, the shared state, the router, and a
-//! running server that tests and the demo start in-process.
+//! `market serve`'s configuration and the state every handler shares
+//! (started by [`crate::server::start`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::middleware::{self, Next};
-use axum::response::Response;
-use axum::routing::{get, post};
-use axum::Router;
 use stratacache::write_behind::{WorkerHandle, WriteBehind};
-use stratacache::{Cache, Policies, Resource};
+use stratacache::{Cache, Policies};
 use stratacache_http::HttpCacheLayer;
 
+use crate::auth::OperatorToken;
 use crate::caching::Caching;
 use crate::db::seed::SeedInfo;
 use crate::db::{self, Db};
-use crate::error::ApiError;
 use crate::feed::{self, Feed};
-use crate::model::InstrumentDetail;
+use crate::middleware::server_names::{self, ServerNames};
+use crate::patterns::http_response_cache;
+use crate::patterns::read_through::InstrumentDetails;
+use crate::patterns::sessions::{self, Sessions};
+use crate::patterns::write_behind::{SqlViewCounter, ViewCountSink, ViewCounter, WriteBehindViews};
+use crate::policy::Policy;
 use crate::redis_link::RedisLink;
-use crate::routes;
-use crate::routes::instruments::DetailLoader;
-use crate::seams::listing::{self, DirectListing, InstrumentListing};
-use crate::seams::sessions::{self, Sessions};
-use crate::seams::views::{SqlViewCounter, ViewCountSink, ViewCounter, WriteBehindViews};
+use crate::serve::Limits;
 use crate::telemetry::Telemetry;
-
-/// The policy file compiled in, used unless `--policies` names another.
-pub const DEFAULT_POLICIES: &str = include_str!("../market-policies.toml");
-
-/// Policies the routes use; a policy file without one of them is refused at start.
-pub const REQUIRED_POLICIES: &[&str] = &[
-    "instrument_list",
-    "instrument",
-    "instrument_ref",
-    "price_history",
-    "ownership",
-    "positions",
-    "price_window",
-    "stock_price",
-    "market_depth",
-    "portfolio",
-    "watchlist",
-    "profile",
-    "trending",
-    "market_overview",
-    "session",
-];
 
 /// How long the view counts' write-behind worker gathers increments before
 /// one transaction adds them to `view_counts`: a count reaches PostgreSQL a
 /// second late at most, read back through `GET /api/trending`'s 10 s entry.
 pub const VIEW_FLUSH: Duration = Duration::from_secs(1);
 
-/// Largest request body accepted; bigger ones are answered 413.
-pub const BODY_LIMIT: usize = 64 * 1024;
+/// How often the service checks that Redis answers (to log it going and
+/// coming back).
+pub const REDIS_WATCH: Duration = Duration::from_secs(1);
 
 /// How `market serve` runs.
 #[derive(Debug, Clone)]
@@ -81,10 +56,18 @@ pub struct ServeConfig {
     /// With the cache on, push every quote and order book into it
     /// ([`crate::feed`]); `--no-feed` leaves them to the read-through alone.
     pub feed: bool,
+    /// The operator token (`MARKET_ADMIN_TOKEN` or `--admin-token-file`);
+    /// `None` refuses operator routes to everyone.
+    pub admin_token: Option<String>,
+    /// The names the service is reached by (`--server-name`), for the
+    /// response cache's key.
+    pub server_names: Vec<String>,
+    /// Body, request and connection limits.
+    pub limits: Limits,
 }
 
 impl ServeConfig {
-    /// Defaults: loopback services, cache on, port 8080.
+    /// Defaults: loopback services, cache on, port 8080, no operator token.
     pub fn new(database_url: &str, redis_url: &str) -> Self {
         Self {
             database_url: database_url.to_string(),
@@ -96,12 +79,15 @@ impl ServeConfig {
             db_connections: 16,
             redis_timeout: Duration::from_millis(250),
             feed: true,
+            admin_token: None,
+            server_names: server_names::DEFAULT
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            limits: Limits::default(),
         }
     }
 }
-
-/// The read-through resource of instrument details.
-pub type InstrumentResource = Resource<String, InstrumentDetail, DetailLoader>;
 
 /// What every handler shares.
 pub struct AppState {
@@ -109,13 +95,11 @@ pub struct AppState {
     pub db: Db,
     /// The cache, or none.
     pub caching: Caching,
-    /// Read-through instrument details (cache on only).
-    pub instruments: Option<InstrumentResource>,
-    /// The listing seam.
-    pub listing: Box<dyn InstrumentListing>,
+    /// Instrument details (read-through).
+    pub instruments: InstrumentDetails,
     /// The response cache in front of the listing (cache on only).
     pub listing_cache: Option<HttpCacheLayer>,
-    /// The view counter seam.
+    /// The view counter.
     pub views: Box<dyn ViewCounter>,
     /// The write-behind worker flushing view counts (cache on only).
     pub view_worker: std::sync::Mutex<Option<WorkerHandle>>,
@@ -127,6 +111,10 @@ pub struct AppState {
     pub session_redis: redis::aio::ConnectionManager,
     /// The service's own Redis connection.
     pub redis: Arc<RedisLink>,
+    /// The operator token.
+    pub operator: OperatorToken,
+    /// The names the service is reached by.
+    pub server_names: ServerNames,
     /// Request counts and latencies.
     pub telemetry: Arc<Telemetry>,
     /// What the database was seeded with, read at start.
@@ -136,23 +124,60 @@ pub struct AppState {
 /// Shared state handle.
 pub type Shared = Arc<AppState>;
 
+/// The operator token, for [`crate::auth::Operator`].
+impl axum::extract::FromRef<Shared> for OperatorToken {
+    fn from_ref(state: &Shared) -> Self {
+        state.operator.clone()
+    }
+}
+
 fn policies(config: &ServeConfig) -> anyhow::Result<Policies> {
     let mut policies = match &config.policies {
         Some(path) => Policies::from_toml_file(path)?,
-        None => Policies::from_toml_str(DEFAULT_POLICIES)?,
+        None => Policies::from_toml_str(crate::policy::FILE)?,
     };
     policies.overlay_env("MARKET")?;
-    for name in REQUIRED_POLICIES {
+    for policy in Policy::in_file() {
         policies
-            .get(name)
-            .map_err(|_| anyhow::anyhow!("the policy file has no policy {name:?}"))?;
+            .get(policy.name())
+            .map_err(|_| anyhow::anyhow!("the policy file has no policy {:?}", policy.name()))?;
     }
     Ok(policies)
 }
 
-/// Build the state: database pool (migrated), cache, seams.
+async fn caching(config: &ServeConfig, policies: &Policies) -> anyhow::Result<Caching> {
+    if !config.cache {
+        return Ok(Caching::off());
+    }
+    let mut builder = Cache::builder()
+        .namespace(config.namespace.clone())
+        .redis_url(&config.redis_url)
+        .redis_timeout(config.redis_timeout)
+        .metrics(true);
+    for policy in policies.iter() {
+        builder = builder.policy(policy.name(), policy.strategy(), policy.options().clone());
+    }
+    // The same entries, refreshed after writes, counted apart (`crate::parts`).
+    for refresh in Policy::ALL {
+        if let Some(original) = refresh.refreshes() {
+            let policy = policies.get(original.name())?;
+            builder = builder.policy(refresh.name(), policy.strategy(), policy.options().clone());
+        }
+    }
+    Ok(Caching::on(builder.build().await?))
+}
+
+/// Build the state: database pool (migrated), cache, patterns.
 pub async fn build_state(config: &ServeConfig) -> anyhow::Result<Shared> {
     crate::telemetry::prometheus();
+    // Refused before anything is started.
+    let operator = OperatorToken::new(config.admin_token.as_deref())?;
+    let server_names = ServerNames::new(&config.server_names)?;
+    if !operator.is_set() {
+        tracing::warn!("no operator token (MARKET_ADMIN_TOKEN or --admin-token-file): operator routes are refused");
+    }
+    let redis = Arc::new(RedisLink::new(&config.redis_url, Duration::from_secs(1))?);
+    let redis_answers = redis.check_at_start().await;
     let db = Db::connect(&config.database_url, config.db_connections).await?;
     // An unreachable database at start is not fatal: routes answer 503 until it is back.
     if let Err(err) = db::migrate(db.pool()).await {
@@ -160,42 +185,12 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<Shared> {
     }
     let seed = db::seed::seeded(db.pool()).await.unwrap_or(None);
     let policies = policies(config)?;
-    let session_ttl = policies.get("session")?.options().get_ttl();
-    let caching = if config.cache {
-        let mut builder = Cache::builder()
-            .namespace(config.namespace.clone())
-            .redis_url(&config.redis_url)
-            .redis_timeout(config.redis_timeout)
-            .metrics(true);
-        for policy in policies.iter() {
-            builder = builder.policy(policy.name(), policy.strategy(), policy.options().clone());
-        }
-        // The same entries, refreshed after writes, counted apart (`crate::parts`).
-        for name in crate::parts::REFRESHED {
-            let policy = policies.get(name)?;
-            let refresh = format!("{name}_refresh");
-            builder = builder.policy(&refresh, policy.strategy(), policy.options().clone());
-        }
-        Caching::on(builder.build().await?)
-    } else {
-        Caching::off()
-    };
-    let instruments = match caching.cache() {
-        Some(cache) => Some(Resource::new(
-            cache.clone(),
-            "instrument",
-            caching.options("instrument")?,
-            DetailLoader {
-                db: db.clone(),
-                caching: caching.clone(),
-            },
-        )),
-        None => None,
-    };
+    let session_ttl = policies.get(Policy::Session.name())?.options().get_ttl();
+    let caching = caching(config, &policies).await?;
     let listing_cache = match caching.cache() {
-        Some(cache) => Some(listing::http_layer(
+        Some(cache) => Some(http_response_cache::layer(
             cache.clone(),
-            caching.options("instrument_list")?,
+            caching.options(Policy::InstrumentList)?,
         )?),
         None => None,
     };
@@ -225,18 +220,18 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<Shared> {
         &config.redis_url,
         &config.namespace,
         session_ttl,
-        Duration::from_secs(1),
+        config.redis_timeout,
     )?;
-    let redis = Arc::new(RedisLink::new(&config.redis_url, Duration::from_secs(1))?);
     let feed = if config.feed {
         feed::spawn(&db, &caching)?
     } else {
         None
     };
+    redis.watch(redis_answers, REDIS_WATCH);
     let telemetry = Telemetry::new();
     telemetry.spawn_ticker();
     Ok(Arc::new(AppState {
-        listing: Box::new(DirectListing { db: db.clone() }),
+        instruments: InstrumentDetails::new(&caching, &db)?,
         listing_cache,
         views,
         view_worker: std::sync::Mutex::new(view_worker),
@@ -245,136 +240,10 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<Shared> {
         session_redis,
         db,
         caching,
-        instruments,
         redis,
+        operator,
+        server_names,
         telemetry,
         seed,
     }))
-}
-
-/// Every route of the service.
-pub fn router(state: Shared) -> Router {
-    use routes::*;
-    let listing = match &state.listing_cache {
-        Some(cache) => get(instruments::list).layer(cache.clone()),
-        None => get(instruments::list),
-    }
-    .layer(middleware::from_fn_with_state(
-        state.clone(),
-        instruments::count_list_lookup,
-    ));
-    Router::new()
-        .route("/api/instruments", listing)
-        .route("/api/instruments/{symbol}", get(instruments::detail))
-        .route("/api/instruments/{symbol}/views", post(market::count_view))
-        .route(
-            "/api/stocks/{symbol}/price",
-            get(stocks::price).put(stocks::put_price),
-        )
-        .route(
-            "/api/stocks/{symbol}/depth",
-            get(stocks::depth).put(stocks::put_depth),
-        )
-        .route("/api/portfolios/{user_id}", get(portfolios::portfolio))
-        .route("/api/orders", post(portfolios::place_order))
-        .route(
-            "/api/watchlists/{user_id}",
-            get(users::watchlist).put(users::put_watchlist),
-        )
-        .route(
-            "/api/users/{user_id}/profile",
-            get(users::profile).put(users::put_profile),
-        )
-        .route("/api/trending", get(market::trending))
-        .route("/api/market/overview", get(market::overview))
-        .route("/login", post(sessions::login))
-        .route("/logout", post(sessions::logout))
-        .route("/api/me", get(sessions::me))
-        .route("/admin/invalidate", post(ops::invalidate))
-        .route("/health", get(ops::health))
-        .route("/metrics", get(ops::metrics))
-        .route("/dashboard", get(ops::dashboard))
-        .route("/dashboard/stats", get(ops::stats))
-        .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .layer(state.sessions.clone())
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            record_request,
-        ))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(state)
-}
-
-async fn record_request(State(state): State<Shared>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_string();
-    let response = next.run(request).await;
-    state
-        .telemetry
-        .record(&route, response.status().as_u16(), started.elapsed());
-    response
-}
-
-/// A server running on a tokio task.
-pub struct RunningServer {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// Its state (for counters).
-    pub state: Shared,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl RunningServer {
-    /// `http://{addr}`.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Stop accepting, finish in-flight requests, stop the feed, flush the
-    /// view counts read so far, close the pool.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        (&mut self.task).await??;
-        drop(self.state.feed.lock().unwrap().take());
-        let worker = self.state.view_worker.lock().unwrap().take();
-        if let Some(worker) = worker {
-            worker.shutdown().await;
-        }
-        self.state.db.close().await;
-        Ok(())
-    }
-
-    /// Wait until the server ends (it ends on its own only on an I/O error).
-    pub async fn wait(self) -> anyhow::Result<()> {
-        Ok(self.task.await??)
-    }
-}
-
-/// Build the state and serve on `config.bind` (port 0 picks a free one).
-pub async fn start(config: &ServeConfig) -> anyhow::Result<RunningServer> {
-    let state = build_state(config).await?;
-    let listener = tokio::net::TcpListener::bind(config.bind).await?;
-    let addr = listener.local_addr()?;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let app = router(state.clone());
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
-    });
-    Ok(RunningServer {
-        addr,
-        state,
-        shutdown: Some(tx),
-        task,
-    })
 }

@@ -15,13 +15,14 @@ use std::sync::{Arc, Mutex};
 use stratacache::{BreakerState, Cache, CacheValue, EntryOptions, Loaded};
 
 use crate::error::ApiError;
+use crate::policy::Policy;
 
 /// Lookups and loads since start, in total and per resource.
 #[derive(Debug, Default)]
 pub struct CacheCounters {
     lookups: AtomicU64,
     loads: AtomicU64,
-    by_resource: Mutex<BTreeMap<&'static str, ResourceCount>>,
+    by_resource: Mutex<BTreeMap<Policy, ResourceCount>>,
 }
 
 /// One resource's lookups and loads.
@@ -48,35 +49,35 @@ impl CacheCounters {
     }
 
     /// Count a read that asked the cache.
-    pub fn lookup(&self, resource: &'static str) {
+    pub fn lookup(&self, resource: Policy) {
         self.lookups.fetch_add(1, Ordering::Relaxed);
         self.count(resource, |c| c.lookups += 1);
-        metrics::counter!("market_cache_lookups_total", "resource" => resource).increment(1);
+        metrics::counter!("market_cache_lookups_total", "resource" => resource.name()).increment(1);
     }
 
     /// Count a load from the database.
-    pub fn load(&self, resource: &'static str) {
+    pub fn load(&self, resource: Policy) {
         self.loads.fetch_add(1, Ordering::Relaxed);
         self.count(resource, |c| c.loads += 1);
-        metrics::counter!("market_cache_loads_total", "resource" => resource).increment(1);
+        metrics::counter!("market_cache_loads_total", "resource" => resource.name()).increment(1);
     }
 }
 
 impl CacheCounters {
     /// Count one query of the market-data feed (see [`crate::feed`]).
-    pub fn feed_query(&self, resource: &'static str) {
+    pub fn feed_query(&self, resource: Policy) {
         self.count(resource, |c| c.feed_queries += 1);
-        metrics::counter!("market_feed_queries_total", "resource" => resource).increment(1);
+        metrics::counter!("market_feed_queries_total", "resource" => resource.name()).increment(1);
     }
 
-    fn count(&self, resource: &'static str, f: impl FnOnce(&mut ResourceCount)) {
+    fn count(&self, resource: Policy, f: impl FnOnce(&mut ResourceCount)) {
         if let Ok(mut map) = self.by_resource.lock() {
             f(map.entry(resource).or_default());
         }
     }
 
     /// Every resource's counts so far.
-    pub fn by_resource(&self) -> BTreeMap<&'static str, ResourceCount> {
+    pub fn by_resource(&self) -> BTreeMap<Policy, ResourceCount> {
         self.by_resource
             .lock()
             .map(|m| m.clone())
@@ -118,11 +119,11 @@ impl Caching {
         &self.counters
     }
 
-    /// The entry options of policy `name` (a missing policy is a configuration
-    /// error found at start-up, see [`crate::app::REQUIRED_POLICIES`]).
-    pub fn options(&self, name: &str) -> Result<EntryOptions, ApiError> {
+    /// The entry options of `policy` (a policy missing from the policy file
+    /// is a configuration error found at start-up, see [`Policy::in_file`]).
+    pub fn options(&self, policy: Policy) -> Result<EntryOptions, ApiError> {
         match &self.cache {
-            Some(cache) => Ok(cache.policy(name)?.clone()),
+            Some(cache) => Ok(cache.policy(policy.name())?.clone()),
             None => Ok(EntryOptions::new()),
         }
     }
@@ -131,7 +132,7 @@ impl Caching {
     fn options_or_policy(
         &self,
         opts: Option<EntryOptions>,
-        policy: &str,
+        policy: Policy,
     ) -> Result<EntryOptions, ApiError> {
         opts.map_or_else(|| self.options(policy), Ok)
     }
@@ -144,7 +145,7 @@ impl Caching {
     /// Cache-aside read of a value that always exists.
     pub async fn read<V, F, Fut>(
         &self,
-        policy: &'static str,
+        policy: Policy,
         key: &str,
         opts: Option<EntryOptions>,
         loader: F,
@@ -173,7 +174,7 @@ impl Caching {
     /// negative entry for the policy's `negative_ttl`.
     pub async fn read_optional<V, F, Fut>(
         &self,
-        policy: &'static str,
+        policy: Policy,
         key: &str,
         opts: Option<EntryOptions>,
         loader: F,
@@ -204,7 +205,7 @@ impl Caching {
     /// version was written meanwhile (by a route or the feed).
     pub async fn read_versioned<V, F, Fut>(
         &self,
-        policy: &'static str,
+        policy: Policy,
         key: &str,
         opts: Option<EntryOptions>,
         loader: F,
@@ -239,7 +240,7 @@ impl Caching {
     /// invalidates the key (with its version) once Redis answers again.
     pub async fn write_versioned<V: CacheValue>(
         &self,
-        policy: &'static str,
+        policy: Policy,
         key: &str,
         opts: Option<EntryOptions>,
         value: &V,
@@ -261,7 +262,7 @@ impl Caching {
     /// loads they make. With the cache off, `direct` answers (and is counted).
     pub async fn read_composed<V, F, Fut, D, DFut>(
         &self,
-        resource: &'static str,
+        resource: Policy,
         key: &str,
         opts: Option<EntryOptions>,
         compose: F,
@@ -311,7 +312,7 @@ impl Caching {
     /// value, which then replaces the cached one in both tiers.
     pub async fn write_through<V, F, Fut>(
         &self,
-        policy: &'static str,
+        policy: Policy,
         key: &str,
         writer: F,
     ) -> Result<V, ApiError>
@@ -337,9 +338,9 @@ impl Caching {
         }
     }
 
-    /// The options of policy `name` with `tag` added.
-    pub fn options_tagged(&self, name: &str, tag: String) -> Result<EntryOptions, ApiError> {
-        let opts = self.options(name)?;
+    /// The options of `policy` with `tag` added.
+    pub fn options_tagged(&self, policy: Policy, tag: String) -> Result<EntryOptions, ApiError> {
+        let opts = self.options(policy)?;
         let mut tags = opts.get_tags().to_vec();
         tags.push(tag);
         Ok(opts.tags(tags))

@@ -1,9 +1,14 @@
 //! The API's errors and how each becomes a response: a status and
-//! `{"error": "..."}`. Nothing a client sends ends in a panic or a 500.
+//! `{"error": "...", "request_id": "..."}` (the request id is added by
+//! [`crate::middleware::json_errors`], which also turns every other layer's
+//! error answers into this shape). Nothing a client sends ends in a panic
+//! or a 500, and no answer carries SQL, a driver's message or a stack: an
+//! internal error answers a generic message, and its detail goes to the log
+//! under the request's id.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
@@ -20,27 +25,48 @@ pub enum ApiError {
     /// The body is over the limit.
     #[error("request body is too large")]
     TooLarge,
+    /// The body did not arrive in time.
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     /// No valid session.
     #[error("{0}")]
     Unauthorized(String),
+    /// No valid operator token (answered with a `Bearer` challenge).
+    #[error("{0}")]
+    TokenRequired(String),
+    /// Valid credentials, but not for this (another user's data).
+    #[error("{0}")]
+    Forbidden(String),
     /// The request conflicts with the current state (e.g. selling more than held).
     #[error("{0}")]
     Conflict(String),
-    /// A dependency (PostgreSQL, or Redis for sessions) does not answer.
+    /// A dependency (PostgreSQL, or Redis for sessions) does not answer; the
+    /// message names which, the cause is logged where it was seen.
     #[error("{0}")]
     Unavailable(String),
-    /// A bug or an unexpected database answer; logged, answered as 500.
-    #[error("internal error: {0}")]
+    /// A bug or an unexpected database answer. The detail is logged, never
+    /// sent: the client reads "internal error" and the request id.
+    #[error("internal error")]
     Internal(String),
 }
 
 impl ApiError {
-    fn status(&self) -> StatusCode {
+    /// A dependency that does not answer: `what` is the client's message
+    /// ("database unavailable"), the cause goes to the log.
+    pub fn unavailable(what: &str, cause: impl std::fmt::Display) -> ApiError {
+        tracing::warn!(error = %cause, "{what}");
+        ApiError::Unavailable(what.to_string())
+    }
+
+    /// The status the error is answered with.
+    pub fn status(&self) -> StatusCode {
         match self {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Unauthorized(_) | ApiError::TokenRequired(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -50,11 +76,20 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Internal(msg) = &self {
-            tracing::error!(error = %msg, "internal error");
+        if let ApiError::Internal(detail) = &self {
+            // Inside the request's span: the line carries its id.
+            tracing::error!(error = %detail, "internal error");
         }
         let body = Json(serde_json::json!({ "error": self.to_string() }));
-        (self.status(), body).into_response()
+        let mut response = (self.status(), body).into_response();
+        if matches!(self, ApiError::TokenRequired(_)) {
+            // RFC 6750: a 401 names the scheme that would be accepted.
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"market\""),
+            );
+        }
+        response
     }
 }
 
@@ -66,9 +101,7 @@ impl From<sqlx::Error> for ApiError {
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::Protocol(_)
-            | sqlx::Error::WorkerCrashed => {
-                ApiError::Unavailable(format!("database unavailable: {err}"))
-            }
+            | sqlx::Error::WorkerCrashed => ApiError::unavailable("database unavailable", &err),
             // Errors of reaching the database rather than of the query:
             // 08 connection exceptions, 57P shutting down or starting up, 53
             // insufficient resources (too many connections), 28 refused
@@ -81,7 +114,7 @@ impl From<sqlx::Error> for ApiError {
                         || c == "55000"
                 }) =>
             {
-                ApiError::Unavailable(format!("database unavailable: {err}"))
+                ApiError::unavailable("database unavailable", &err)
             }
             _ => ApiError::Internal(err.to_string()),
         }
@@ -97,13 +130,13 @@ impl From<stratacache::Error> for ApiError {
                 None => ApiError::Internal(inner.to_string()),
             },
             stratacache::Error::LoaderTimeout(_) | stratacache::Error::WaitTimeout(_) => {
-                ApiError::Unavailable(format!("the data source is slow: {err}"))
+                ApiError::unavailable("the data source is slow", &err)
             }
             stratacache::Error::InvalidKey { .. } => ApiError::BadRequest(err.to_string()),
             stratacache::Error::Redis(_)
             | stratacache::Error::RedisTimeout(_)
             | stratacache::Error::RedisUnavailable => {
-                ApiError::Unavailable(format!("cache unavailable: {err}"))
+                ApiError::unavailable("cache unavailable", &err)
             }
             other => ApiError::Internal(other.to_string()),
         }
@@ -159,12 +192,28 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::TooLarge;
     }
+    if body_timed_out(&rejection) {
+        return ApiError::BodyTimeout;
+    }
     match rejection {
         JsonRejection::MissingJsonContentType(_) => {
             ApiError::BadRequest("expected a JSON body (Content-Type: application/json)".into())
         }
         other => ApiError::BadRequest(format!("invalid JSON body: {}", other.body_text())),
     }
+}
+
+/// Whether the body could not be read because it stalled past the body
+/// timeout ([`tower_http::timeout::RequestBodyTimeoutLayer`]).
+fn body_timed_out(rejection: &JsonRejection) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(err) = source {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// A numeric id from a path segment: not a positive integer is a 400.

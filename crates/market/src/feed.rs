@@ -11,7 +11,7 @@
 //! A half TTL leaves 40 % of it — jitter takes at most 10 % — for one push
 //! to be late before entries expire.
 //!
-//! The writes are versioned ([`crate::routes::stocks`]): a snapshot read
+//! The writes are versioned ([`crate::patterns::write_through`]): a snapshot read
 //! just before a `PUT` committed reaches the cache after the `PUT`'s own
 //! write-through, and must not replace it. The feed's queries are counted
 //! ([`crate::caching::CacheCounters::feed_query`]) and reach PostgreSQL's
@@ -26,9 +26,9 @@ use tokio::task::JoinHandle;
 use crate::caching::Caching;
 use crate::db::{parts, snapshots, Db};
 use crate::error::ApiError;
+use crate::keys;
 use crate::model::{Depth, Quote};
-use crate::parts::window_key;
-use crate::routes::stocks::{depth_key, price_key};
+use crate::policy::Policy;
 
 /// Concurrent cache writes of one push: few, so that a push of 500 entries
 /// does not queue ahead of the requests' own Redis calls.
@@ -47,14 +47,14 @@ pub struct Pushed {
 
 async fn push<V: CacheValue>(
     caching: &Caching,
-    policy: &'static str,
+    policy: Policy,
     entries: Vec<(String, V, u64)>,
 ) -> Result<Pushed, ApiError> {
     let Some(cache) = caching.cache() else {
         return Ok(Pushed::default());
     };
     let mut opts = caching.options(policy)?;
-    if crate::parts::POLICIES.contains(&policy) {
+    if policy.is_part() {
         // Parts are read from Redis only.
         opts = opts.skip_l1(true);
     }
@@ -79,7 +79,7 @@ async fn push<V: CacheValue>(
 
 /// Read every quote and write it to the cache.
 pub async fn push_quotes(db: &Db, caching: &Caching) -> Result<Pushed, ApiError> {
-    caching.counters().feed_query("stock_price");
+    caching.counters().feed_query(Policy::StockPrice);
     write_quotes(caching, snapshots::all_quotes(db).await?).await
 }
 
@@ -90,14 +90,14 @@ pub async fn write_quotes(
 ) -> Result<Pushed, ApiError> {
     let entries = quotes
         .into_iter()
-        .map(|(quote, version)| (price_key(&quote.symbol), quote, version))
+        .map(|(quote, version)| (keys::price(&quote.symbol), quote, version))
         .collect();
-    push(caching, "stock_price", entries).await
+    push(caching, Policy::StockPrice, entries).await
 }
 
 /// Read every order book and write it to the cache.
 pub async fn push_depths(db: &Db, caching: &Caching) -> Result<Pushed, ApiError> {
-    caching.counters().feed_query("market_depth");
+    caching.counters().feed_query(Policy::MarketDepth);
     write_depths(caching, snapshots::all_depths(db).await?).await
 }
 
@@ -105,20 +105,20 @@ pub async fn push_depths(db: &Db, caching: &Caching) -> Result<Pushed, ApiError>
 pub async fn write_depths(caching: &Caching, books: Vec<(Depth, u64)>) -> Result<Pushed, ApiError> {
     let entries = books
         .into_iter()
-        .map(|(book, version)| (depth_key(&book.symbol), book, version))
+        .map(|(book, version)| (keys::depth(&book.symbol), book, version))
         .collect();
-    push(caching, "market_depth", entries).await
+    push(caching, Policy::MarketDepth, entries).await
 }
 
 /// Read every instrument's price window and write it to the cache.
 pub async fn push_windows(db: &Db, caching: &Caching) -> Result<Pushed, ApiError> {
-    caching.counters().feed_query("price_window");
+    caching.counters().feed_query(Policy::PriceWindow);
     let windows = parts::all_price_windows(db).await?;
     let entries = windows
         .into_iter()
-        .map(|(window, version)| (window_key(&window.symbol), window, version))
+        .map(|(window, version)| (keys::price_window(&window.symbol), window, version))
         .collect();
-    push(caching, "price_window", entries).await
+    push(caching, Policy::PriceWindow, entries).await
 }
 
 /// The running feed; dropping it stops it.
@@ -144,9 +144,9 @@ pub fn spawn(db: &Db, caching: &Caching) -> Result<Option<Feed>, ApiError> {
     if caching.cache().is_none() {
         return Ok(None);
     }
-    let quotes_every = interval_for(caching.options("stock_price")?.get_ttl());
-    let books_every = interval_for(caching.options("market_depth")?.get_ttl());
-    let windows_every = interval_for(caching.options("price_window")?.get_ttl());
+    let quotes_every = interval_for(caching.options(Policy::StockPrice)?.get_ttl());
+    let books_every = interval_for(caching.options(Policy::MarketDepth)?.get_ttl());
+    let windows_every = interval_for(caching.options(Policy::PriceWindow)?.get_ttl());
     let tasks = vec![
         tokio::spawn(run(Kind::Quotes, quotes_every, db.clone(), caching.clone())),
         tokio::spawn(run(Kind::Books, books_every, db.clone(), caching.clone())),

@@ -121,6 +121,27 @@ pub struct Profile {
     pub risk_level: String,
 }
 
+impl Profile {
+    /// What anyone may read of it: the private fields (email, country, risk
+    /// level) are for the user alone.
+    pub fn public(&self) -> PublicProfile {
+        PublicProfile {
+            user_id: self.user_id,
+            username: self.username.clone(),
+            display_name: self.display_name.clone(),
+        }
+    }
+}
+
+/// The public part of a profile: what `GET /api/users/{id}/profile`
+/// answers anyone but the user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublicProfile {
+    pub user_id: i64,
+    pub username: String,
+    pub display_name: String,
+}
+
 /// One row of `GET /api/trending`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Trending {

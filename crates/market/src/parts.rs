@@ -19,7 +19,7 @@
 //! reaches this L1 only when the backplane's message is applied here.
 //!
 //! The cache's counts of these reads are those of the parts' own policies
-//! ([`POLICIES`]); a composed read counts once, under its route's policy.
+//! ([`Policy::PARTS`]); a composed read counts once, under its route's policy.
 
 use std::collections::HashMap;
 
@@ -27,66 +27,14 @@ use futures::future::try_join_all;
 
 use crate::caching::Caching;
 use crate::db::orders::Placed;
-use crate::db::{parts, Db};
+use crate::db::{parts, queries, Db};
 use crate::error::ApiError;
+use crate::keys;
 use crate::model::*;
-use crate::routes::instruments::instrument_key;
-use crate::routes::portfolios::portfolio_key;
-use crate::routes::users::user_tag;
+use crate::policy::Policy;
+use crate::read_your_writes::Freshness;
 
-/// The policies of the parts (not reads of a route: the demo's headline hit
-/// rate leaves them out and lists them apart).
-pub const POLICIES: &[&str] = &[
-    "instrument_ref",
-    "price_history",
-    "ownership",
-    "positions",
-    "price_window",
-];
-
-/// Composed resources a write refreshes in the background once it has
-/// invalidated them; the refreshes read under `{name}_refresh`, a copy of
-/// the resource's policy registered at start, so the cache counts them
-/// apart from the routes' reads.
-pub const REFRESHED: &[&str] = &["instrument", "portfolio"];
-
-/// Whether `policy` is read by the service itself rather than by a route:
-/// a part, or a refresh after a write.
-pub fn is_internal(policy: &str) -> bool {
-    POLICIES.contains(&policy)
-        || policy
-            .strip_suffix("_refresh")
-            .is_some_and(|name| REFRESHED.contains(&name))
-}
-
-/// The key of an instrument's reference part.
-pub fn ref_key(symbol: &str) -> String {
-    format!("instrument_ref:{symbol}")
-}
-
-/// The key of an instrument's price statistics and candles.
-pub fn history_key(symbol: &str) -> String {
-    format!("price_history:{symbol}")
-}
-
-/// The key of an instrument's holders and trades.
-pub fn ownership_key(symbol: &str) -> String {
-    format!("ownership:{symbol}")
-}
-
-/// The key of an instrument's price window.
-pub fn window_key(symbol: &str) -> String {
-    format!("price_window:{symbol}")
-}
-
-/// The key of a user's positions. Not a `user:{id}:*` key: positions do not
-/// depend on the profile, so a profile update (which drops `user:{id}:*`)
-/// has no reason to drop them.
-pub fn positions_key(user_id: i64) -> String {
-    format!("positions:{user_id}")
-}
-
-fn from_redis(caching: &Caching, policy: &str) -> Result<stratacache::EntryOptions, ApiError> {
+fn from_redis(caching: &Caching, policy: Policy) -> Result<stratacache::EntryOptions, ApiError> {
     Ok(caching.options(policy)?.skip_l1(true))
 }
 
@@ -96,11 +44,11 @@ async fn instrument_ref(
     symbol: &str,
 ) -> Result<Option<InstrumentRef>, ApiError> {
     let (db, s) = (db.clone(), symbol.to_string());
-    let opts = from_redis(caching, "instrument_ref")?;
+    let opts = from_redis(caching, Policy::InstrumentRef)?;
     caching
         .read_optional(
-            "instrument_ref",
-            &ref_key(symbol),
+            Policy::InstrumentRef,
+            &keys::instrument_ref(symbol),
             Some(opts),
             move || async move { parts::instrument_ref(&db, &s).await },
         )
@@ -113,11 +61,11 @@ async fn price_history(
     symbol: &str,
 ) -> Result<Option<PriceHistory>, ApiError> {
     let (db, s) = (db.clone(), symbol.to_string());
-    let opts = from_redis(caching, "price_history")?;
+    let opts = from_redis(caching, Policy::PriceHistory)?;
     caching
         .read_optional(
-            "price_history",
-            &history_key(symbol),
+            Policy::PriceHistory,
+            &keys::price_history(symbol),
             Some(opts),
             move || async move { parts::price_history(&db, &s).await },
         )
@@ -130,11 +78,11 @@ async fn ownership(
     symbol: &str,
 ) -> Result<Option<Ownership>, ApiError> {
     let (db, s) = (db.clone(), symbol.to_string());
-    let opts = from_redis(caching, "ownership")?;
+    let opts = from_redis(caching, Policy::Ownership)?;
     caching
         .read_versioned(
-            "ownership",
-            &ownership_key(symbol),
+            Policy::Ownership,
+            &keys::ownership(symbol),
             Some(opts),
             move || async move { parts::ownership(&db, &s).await },
         )
@@ -147,11 +95,11 @@ async fn price_window(
     symbol: &str,
 ) -> Result<Option<PriceWindow>, ApiError> {
     let (db, s) = (db.clone(), symbol.to_string());
-    let opts = from_redis(caching, "price_window")?;
+    let opts = from_redis(caching, Policy::PriceWindow)?;
     caching
         .read_versioned(
-            "price_window",
-            &window_key(symbol),
+            Policy::PriceWindow,
+            &keys::price_window(symbol),
             Some(opts),
             move || async move { parts::price_window(&db, &s).await },
         )
@@ -164,11 +112,11 @@ async fn positions(
     user_id: i64,
 ) -> Result<Option<Positions>, ApiError> {
     let db = db.clone();
-    let opts = from_redis(caching, "positions")?;
+    let opts = from_redis(caching, Policy::Positions)?;
     caching
         .read_versioned(
-            "positions",
-            &positions_key(user_id),
+            Policy::Positions,
+            &keys::positions(user_id),
             Some(opts),
             move || async move { parts::positions(&db, user_id).await },
         )
@@ -213,12 +161,12 @@ pub async fn portfolio(
     let keys: Vec<String> = held
         .positions
         .iter()
-        .map(|p| window_key(&p.symbol))
+        .map(|p| keys::price_window(&p.symbol))
         .collect();
     let found: Vec<Option<PriceWindow>> = match caching.cache() {
         Some(cache) => {
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-            let opts = from_redis(caching, "price_window")?;
+            let opts = from_redis(caching, Policy::PriceWindow)?;
             cache.get_many_with(&keys, &opts).await?
         }
         None => vec![None; keys.len()],
@@ -232,7 +180,7 @@ pub async fn portfolio(
     let loaded = try_join_all(missing).await?;
     let hits = found.iter().filter(|w| w.is_some()).count();
     for _ in 0..hits {
-        caching.counters().lookup("price_window");
+        caching.counters().lookup(Policy::PriceWindow);
     }
     let windows: HashMap<String, PriceWindow> = found
         .into_iter()
@@ -249,11 +197,11 @@ async fn refresh_detail(caching: &Caching, db: &Db, symbol: &str) -> Result<(), 
     let Some(cache) = caching.cache() else {
         return Ok(());
     };
-    caching.counters().lookup("instrument_refresh");
-    let opts = caching.options("instrument_refresh")?;
+    caching.counters().lookup(Policy::InstrumentRefresh);
+    let opts = caching.options(Policy::InstrumentRefresh)?;
     let (c, d, s) = (caching.clone(), db.clone(), symbol.to_string());
     cache
-        .get_or_load_optional(&instrument_key(symbol), &opts, move || async move {
+        .get_or_load_optional(&keys::instrument(symbol), &opts, move || async move {
             detail(&c, &d, &s).await
         })
         .await?;
@@ -264,24 +212,61 @@ async fn refresh_portfolio(caching: &Caching, db: &Db, user_id: i64) -> Result<(
     let Some(cache) = caching.cache() else {
         return Ok(());
     };
-    caching.counters().lookup("portfolio_refresh");
-    let opts = caching.options_tagged("portfolio_refresh", user_tag(user_id))?;
+    caching.counters().lookup(Policy::PortfolioRefresh);
+    let opts = caching.options_tagged(Policy::PortfolioRefresh, keys::user_tag(user_id))?;
     let (c, d) = (caching.clone(), db.clone());
     cache
-        .get_or_load_optional(&portfolio_key(user_id), &opts, move || async move {
+        .get_or_load_optional(&keys::portfolio(user_id), &opts, move || async move {
             portfolio(&c, &d, user_id).await
         })
         .await?;
     Ok(())
 }
 
-/// After a new tick of `symbol` (its detail, price history and window
-/// invalidated): compose the detail again and load the window, in the
-/// background, so that the next reads find them — or join the load —
-/// instead of running the aggregation themselves. A failure is left to
-/// those reads. The composition goes through the cache's read path: a
-/// write that invalidates the detail meanwhile makes it lose its lease.
-pub fn reload_after_tick(caching: &Caching, db: &Db, symbol: &str) {
+/// `GET /api/portfolios/{user_id}`: the cached portfolio, composed from
+/// the user's positions and the instruments' price windows on a miss (with
+/// the cache off, the one-query aggregation answers); `None` for an unknown
+/// user.
+pub async fn cached_portfolio(
+    caching: &Caching,
+    db: &Db,
+    user_id: i64,
+    freshness: Freshness,
+) -> Result<Option<Portfolio>, ApiError> {
+    let opts = caching.options_tagged(Policy::Portfolio, keys::user_tag(user_id))?;
+    let (c, d) = (caching.clone(), db.clone());
+    caching
+        .read_composed(
+            Policy::Portfolio,
+            &keys::portfolio(user_id),
+            Some(freshness.apply(opts)),
+            move || async move { portfolio(&c, &d, user_id).await },
+            || queries::portfolio(db, user_id),
+        )
+        .await
+}
+
+/// After a new tick of `symbol` at `version`: the detail's price statistics
+/// and candles include it, and so does the window portfolios are valued at.
+/// The statistics and the detail go in one deletion: a composition that
+/// read the old statistics loses its lease with the detail's. The window is
+/// versioned: a feed snapshot older than the tick must not bring it back.
+/// Then, in the background, the detail is composed again and the window
+/// loaded, so that the next reads find them — or join the load — instead of
+/// running the aggregation themselves (a failure is left to those reads).
+/// A portfolio valued at the old price follows within its TTL (60 s), by
+/// design of the portfolio policy.
+pub async fn after_tick(caching: &Caching, db: &Db, symbol: &str, version: u64) {
+    let window = keys::price_window(symbol);
+    let (history, detail) = (keys::price_history(symbol), keys::instrument(symbol));
+    let dropped = [history.as_str(), detail.as_str()];
+    tokio::join!(
+        caching.invalidate_version(&window, version),
+        caching.invalidate_many(&dropped),
+    );
+    if caching.cache().is_none() {
+        return;
+    }
     let (caching, db, symbol) = (caching.clone(), db.clone(), symbol.to_string());
     tokio::spawn(async move {
         let _ = tokio::join!(
@@ -291,28 +276,53 @@ pub fn reload_after_tick(caching: &Caching, db: &Db, symbol: &str) {
     });
 }
 
-/// After an order (the user's portfolio and the instrument's detail
-/// invalidated, and their parts, up to the order's versions), in the
-/// background: write the parts the order returned (versioned: a read that
-/// loaded them meanwhile at the same version, or a later order, wins), then
-/// compose the portfolio and the detail again, as [`reload_after_tick`] does.
-pub fn after_order(caching: &Caching, db: &Db, placed: &Placed) {
+/// After an order, before it is answered: drop what it changed — first the
+/// parts, whose version floors rise to the order's (no load that read them
+/// before the order can put them back), then the portfolio and the detail
+/// composed from them (a composition that read the old parts loses its
+/// lease; one that starts later finds the old parts gone). In the
+/// background, [`refill_after_order`] follows; a read that comes first
+/// loads what it misses.
+pub async fn after_order(caching: &Caching, db: &Db, placed: &Placed) {
+    let (user_id, symbol) = (placed.filled.user_id, placed.filled.symbol.as_str());
+    let (positions_at, owners_at) = (keys::positions(user_id), keys::ownership(symbol));
+    tokio::join!(
+        caching.invalidate_version(&positions_at, placed.positions.1),
+        caching.invalidate_version(&owners_at, placed.ownership.1),
+    );
+    let (portfolio, detail) = (keys::portfolio(user_id), keys::instrument(symbol));
+    caching.invalidate_many(&[&portfolio, &detail]).await;
+    if caching.cache().is_some() {
+        refill_after_order(caching, db, placed);
+    }
+}
+
+/// In the background: write the parts the order returned (versioned: a read
+/// that loaded them meanwhile at the same version, or a later order, wins),
+/// then compose the portfolio and the detail again.
+fn refill_after_order(caching: &Caching, db: &Db, placed: &Placed) {
     let (caching, db, placed) = (caching.clone(), db.clone(), placed.clone());
     tokio::spawn(async move {
         let (user_id, symbol) = (placed.filled.user_id, placed.filled.symbol.as_str());
         let (positions, version) = &placed.positions;
         let (owners, owners_version) = &placed.ownership;
-        let (positions_at, owners_at) = (positions_key(user_id), ownership_key(symbol));
+        let (positions_at, owners_at) = (keys::positions(user_id), keys::ownership(symbol));
         let (Ok(held), Ok(owned)) = (
-            from_redis(&caching, "positions"),
-            from_redis(&caching, "ownership"),
+            from_redis(&caching, Policy::Positions),
+            from_redis(&caching, Policy::Ownership),
         ) else {
             return;
         };
         let _ = tokio::join!(
-            caching.write_versioned("positions", &positions_at, Some(held), positions, *version),
             caching.write_versioned(
-                "ownership",
+                Policy::Positions,
+                &positions_at,
+                Some(held),
+                positions,
+                *version
+            ),
+            caching.write_versioned(
+                Policy::Ownership,
                 &owners_at,
                 Some(owned),
                 owners,

@@ -20,8 +20,9 @@ use futures::FutureExt;
 use sqlx::Row;
 
 use crate::app::AppState;
+use crate::keys;
 use crate::model::{Profile, Watchlist};
-use crate::routes::users::{profile_key, user_tag, watchlist_key};
+use crate::policy::Policy;
 
 /// What a warm-up did.
 #[derive(Debug, Clone, Copy)]
@@ -84,23 +85,23 @@ pub async fn user_data(state: &AppState) -> anyhow::Result<Warmed> {
     })
     .collect();
 
-    let profile_opts = state.caching.options("profile")?;
-    let watchlist_opts = state.caching.options("watchlist")?;
+    let profile_opts = state.caching.options(Policy::Profile)?;
+    let watchlist_opts = state.caching.options(Policy::Watchlist)?;
     let tagged = |opts: &stratacache::EntryOptions, user_id: i64| {
         let mut tags = opts.get_tags().to_vec();
-        tags.push(user_tag(user_id));
+        tags.push(keys::user_tag(user_id));
         opts.clone().tags(tags)
     };
     let writes = profiles
         .iter()
         .map(|p| {
             let opts = tagged(&profile_opts, p.user_id);
-            let key = profile_key(p.user_id);
+            let key = keys::profile(p.user_id);
             FutureExt::boxed(async move { cache.set(&key, p, &opts).await })
         })
         .chain(watchlists.iter().map(|w| {
             let opts = tagged(&watchlist_opts, w.user_id);
-            let key = watchlist_key(w.user_id);
+            let key = keys::watchlist(w.user_id);
             FutureExt::boxed(async move { cache.set(&key, w, &opts).await })
         }));
     Ok(write_all(writes, started).await)
@@ -120,9 +121,9 @@ pub async fn positions(state: &AppState) -> anyhow::Result<Warmed> {
     };
     let all = crate::db::parts::all_positions(&state.db).await?;
     // Parts are read from Redis only (`crate::parts`).
-    let opts = state.caching.options("positions")?.skip_l1(true);
+    let opts = state.caching.options(Policy::Positions)?.skip_l1(true);
     let writes = all.iter().map(|(held, version)| {
-        let key = crate::parts::positions_key(held.user_id);
+        let key = keys::positions(held.user_id);
         let opts = &opts;
         async move { cache.set_versioned(&key, held, *version, opts).await }
     });

@@ -13,14 +13,15 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let db = TestDb::seeded().await;
     let server = serve(&db, true, &unique("market-bad")).await;
     let (c, base) = (client(), server.url());
+    let (op, user1) = (operator(), user_client(&base, 1).await);
     let symbol = db.symbol(4).await;
-    let raw = |method: Method, path: &str, body: &'static str| {
+    let raw = |c: &reqwest::Client, method: Method, path: &str, body: &'static str| {
         c.request(method, format!("{base}{path}"))
             .header("content-type", "application/json")
             .body(body)
             .send()
     };
-    let response = raw(Method::POST, "/api/orders", "{\"user_id\": 1, ")
+    let response = raw(&user1, Method::POST, "/api/orders", "{\"user_id\": 1, ")
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
@@ -30,6 +31,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         "{body}"
     );
     let response = raw(
+        &op,
         Method::PUT,
         &format!("/api/stocks/{symbol}/price"),
         "{\"price\": \"cheap\"}",
@@ -37,7 +39,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     .await
     .unwrap();
     assert_eq!(response.status(), 400);
-    let response = c
+    let response = op
         .put(format!("{base}/api/stocks/{symbol}/price"))
         .body("{\"price\": 1}")
         .send()
@@ -45,7 +47,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         .unwrap();
     assert_eq!(response.status(), 400, "no JSON content type");
     let huge = format!("{{\"symbols\": [\"{}\"]}}", "A".repeat(100 * 1024));
-    let response = c
+    let response = user1
         .put(format!("{base}/api/watchlists/1"))
         .header("content-type", "application/json")
         .body(huge)
@@ -68,102 +70,119 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
 
     let cases = [
         (
+            &op,
             Method::PUT,
             format!("/api/stocks/{symbol}/price"),
             json!({"price": -1.0}),
             400,
         ),
         (
+            &op,
             Method::PUT,
             format!("/api/stocks/{symbol}/price"),
             json!({"price": 1.0, "extra": 1}),
             400,
         ),
         (
+            &op,
             Method::PUT,
             "/api/stocks/NOPE9/price".to_string(),
             json!({"price": 1.0}),
             404,
         ),
         (
+            &op,
             Method::PUT,
             format!("/api/stocks/{symbol}/depth"),
             json!({"bids": [{"price": 0, "quantity": 1}], "asks": []}),
             400,
         ),
         (
+            &user1,
             Method::POST,
             "/api/orders".to_string(),
             json!({"user_id": 1, "symbol": symbol, "side": "hold", "quantity": 1}),
             400,
         ),
         (
+            &user1,
             Method::POST,
             "/api/orders".to_string(),
             json!({"user_id": 1, "symbol": symbol, "side": "buy", "quantity": 0}),
             400,
         ),
         (
+            &user1,
             Method::POST,
             "/api/orders".to_string(),
             json!({"user_id": 999999, "symbol": symbol, "side": "buy", "quantity": 1}),
-            404,
+            403,
         ),
         (
+            &user1,
             Method::POST,
             "/api/orders".to_string(),
             json!({"user_id": 1, "symbol": "NOPE9", "side": "buy", "quantity": 1}),
             404,
         ),
         (
+            &user1,
             Method::POST,
             "/api/orders".to_string(),
             json!({"user_id": 1, "symbol": symbol, "side": "sell", "quantity": 1_000_000}),
             409,
         ),
         (
+            &user1,
             Method::PUT,
             "/api/watchlists/1".to_string(),
             json!({"symbols": ["NOPE9"]}),
             400,
         ),
         (
+            &user1,
             Method::PUT,
             "/api/watchlists/abc".to_string(),
             json!({"symbols": []}),
             400,
         ),
         (
+            &user1,
             Method::PUT,
             "/api/users/1/profile".to_string(),
             json!({"email": "no-at-sign"}),
             400,
         ),
         (
+            &user1,
             Method::PUT,
             "/api/users/1/profile".to_string(),
             json!({"risk_level": "yolo"}),
             400,
         ),
         (
+            &user1,
             Method::PUT,
             "/api/users/999999/profile".to_string(),
             json!({"country": "FR"}),
-            404,
+            403,
         ),
         (
+            &op,
             Method::POST,
             "/admin/invalidate".to_string(),
             json!({"key": "a", "tag": "b"}),
             400,
         ),
         (
+            &op,
             Method::POST,
             "/admin/invalidate".to_string(),
             json!({}),
             400,
         ),
         (
+            &c,
             Method::POST,
             "/login".to_string(),
             json!({"username": "user1"}),
@@ -175,9 +194,9 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         .fetch_one(&pool)
         .await
         .unwrap();
-    for (method, path, body, expected) in cases {
+    for (who, method, path, body, expected) in cases {
         let (status, answer) =
-            send(&c, method.clone(), &format!("{base}{path}"), body.clone()).await;
+            send(who, method.clone(), &format!("{base}{path}"), body.clone()).await;
         assert_eq!(status, expected, "{method} {path} {body}: {answer}");
         assert!(
             answer["error"].as_str().is_some_and(|e| !e.is_empty()),
@@ -192,7 +211,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         orders_before, orders_after,
         "refused orders left nothing behind"
     );
-    let (status, _) = get(&c, &format!("{base}/api/portfolios/-3")).await;
+    let (status, _) = get(&user1, &format!("{base}/api/portfolios/-3")).await;
     assert_eq!(status, 400);
     let (status, body) = get(&c, &format!("{base}/no/such/route")).await;
     assert_eq!(

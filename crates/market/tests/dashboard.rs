@@ -57,7 +57,7 @@ async fn the_dashboard_draws_its_charts_in_a_browser() {
         tokio::spawn(async move {
             for i in 0..2_000u32 {
                 let _ = get(&c, &format!("{base}/api/stocks/{symbol}/price")).await;
-                let _ = get(&c, &format!("{base}/api/portfolios/{}", 1 + i % 50)).await;
+                let _ = get(&c, &format!("{base}/api/users/{}/profile", 1 + i % 50)).await;
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         })

@@ -44,6 +44,13 @@ fn demo_quick_prints_the_table_and_the_cache_wins_on_median_latency_and_database
         0,
         "{stdout}"
     );
+    // The load signs its users in and uses the demo's operator token: no
+    // request is refused, and no other request is a client error either.
+    assert_eq!(
+        result.off.load.client_errors + result.on.load.client_errors,
+        0,
+        "{stdout}"
+    );
     assert!(result.off.load.requests > 0 && result.on.load.requests > 0);
     assert!(result.cache_wins(), "the cache did not win:\n{stdout}");
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use market::db::snapshots;
+use market::policy::Policy;
 use reqwest::Method;
 use serde_json::json;
 
@@ -33,8 +34,8 @@ async fn every_quote_and_book_is_pushed_and_matches_the_database() {
     let deadline = tokio::time::Instant::now() + PUSHED_WITHIN;
     loop {
         let counts = on.state.caching.counters().by_resource();
-        let fed = |r: &str| counts.get(r).map_or(0, |c| c.feed_queries);
-        if fed("stock_price") >= 2 && fed("market_depth") >= 2 {
+        let fed = |r: Policy| counts.get(&r).map_or(0, |c| c.feed_queries);
+        if fed(Policy::StockPrice) >= 2 && fed(Policy::MarketDepth) >= 2 {
             break;
         }
         assert!(
@@ -91,7 +92,7 @@ async fn a_snapshot_older_than_a_put_never_replaces_it() {
     let namespace = unique("market-feed-race");
     let on = serve(&db, true, &namespace).await;
     let other = serve(&db, true, &namespace).await;
-    let c = client();
+    let c = operator();
     let symbol = db.symbol(7).await;
     let feed_db = market::db::Db::connect(&db.url, 2).await.unwrap();
 

@@ -1,6 +1,7 @@
-//! Degraded behaviour: Redis down (answers from L1 and PostgreSQL, sessions
-//! 503, health "degraded") and PostgreSQL down (cached keys served, others a
-//! clear 503, health 503) — never a panic, and recovery without a restart.
+//! Degraded behaviour: Redis down (answers from L1 and PostgreSQL, signed-in
+//! users stay signed in, new sign-ins 503, health "degraded") and PostgreSQL
+//! down (cached keys served, others a clear 503, health 503) — never a
+//! panic, and recovery without a restart.
 
 mod common;
 
@@ -18,13 +19,14 @@ async fn redis_down_the_service_answers_from_postgres_and_recovers() {
     let mut config = config(&db, true, &unique("market-redis-out"));
     config.redis_url = redis.url();
     config.redis_timeout = Duration::from_millis(100);
-    let server = market::app::start(&config).await.unwrap();
+    let server = market::server::start(&config).await.unwrap();
     let (c, base) = (client(), server.url());
     let symbol = db.symbol(6).await;
     assert_eq!(
         get(&c, &format!("{base}/api/instruments/{symbol}")).await.0,
         200
     );
+    let user4 = user_client(&base, 4).await;
 
     redis.kill();
     for path in [
@@ -35,12 +37,15 @@ async fn redis_down_the_service_answers_from_postgres_and_recovers() {
         "/api/users/4/profile".into(),
     ] {
         for _ in 0..3 {
-            let (status, body) = get(&c, &format!("{base}{path}")).await;
+            let (status, body) = get(&user4, &format!("{base}{path}")).await;
             assert_eq!(status, 200, "{path} with Redis down: {body}");
         }
     }
+    // The signed-in user is still signed in: the session's copy answers.
+    let (status, me) = get(&user4, &format!("{base}/api/me")).await;
+    assert_eq!((status, me["user_id"].as_i64()), (200, Some(4)), "{me}");
     let (status, body) = send(
-        &c,
+        &user4,
         Method::POST,
         &format!("{base}/api/orders"),
         json!({"user_id": 4, "symbol": symbol, "side": "buy", "quantity": 1}),
@@ -94,10 +99,11 @@ async fn postgres_down_cached_keys_are_served_and_the_rest_is_a_clear_503() {
     let db = TestDb::seeded().await;
     let server = serve(&db, true, &unique("market-pg-out")).await;
     let (c, base) = (client(), server.url());
+    let (user5, user6) = (user_client(&base, 5).await, user_client(&base, 6).await);
     let symbol = db.symbol(8).await;
     let (status, cached) = get(&c, &format!("{base}/api/instruments/{symbol}")).await;
     assert_eq!(status, 200);
-    let (status, _) = get(&c, &format!("{base}/api/users/5/profile")).await;
+    let (status, _) = get(&user5, &format!("{base}/api/users/5/profile")).await;
     assert_eq!(status, 200);
 
     // Our database alone refuses connections, and its sessions are ended.
@@ -123,8 +129,11 @@ async fn postgres_down_cached_keys_are_served_and_the_rest_is_a_clear_503() {
         (200, &cached),
         "a cached key is served while PostgreSQL is down"
     );
-    assert_eq!(get(&c, &format!("{base}/api/users/5/profile")).await.0, 200);
-    let (status, body) = get(&c, &format!("{base}/api/portfolios/6")).await;
+    assert_eq!(
+        get(&user5, &format!("{base}/api/users/5/profile")).await.0,
+        200
+    );
+    let (status, body) = get(&user6, &format!("{base}/api/portfolios/6")).await;
     assert_eq!(status, 503, "{body}");
     assert!(
         body["error"]
@@ -134,7 +143,7 @@ async fn postgres_down_cached_keys_are_served_and_the_rest_is_a_clear_503() {
         "{body}"
     );
     let (status, _) = send(
-        &c,
+        &user6,
         Method::POST,
         &format!("{base}/api/orders"),
         json!({"user_id": 6, "symbol": symbol, "side": "buy", "quantity": 1}),
@@ -151,7 +160,7 @@ async fn postgres_down_cached_keys_are_served_and_the_rest_is_a_clear_503() {
     .await
     .unwrap();
     admin.close().await;
-    let (status, body) = get(&c, &format!("{base}/api/portfolios/6")).await;
+    let (status, body) = get(&user6, &format!("{base}/api/portfolios/6")).await;
     assert_eq!(status, 200, "recovered without a restart: {body}");
     server.stop().await.unwrap();
 }

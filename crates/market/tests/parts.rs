@@ -21,7 +21,12 @@ async fn composed_details_and_portfolios_follow_orders_and_prices_on_every_insta
     let a = serve(&db, true, &namespace).await;
     let b = serve(&db, true, &namespace).await;
     let off = serve(&db, false, &unique("market-parts-off")).await;
-    let c = client();
+    // User 21 signed in on each side (the namespaces differ).
+    let (c, c_off) = (
+        user_client(&a.url(), 21).await,
+        user_client(&off.url(), 21).await,
+    );
+    let op = operator();
     let symbol = db.symbol(9).await;
     let (detail, portfolio) = (format!("/api/instruments/{symbol}"), "/api/portfolios/21");
     // Both instances compose and cache the detail and the portfolio.
@@ -30,7 +35,7 @@ async fn composed_details_and_portfolios_follow_orders_and_prices_on_every_insta
             let cached = get(&c, &format!("{}{path}", server.url())).await;
             assert_eq!(
                 cached,
-                get(&c, &format!("{}{path}", off.url())).await,
+                get(&c_off, &format!("{}{path}", off.url())).await,
                 "{path}"
             );
         }
@@ -54,7 +59,9 @@ async fn composed_details_and_portfolios_follow_orders_and_prices_on_every_insta
         ),
     ];
     for (method, path, body) in writes {
-        let (status, answer) = send(&c, method.clone(), &format!("{}{path}", a.url()), body).await;
+        let writer = if method == Method::PUT { &op } else { &c };
+        let (status, answer) =
+            send(writer, method.clone(), &format!("{}{path}", a.url()), body).await;
         assert!(status == 200 || status == 201, "{path}: {status} {answer}");
         // A cached portfolio follows a new price within its TTL (60 s), by
         // design of its policy; an order invalidates it at once. The order
@@ -65,7 +72,7 @@ async fn composed_details_and_portfolios_follow_orders_and_prices_on_every_insta
             &[detail.as_str(), portfolio]
         };
         for &path in read {
-            let direct = get(&c, &format!("{}{path}", off.url())).await;
+            let direct = get(&c_off, &format!("{}{path}", off.url())).await;
             // The writer's instance answers the write's result at once.
             assert_eq!(
                 get(&c, &format!("{}{path}", a.url())).await,
@@ -88,7 +95,6 @@ async fn a_portfolio_composed_from_cached_parts_loads_nothing() {
     let db = TestDb::seeded().await;
     let on = serve(&db, true, &unique("market-parts-warm")).await;
     let off = serve(&db, false, &unique("market-parts-warm-off")).await;
-    let c = client();
     let warmed = market::warm::positions(&on.state).await.unwrap();
     assert_eq!((warmed.entries, warmed.failed), (200, 0));
     // The feed's first push of the price windows.
@@ -98,21 +104,29 @@ async fn a_portfolio_composed_from_cached_parts_loads_nothing() {
         .caching
         .counters()
         .by_resource()
-        .get("price_window")
+        .get(&market::policy::Policy::PriceWindow)
         .is_none_or(|c| c.feed_queries == 0)
     {
         assert!(tokio::time::Instant::now() < deadline, "no window push");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let before = loads(&on);
+    let mut clients = Vec::new();
     for user in [3, 40, 77, 150] {
+        let signed_in = (
+            user_client(&on.url(), user).await,
+            user_client(&off.url(), user).await,
+        );
+        clients.push((user, signed_in));
+    }
+    let before = loads(&on);
+    for (user, (c_on, c_off)) in &clients {
         let path = format!("/api/portfolios/{user}");
-        let cached = get(&c, &format!("{}{path}", on.url())).await;
+        let cached = get(c_on, &format!("{}{path}", on.url())).await;
         assert_eq!(cached.0, 200, "{path}");
         assert_eq!(
             cached,
-            get(&c, &format!("{}{path}", off.url())).await,
+            get(c_off, &format!("{}{path}", off.url())).await,
             "{path}"
         );
     }

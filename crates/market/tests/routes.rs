@@ -79,14 +79,16 @@ async fn every_read_route_answers() {
     assert_eq!(status, 200);
     assert_eq!(depth["bids"].as_array().unwrap().len(), 10);
 
-    let (status, portfolio) = get(&c, &format!("{base}/api/portfolios/7")).await;
+    let user7 = user_client(&base, 7).await;
+    let (status, portfolio) = get(&user7, &format!("{base}/api/portfolios/7")).await;
     assert_eq!(status, 200);
     assert_eq!(portfolio["holdings"].as_array().unwrap().len(), 15);
-    let (status, watchlist) = get(&c, &format!("{base}/api/watchlists/7")).await;
+    let (status, watchlist) = get(&user7, &format!("{base}/api/watchlists/7")).await;
     assert_eq!(status, 200);
     assert!(!watchlist["symbols"].as_array().unwrap().is_empty());
-    let (status, profile) = get(&c, &format!("{base}/api/users/7/profile")).await;
+    let (status, profile) = get(&user7, &format!("{base}/api/users/7/profile")).await;
     assert_eq!((status, profile["username"].as_str()), (200, Some("user7")));
+    assert!(profile["email"].is_string(), "the user's own: {profile}");
 
     let (status, trending) = get(&c, &format!("{base}/api/trending")).await;
     assert_eq!((status, trending.as_array().unwrap().len()), (200, 10));
@@ -138,12 +140,13 @@ async fn every_write_is_read_back_through_both_instances() {
     let b = serve(&db, true, &namespace).await;
     let c = client();
     let (ua, ub) = (a.url(), b.url());
+    let op = operator();
     let symbol = db.symbol(5).await;
 
     // Price (write-through): B has the old quote cached, A writes.
     get(&c, &format!("{ub}/api/stocks/{symbol}/price")).await;
     let (status, written) = send(
-        &c,
+        &op,
         Method::PUT,
         &format!("{ua}/api/stocks/{symbol}/price"),
         json!({"price": 123.45, "volume": 7}),
@@ -164,7 +167,7 @@ async fn every_write_is_read_back_through_both_instances() {
     get(&c, &format!("{ub}/api/stocks/{symbol}/depth")).await;
     let book = json!({"bids": [{"price": 99.5, "quantity": 10}], "asks": [{"price": 100.5, "quantity": 20}]});
     let (status, _) = send(
-        &c,
+        &op,
         Method::PUT,
         &format!("{ua}/api/stocks/{symbol}/depth"),
         book.clone(),
@@ -193,10 +196,11 @@ async fn every_write_is_read_back_through_both_instances() {
             .find(|h| h["symbol"] == symbol.as_str())
             .map_or(0, |h| h["quantity"].as_i64().unwrap())
     };
-    let (_, before) = get(&c, &format!("{ub}/api/portfolios/11")).await;
+    let user11 = user_client(&ua, 11).await;
+    let (_, before) = get(&user11, &format!("{ub}/api/portfolios/11")).await;
     let before = held(&before);
     let (status, filled) = send(
-        &c,
+        &user11,
         Method::POST,
         &format!("{ua}/api/orders"),
         json!({"user_id": 11, "symbol": symbol, "side": "buy", "quantity": 7}),
@@ -204,39 +208,40 @@ async fn every_write_is_read_back_through_both_instances() {
     .await;
     assert_eq!(status, 201, "{filled}");
     assert_eq!(filled["price"], 123.45, "filled at the last price");
-    let (_, on_a) = get(&c, &format!("{ua}/api/portfolios/11")).await;
+    let (_, on_a) = get(&user11, &format!("{ua}/api/portfolios/11")).await;
     assert_eq!(held(&on_a), before + 7);
-    eventually(&c, &format!("{ub}/api/portfolios/11"), L1_BOUND, |p| {
+    eventually(&user11, &format!("{ub}/api/portfolios/11"), L1_BOUND, |p| {
         held(p) == before + 7
     })
     .await;
     let (status, sold) = send(
-        &c,
+        &user11,
         Method::POST,
         &format!("{ub}/api/orders"),
         json!({"user_id": 11, "symbol": symbol, "side": "sell", "quantity": 2}),
     )
     .await;
     assert_eq!(status, 201, "{sold}");
-    eventually(&c, &format!("{ua}/api/portfolios/11"), L1_BOUND, |p| {
+    eventually(&user11, &format!("{ua}/api/portfolios/11"), L1_BOUND, |p| {
         held(p) == before + 5
     })
     .await;
 
     // Watchlist.
-    get(&c, &format!("{ub}/api/watchlists/12")).await;
+    let user12 = user_client(&ua, 12).await;
+    get(&user12, &format!("{ub}/api/watchlists/12")).await;
     let wanted = vec![db.symbol(1).await, db.symbol(2).await];
     let (status, _) = send(
-        &c,
+        &user12,
         Method::PUT,
         &format!("{ua}/api/watchlists/12"),
         json!({"symbols": wanted}),
     )
     .await;
     assert_eq!(status, 200);
-    let (_, on_a) = get(&c, &format!("{ua}/api/watchlists/12")).await;
+    let (_, on_a) = get(&user12, &format!("{ua}/api/watchlists/12")).await;
     assert_eq!(on_a["symbols"], json!(wanted));
-    eventually(&c, &format!("{ub}/api/watchlists/12"), L1_BOUND, |w| {
+    eventually(&user12, &format!("{ub}/api/watchlists/12"), L1_BOUND, |w| {
         w["symbols"] == json!(wanted)
     })
     .await;
@@ -244,14 +249,14 @@ async fn every_write_is_read_back_through_both_instances() {
     // Profile: the update invalidates every user:{id}:* key.
     get(&c, &format!("{ub}/api/users/12/profile")).await;
     let (status, _) = send(
-        &c,
+        &user12,
         Method::PUT,
         &format!("{ua}/api/users/12/profile"),
         json!({"display_name": "Ada", "risk_level": "high"}),
     )
     .await;
     assert_eq!(status, 200);
-    let (_, on_a) = get(&c, &format!("{ua}/api/users/12/profile")).await;
+    let (_, on_a) = get(&user12, &format!("{ua}/api/users/12/profile")).await;
     assert_eq!(
         (on_a["display_name"].as_str(), on_a["risk_level"].as_str()),
         (Some("Ada"), Some("high"))
@@ -297,7 +302,7 @@ async fn every_write_is_read_back_through_both_instances() {
         .unwrap();
     get(&c, &format!("{ub}/api/trending")).await;
     let (status, _) = send(
-        &c,
+        &op,
         Method::POST,
         &format!("{ua}/admin/invalidate"),
         json!({"key": "trending"}),
@@ -320,7 +325,7 @@ async fn every_write_is_read_back_through_both_instances() {
         .await
         .unwrap();
     let (status, _) = send(
-        &c,
+        &op,
         Method::POST,
         &format!("{ua}/admin/invalidate"),
         json!({"tag": format!("sector:{sector}")}),
@@ -351,12 +356,12 @@ async fn unknown_symbols_and_users_are_404_and_cached_as_absent() {
     let a = serve(&db, true, &namespace).await;
     let b = serve(&db, true, &namespace).await;
     let c = client();
+    // Unknown users' portfolios and watchlists are their users' alone: no
+    // session can name them (403 before any load).
     for path in [
         "/api/instruments/NOPE9",
         "/api/stocks/NOPE9/price",
         "/api/stocks/NOPE9/depth",
-        "/api/portfolios/999999",
-        "/api/watchlists/999999",
         "/api/users/999999/profile",
     ] {
         let before = loads(&a);

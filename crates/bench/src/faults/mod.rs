@@ -20,6 +20,7 @@ mod harness;
 mod library;
 mod poisoning;
 mod policy_files;
+mod raw_http;
 mod report;
 mod security;
 mod service;
@@ -74,6 +75,8 @@ pub const ALL: &[&str] = &[
     "market-postgres-down",
     "market-poisoning",
     "market-bad-requests",
+    "market-slow-clients",
+    "market-authorization",
     "fuzzed-input",
     "odd-keys",
     "oversized-values",
@@ -197,6 +200,8 @@ pub async fn run(args: &FaultsArgs) -> Result<Value> {
             "market-postgres-down" => service::postgres_down(scale).await?,
             "market-poisoning" => poisoning::run().await?,
             "market-bad-requests" => service::bad_requests().await?,
+            "market-slow-clients" => service::slow_clients().await?,
+            "market-authorization" => service::authorization().await?,
             "fuzzed-input" => bad_input::fuzzed(args.cargo_fuzz_secs, scale).await?,
             "odd-keys" => bad_input::odd_keys().await?,
             "oversized-values" => bad_input::oversized_values().await?,

@@ -11,85 +11,15 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::raw_http::{exchange, Raw};
 use super::service::Fleet;
 use super::{Group, Row};
 
-/// A raw HTTP/1.1 answer.
-struct Raw {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Raw {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(end) = data.windows(2).position(|w| w == b"\r\n") {
-        let size = std::str::from_utf8(&data[..end])
-            .ok()
-            .and_then(|s| usize::from_str_radix(s.split(';').next().unwrap_or("").trim(), 16).ok())
-            .unwrap_or(0);
-        data = &data[end + 2..];
-        if size == 0 || data.len() < size {
-            break;
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[(size + 2).min(data.len())..];
-    }
-    out
-}
-
 /// Send `request` as written on a fresh connection; the first answer.
 async fn send(port: u16, request: &[u8], head: bool) -> Result<Raw> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    stream.write_all(request).await?;
-    let mut data = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut data)).await;
-    let split = data
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("no HTTP head in the answer")?;
-    let head_text = String::from_utf8_lossy(&data[..split]).to_string();
-    let mut lines = head_text.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let rest = &data[split + 4..];
-    let mut raw = Raw {
-        status,
-        headers,
-        body: Vec::new(),
-    };
-    if !head {
-        raw.body = if raw
-            .header("transfer-encoding")
-            .is_some_and(|t| t.contains("chunked"))
-        {
-            dechunk(rest)
-        } else {
-            let len = raw
-                .header("content-length")
-                .and_then(|l| l.parse().ok())
-                .unwrap_or(rest.len());
-            rest[..len.min(rest.len())].to_vec()
-        };
-    }
+    let raw = exchange(port, request, head, Duration::from_secs(5)).await?;
+    anyhow::ensure!(raw.status != 0, "no HTTP head in the answer");
     Ok(raw)
 }
 
@@ -198,6 +128,7 @@ pub async fn run() -> Result<Row> {
         fleet
             .client
             .post(format!("{}/admin/invalidate", fleet.instances[0].base))
+            .header("authorization", fleet.bearer())
             .json(&serde_json::json!({ "tag": "instrument_list" }))
             .send()
             .await?

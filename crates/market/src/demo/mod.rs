@@ -9,6 +9,7 @@
 //! not used because it needs `shared_preload_libraries` and a restart.
 
 mod report;
+pub mod staleness;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,10 +18,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use crate::app::{self, ServeConfig};
+use crate::app::ServeConfig;
 use crate::caching::ResourceCount;
 use crate::db::{self, seed};
-use crate::load::{self, LoadConfig, LoadReport};
+use crate::load::{Driver, LoadConfig, LoadReport};
+use crate::policy::Policy;
+use crate::server;
 use crate::telemetry::{library_hits_by_policy, prometheus};
 pub use report::table;
 
@@ -97,6 +100,9 @@ pub struct ModeResult {
     /// The same per resource.
     #[serde(default)]
     pub resources: Vec<ResourceFigures>,
+    /// Cached side: how stale a second instance was under the same load.
+    #[serde(default)]
+    pub staleness: Option<staleness::Staleness>,
 }
 
 /// One resource's reads over the measured part.
@@ -119,23 +125,28 @@ pub struct ResourceFigures {
 type PolicyHits = BTreeMap<String, (f64, f64)>;
 
 fn resources(
-    counts: &BTreeMap<&'static str, ResourceCount>,
-    counts0: &BTreeMap<&'static str, ResourceCount>,
+    counts: &BTreeMap<Policy, ResourceCount>,
+    counts0: &BTreeMap<Policy, ResourceCount>,
     hits: &PolicyHits,
     hits0: &PolicyHits,
     secs: f64,
 ) -> Vec<ResourceFigures> {
+    let count = |m: &BTreeMap<Policy, ResourceCount>, name: &str| {
+        Policy::from_name(name)
+            .and_then(|p| m.get(&p).copied())
+            .unwrap_or_default()
+    };
     let mut names: Vec<String> = counts.keys().map(|k| k.to_string()).collect();
     names.extend(
         hits.keys()
-            .filter(|k| !counts.contains_key(k.as_str()))
-            .cloned(),
+            .filter(|k| !names.contains(k))
+            .cloned()
+            .collect::<Vec<_>>(),
     );
     names
         .into_iter()
         .map(|name| {
-            let now = counts.get(name.as_str()).copied().unwrap_or_default();
-            let before = counts0.get(name.as_str()).copied().unwrap_or_default();
+            let (now, before) = (count(counts, &name), count(counts0, &name));
             let hit_rate = hits.get(&name).map(|(h, n)| {
                 let (h0, n0) = hits0.get(&name).copied().unwrap_or_default();
                 if n - n0 > 0.0 {
@@ -259,7 +270,10 @@ async fn run_mode(
             .duration_since(std::time::UNIX_EPOCH)?
             .as_millis()
     );
-    let server = app::start(&serve).await?;
+    // The demo's own operator token, for the load's market-data writes.
+    let token = format!("{:032x}", rand::random::<u128>());
+    serve.admin_token = Some(token.clone());
+    let server = server::start(&serve).await?;
     let label = if cache { "cache on" } else { "cache off" };
     eprintln!(
         "demo: {label}: {} virtual users, {} s warm-up, {} s measured",
@@ -272,6 +286,9 @@ async fn run_mode(
     load.virtual_users = config.virtual_users;
     load.rate = config.rate;
     load.progress = config.progress;
+    load.admin_token = Some(token);
+    // Every user signed in once, before anything is measured.
+    let driver = Driver::prepare(&load).await?;
     if cache && config.warm_users {
         let warmed = crate::warm::user_data(&server.state).await?;
         let held = crate::warm::positions(&server.state).await?;
@@ -289,7 +306,7 @@ async fn run_mode(
         load.rate = 0.0;
         load.warmup = Duration::ZERO;
         load.duration = config.warmup;
-        load::run(&load).await?;
+        driver.run(&load).await?;
         load.rate = config.rate;
     }
     tokio::time::sleep(STATS_SETTLE).await;
@@ -304,15 +321,15 @@ async fn run_mode(
     let xact0 = transactions(stats_pool, database).await?;
     load.warmup = Duration::ZERO;
     load.duration = config.duration;
-    let report = load::run(&load).await?;
+    let report = driver.run(&load).await?;
     let (loads, queries) = (
         counters.loads() - loads0,
         server.state.db.queries() - queries0,
     );
     let by_resource = counters.by_resource();
-    let route_lookups = |m: &BTreeMap<&'static str, ResourceCount>| -> u64 {
+    let route_lookups = |m: &BTreeMap<Policy, ResourceCount>| -> u64 {
         m.iter()
-            .filter(|(r, _)| !crate::parts::is_internal(r))
+            .filter(|(r, _)| !r.is_internal())
             .map(|(_, c)| c.lookups)
             .sum()
     };
@@ -321,33 +338,33 @@ async fn run_mode(
         - by_resource0.values().map(|c| c.feed_queries).sum::<u64>();
     let policy_hits = library();
     // One lookup per read of a route's resource: the parts a composed read
-    // is made of are not reads of their own (`crate::parts::POLICIES`).
+    // is made of are not reads of their own (`Policy::PARTS`).
     let sum = |m: &PolicyHits| {
         m.iter()
-            .filter(|(policy, _)| !crate::parts::is_internal(policy))
+            .filter(|(policy, _)| !Policy::name_is_internal(policy))
             .fold((0.0, 0.0), |(h, n), (_, (dh, dn))| (h + dh, n + dn))
     };
     let (hits, counted) = (
         sum(&policy_hits).0 - sum(&policy_hits0).0,
         sum(&policy_hits).1 - sum(&policy_hits0).1,
     );
+    // The database's count of the measured part, before anything else runs:
+    // the feed stops, the statistics settle.
+    drop(server.state.feed.lock().expect("feed lock").take());
+    tokio::time::sleep(STATS_SETTLE).await;
+    let xact = transactions(stats_pool, database).await? - xact0;
+    let staleness = if cache {
+        Some(staleness::under_load(config, &serve, &server, &driver, &load).await?)
+    } else {
+        None
+    };
     if let Some(cache) = server.state.caching.cache() {
         // The demo's namespace is its own; drop what it wrote.
-        for prefix in [
-            "user:",
-            "instrument",
-            "price:",
-            "depth:",
-            "trending",
-            "market:",
-            "views:",
-        ] {
+        for prefix in crate::keys::PREFIXES {
             let _ = cache.invalidate_prefix(prefix).await;
         }
     }
     server.stop().await?;
-    tokio::time::sleep(STATS_SETTLE).await;
-    let xact = transactions(stats_pool, database).await? - xact0;
     let secs = report.duration_s;
     Ok(ModeResult {
         cache,
@@ -372,6 +389,7 @@ async fn run_mode(
             secs,
         ),
         load: report,
+        staleness,
     })
 }
 

@@ -19,6 +19,11 @@ pub fn table(r: &DemoResult, config: &DemoConfig) -> String {
     out.push_str(&by_resource(r));
     out.push('\n');
     out.push_str(&by_request(r));
+    let stale = staleness(r);
+    if !stale.is_empty() {
+        out.push('\n');
+        out.push_str(&stale);
+    }
     out
 }
 
@@ -85,6 +90,31 @@ fn headline(r: &DemoResult, config: &DemoConfig) -> String {
         "| failed requests (5xx or transport) | {} | {} | |\n",
         off.load.server_errors, on.load.server_errors
     ));
+    out.push_str(&format!(
+        "| refused requests (401, 403) | {} | {} | |\n",
+        off.load.refused, on.load.refused
+    ));
+    out
+}
+
+/// The second instance's staleness, if the cached side measured it.
+fn staleness(r: &DemoResult) -> String {
+    let Some(s) = &r.on.staleness else {
+        return String::new();
+    };
+    let row = |what: &str, x: &super::staleness::Stale| {
+        format!(
+            "| {what} | {} | {} | {:.2} | {:.2} | {:.2} |\n",
+            x.rounds, x.stale_rounds, x.p50_ms, x.p99_ms, x.max_ms
+        )
+    };
+    let mut out = format!(
+        "Two instances, {:.0} s of the same load against the first: writes through the first, reads through the second (whose L1 held the old value). The writer read its own profile back through the second {} times: {} old (read-your-writes). Other readers, until the write showed (0 when the first read showed it):\n\n\
+         | write | rounds | first read old | p50 (ms) | p99 (ms) | max (ms) |\n|---|---:|---:|---:|---:|---:|\n",
+        s.seconds, s.writer_reads, s.writer_stale
+    );
+    out.push_str(&row("profile (tag invalidation), public part", &s.profile));
+    out.push_str(&row("quote (versioned write-through)", &s.price));
     out
 }
 
@@ -103,9 +133,10 @@ fn by_resource(r: &DemoResult) -> String {
     }
     for name in names {
         let find = |m: &ModeResult| m.resources.iter().find(|x| x.resource == name).cloned();
-        let label = if crate::parts::POLICIES.contains(&name) {
+        let policy = crate::policy::Policy::from_name(name);
+        let label = if policy.is_some_and(|p| p.is_part()) {
             format!("{name} (part)")
-        } else if crate::parts::is_internal(name) {
+        } else if policy.is_some_and(|p| p.is_internal()) {
             format!("{name} (after writes)")
         } else {
             name.to_string()

@@ -2,6 +2,8 @@
 //! popularity over users and symbols, a read/write mix — for a duration,
 //! with a progress bar; latencies into an hdrhistogram; a JSON report.
 
+mod ops;
+mod population;
 mod zipf;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,8 +16,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::model::InstrumentSummary;
-use crate::routes::ops::Stats;
+use ops::Op;
+pub use population::{sign_in, Population};
 pub use zipf::Zipf;
 
 /// How to drive the service.
@@ -40,6 +42,9 @@ pub struct LoadConfig {
     pub seed: u64,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// The service's operator token, for market-data writes; without it
+    /// they are left out of the mix.
+    pub admin_token: Option<String>,
 }
 
 impl LoadConfig {
@@ -55,6 +60,7 @@ impl LoadConfig {
             rate: 0.0,
             seed: 42,
             progress: true,
+            admin_token: None,
         }
     }
 }
@@ -83,6 +89,10 @@ pub struct LoadReport {
     pub ok: u64,
     /// 4xx answers (the generator sends valid requests, so these are bugs or conflicts).
     pub client_errors: u64,
+    /// Of those, 401 and 403: the load's sessions or token refused (a bug
+    /// of the load or of the service's authorization).
+    #[serde(default)]
+    pub refused: u64,
     /// 5xx answers and transport errors.
     pub server_errors: u64,
     pub requests_per_sec: f64,
@@ -106,202 +116,11 @@ pub struct OpReport {
     pub above_p99: u64,
 }
 
-/// The kinds of request sent, with their weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Detail,
-    Price,
-    Portfolio,
-    Watchlist,
-    Profile,
-    Depth,
-    List,
-    Trending,
-    Overview,
-    View,
-    Order,
-    PutPrice,
-    PutWatchlist,
-    PutProfile,
-}
-
-const READS: &[(Op, u32)] = &[
-    (Op::Detail, 25),
-    (Op::Price, 20),
-    (Op::Portfolio, 20),
-    (Op::Watchlist, 8),
-    (Op::Profile, 7),
-    (Op::Depth, 5),
-    (Op::List, 5),
-    (Op::Trending, 5),
-    (Op::Overview, 5),
-];
-
-const WRITES: &[(Op, u32)] = &[
-    (Op::View, 40),
-    (Op::Order, 25),
-    (Op::PutPrice, 15),
-    (Op::PutWatchlist, 10),
-    (Op::PutProfile, 10),
-];
-
-impl Op {
-    const ALL: [Op; 14] = [
-        Op::Detail,
-        Op::Price,
-        Op::Portfolio,
-        Op::Watchlist,
-        Op::Profile,
-        Op::Depth,
-        Op::List,
-        Op::Trending,
-        Op::Overview,
-        Op::View,
-        Op::Order,
-        Op::PutPrice,
-        Op::PutWatchlist,
-        Op::PutProfile,
-    ];
-
-    fn index(self) -> usize {
-        Self::ALL.iter().position(|op| *op == self).unwrap_or(0)
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Op::Detail => "GET /api/instruments/{symbol}",
-            Op::Price => "GET /api/stocks/{symbol}/price",
-            Op::Portfolio => "GET /api/portfolios/{user_id}",
-            Op::Watchlist => "GET /api/watchlists/{user_id}",
-            Op::Profile => "GET /api/users/{id}/profile",
-            Op::Depth => "GET /api/stocks/{symbol}/depth",
-            Op::List => "GET /api/instruments?sector=",
-            Op::Trending => "GET /api/trending",
-            Op::Overview => "GET /api/market/overview",
-            Op::View => "POST /api/instruments/{symbol}/views",
-            Op::Order => "POST /api/orders",
-            Op::PutPrice => "PUT /api/stocks/{symbol}/price",
-            Op::PutWatchlist => "PUT /api/watchlists/{user_id}",
-            Op::PutProfile => "PUT /api/users/{id}/profile",
-        }
-    }
-}
-
-fn pick(rng: &mut StdRng, table: &[(Op, u32)]) -> Op {
-    let total: u32 = table.iter().map(|(_, w)| w).sum();
-    let mut n = rng.random_range(0..total);
-    for (op, w) in table {
-        if n < *w {
-            return *op;
-        }
-        n -= w;
-    }
-    table[0].0
-}
-
-struct Population {
-    symbols: Vec<String>,
-    users: i64,
-    symbol_zipf: Zipf,
-    user_zipf: Zipf,
-}
-
-impl Population {
-    fn symbol(&self, rng: &mut StdRng) -> &str {
-        &self.symbols[self.symbol_zipf.sample(rng)]
-    }
-
-    fn user(&self, rng: &mut StdRng) -> i64 {
-        self.user_zipf.sample(rng) as i64 + 1
-    }
-}
-
-async fn population(client: &reqwest::Client, config: &LoadConfig) -> anyhow::Result<Population> {
-    let stats: Stats = client
-        .get(format!("{}/dashboard/stats", config.url))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    anyhow::ensure!(
-        stats.users > 0,
-        "the service's database is not seeded (run `market seed`)"
-    );
-    let list: Vec<InstrumentSummary> = client
-        .get(format!("{}/api/instruments", config.url))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    anyhow::ensure!(!list.is_empty(), "the service lists no instruments");
-    let symbols: Vec<String> = list.into_iter().map(|i| i.symbol).collect();
-    Ok(Population {
-        symbol_zipf: Zipf::new(symbols.len(), config.zipf),
-        user_zipf: Zipf::new(stats.users as usize, config.zipf),
-        symbols,
-        users: stats.users,
-    })
-}
-
-async fn send(
-    client: &reqwest::Client,
-    base: &str,
-    pop: &Population,
-    rng: &mut StdRng,
-    op: Op,
-) -> reqwest::Result<u16> {
-    let request = match op {
-        Op::Detail => client.get(format!("{base}/api/instruments/{}", pop.symbol(rng))),
-        Op::Price => client.get(format!("{base}/api/stocks/{}/price", pop.symbol(rng))),
-        Op::Depth => client.get(format!("{base}/api/stocks/{}/depth", pop.symbol(rng))),
-        Op::Portfolio => client.get(format!("{base}/api/portfolios/{}", pop.user(rng))),
-        Op::Watchlist => client.get(format!("{base}/api/watchlists/{}", pop.user(rng))),
-        Op::Profile => client.get(format!("{base}/api/users/{}/profile", pop.user(rng))),
-        Op::List => {
-            let sector = ["TECH", "FIN", "HLTH", "ENRG", "INDU"][rng.random_range(0..5)];
-            client.get(format!("{base}/api/instruments?sector={sector}"))
-        }
-        Op::Trending => client.get(format!("{base}/api/trending")),
-        Op::Overview => client.get(format!("{base}/api/market/overview")),
-        Op::View => client.post(format!("{base}/api/instruments/{}/views", pop.symbol(rng))),
-        Op::Order => client
-            .post(format!("{base}/api/orders"))
-            .json(&serde_json::json!({
-                "user_id": pop.user(rng), "symbol": pop.symbol(rng), "side": "buy",
-                "quantity": rng.random_range(1..20),
-            })),
-        Op::PutPrice => {
-            let price = (rng.random_range(1000..50000) as f64) / 100.0;
-            client
-                .put(format!("{base}/api/stocks/{}/price", pop.symbol(rng)))
-                .json(&serde_json::json!({ "price": price, "volume": rng.random_range(1..1000) }))
-        }
-        Op::PutWatchlist => {
-            let symbols: Vec<&str> = (0..5).map(|_| pop.symbol(rng)).collect();
-            client
-                .put(format!("{base}/api/watchlists/{}", pop.user(rng)))
-                .json(&serde_json::json!({ "symbols": symbols }))
-        }
-        Op::PutProfile => {
-            let n = rng.random_range(0..1000);
-            client
-                .put(format!("{base}/api/users/{}/profile", pop.user(rng)))
-                .json(&serde_json::json!({ "display_name": format!("Trader {n}") }))
-        }
-    };
-    let response = request.send().await?;
-    let status = response.status().as_u16();
-    // Read the body: the latency measured is the whole answer's.
-    response.bytes().await?;
-    Ok(status)
-}
-
 #[derive(Default)]
 struct Tally {
     ok: u64,
     client_errors: u64,
+    refused: u64,
     server_errors: u64,
 }
 
@@ -335,6 +154,7 @@ impl Recorded {
         }
         self.tally.ok += other.tally.ok;
         self.tally.client_errors += other.tally.client_errors;
+        self.tally.refused += other.tally.refused;
         self.tally.server_errors += other.tally.server_errors;
         Ok(())
     }
@@ -404,13 +224,9 @@ async fn virtual_user(shared: Shared, index: usize) -> Recorded {
                 next = now;
             }
         }
-        let op = if rng.random::<f64>() < config.write_ratio {
-            pick(&mut rng, WRITES)
-        } else {
-            pick(&mut rng, READS)
-        };
+        let op = Op::pick(&mut rng, config.write_ratio, pop.is_operator());
         let started = Instant::now();
-        let outcome = send(&client, &base, &pop, &mut rng, op).await;
+        let outcome = ops::send(&client, &base, &pop, &mut rng, op).await;
         let micros = started.elapsed().as_micros() as u64;
         if !measuring.load(Ordering::Relaxed) {
             continue;
@@ -420,7 +236,12 @@ async fn virtual_user(shared: Shared, index: usize) -> Recorded {
         let tally = &mut recorded.tally;
         match outcome {
             Ok(200..=399) => tally.ok += 1,
-            Ok(400..=499) => tally.client_errors += 1,
+            Ok(status @ 400..=499) => {
+                tally.client_errors += 1;
+                if status == 401 || status == 403 {
+                    tally.refused += 1;
+                }
+            }
             _ => tally.server_errors += 1,
         }
         if !matches!(outcome, Ok(200..=399)) {
@@ -430,24 +251,55 @@ async fn virtual_user(shared: Shared, index: usize) -> Recorded {
     recorded
 }
 
-/// Run the load: warm-up, then the measured part; the report covers the latter.
+/// Sign in, warm up, then measure; the report covers the measured part.
 pub async fn run(config: &LoadConfig) -> anyhow::Result<LoadReport> {
-    anyhow::ensure!(config.virtual_users > 0, "--users must be at least 1");
-    anyhow::ensure!(
-        (0.0..=1.0).contains(&config.write_ratio),
-        "--write-ratio must be in [0, 1]"
-    );
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(config.virtual_users)
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let pop = Arc::new(population(&client, config).await?);
+    Driver::prepare(config).await?.run(config).await
+}
+
+/// A load ready to run against one service, as often as wanted: its
+/// population read and its users signed in once.
+pub struct Driver {
+    client: reqwest::Client,
+    pop: Arc<Population>,
+}
+
+impl Driver {
+    /// Read the service's population and sign its users in.
+    pub async fn prepare(config: &LoadConfig) -> anyhow::Result<Driver> {
+        anyhow::ensure!(config.virtual_users > 0, "--users must be at least 1");
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&config.write_ratio),
+            "--write-ratio must be in [0, 1]"
+        );
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(config.virtual_users)
+            // Below the service's idle-connection limit (its header read
+            // timeout, 10 s by default): a pooled connection is never
+            // reused just as the service closes it.
+            .pool_idle_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let pop = Arc::new(Population::prepare(&client, config).await?);
+        Ok(Driver { client, pop })
+    }
+
+    /// Run `config`'s warm-up and measured part (its URL must be the one
+    /// the driver was prepared for).
+    pub async fn run(&self, config: &LoadConfig) -> anyhow::Result<LoadReport> {
+        run_with(&self.client, &self.pop, config).await
+    }
+}
+
+async fn run_with(
+    client: &reqwest::Client,
+    pop: &Arc<Population>,
+    config: &LoadConfig,
+) -> anyhow::Result<LoadReport> {
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(config.warmup.is_zero()));
     let sent = Arc::new(AtomicU64::new(0));
     let shared = Arc::new(config.clone());
     let base: Arc<str> = Arc::from(config.url.as_str());
-    let _ = pop.users;
     let tasks: Vec<_> = (0..config.virtual_users)
         .map(|i| {
             tokio::spawn(virtual_user(
@@ -542,6 +394,7 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<LoadReport> {
         requests,
         ok: tally.ok,
         client_errors: tally.client_errors,
+        refused: tally.refused,
         server_errors: tally.server_errors,
         requests_per_sec: requests as f64 / secs,
         latency_ms: latency(&histogram),

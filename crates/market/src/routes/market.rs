@@ -1,17 +1,17 @@
-//! `POST /api/instruments/{symbol}/views` (the view counter seam),
-//! `GET /api/trending` (refresh-ahead from the counters) and
-//! `GET /api/market/overview` (one hot key, stale-while-revalidate).
+//! `POST /api/instruments/{symbol}/views` (write-behind:
+//! [`crate::patterns::write_behind`]), `GET /api/trending` (refresh-ahead:
+//! [`crate::patterns::refresh_ahead`]) and `GET /api/market/overview`
+//! (stale-while-revalidate: [`crate::patterns::stale_while_revalidate`]).
+//! All public.
 
 use axum::extract::State;
-
-use crate::error::PathParams as Path;
 use axum::Json;
 use serde::Serialize;
 
 use crate::app::Shared;
-use crate::db::queries;
-use crate::error::{parse_symbol, ApiError};
+use crate::error::{parse_symbol, ApiError, PathParams as Path};
 use crate::model::{Overview, Trending};
+use crate::patterns::{refresh_ahead, stale_while_revalidate};
 
 /// Answer of `POST /api/instruments/{symbol}/views`.
 #[derive(Debug, Serialize)]
@@ -34,29 +34,14 @@ pub async fn count_view(
 
 /// `GET /api/trending`: the ten most viewed instruments.
 pub async fn trending(State(state): State<Shared>) -> Result<Json<Vec<Trending>>, ApiError> {
-    let db = state.db.clone();
     Ok(Json(
-        state
-            .caching
-            .read("trending", "trending", None, move || async move {
-                queries::trending(&db).await
-            })
-            .await?,
+        refresh_ahead::trending(&state.caching, &state.db).await?,
     ))
 }
 
 /// `GET /api/market/overview`.
 pub async fn overview(State(state): State<Shared>) -> Result<Json<Overview>, ApiError> {
-    let db = state.db.clone();
     Ok(Json(
-        state
-            .caching
-            .read(
-                "market_overview",
-                "market:overview",
-                None,
-                move || async move { queries::overview(&db).await },
-            )
-            .await?,
+        stale_while_revalidate::overview(&state.caching, &state.db).await?,
     ))
 }

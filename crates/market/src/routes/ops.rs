@@ -1,5 +1,6 @@
-//! Operations: `POST /admin/invalidate`, `GET /health`, `GET /metrics`,
-//! `GET /dashboard` and the figures it polls, `GET /dashboard/stats`.
+//! Operations: `POST /admin/invalidate` (the operator's: [`Operator`]),
+//! `GET /health`, `GET /metrics`, `GET /dashboard` and the figures it
+//! polls, `GET /dashboard/stats`.
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -9,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use stratacache::BreakerState;
 
 use crate::app::Shared;
+use crate::auth::Operator;
 use crate::error::{ApiError, JsonBody};
+use crate::keys::{reaches_listing, LISTING_TAG};
 use crate::redis_link::RedisMemory;
-use crate::seams::listing::{reaches_listing, LISTING_TAG};
 use crate::telemetry::{library_hits, prometheus, prometheus_sum, LatencyWindow};
 
 /// `POST /admin/invalidate` body: exactly one of the three.
@@ -28,6 +30,7 @@ pub struct Invalidation {
 
 /// `POST /admin/invalidate` `{"key": …}` | `{"tag": …}` | `{"prefix": …}`.
 pub async fn invalidate(
+    _: Operator,
     State(state): State<Shared>,
     JsonBody(what): JsonBody<Invalidation>,
 ) -> Result<Json<serde_json::Value>, ApiError> {

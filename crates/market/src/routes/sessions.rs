@@ -1,6 +1,7 @@
 //! `POST /login`, `POST /logout`, `GET /api/me`, on tower-sessions
-//! (see [`crate::seams::sessions`]). Store calls are made here, not left to
-//! the sessions layer, so a Redis outage answers a clear 503.
+//! ([`crate::patterns::sessions`]). Login and logout need Redis: the store's
+//! connection is checked first, so an outage answers a clear 503 rather than
+//! a half-made change.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,11 +11,13 @@ use serde::Serialize;
 use tower_sessions::Session;
 
 use crate::app::Shared;
+use crate::auth::SignedIn;
 use crate::db::queries;
 use crate::error::{ApiError, JsonBody};
 use crate::model::Credentials;
-use crate::routes::users::cached_profile;
-use crate::seams::sessions::{ready, unavailable, USER_ID};
+use crate::patterns::cache_aside;
+use crate::patterns::sessions::{ready, unavailable, USER_ID};
+use crate::routes::private;
 
 /// Who is logged in.
 #[derive(Debug, Serialize)]
@@ -44,7 +47,8 @@ pub async fn login(
         .await
         .map_err(unavailable)?;
     session.save().await.map_err(unavailable)?;
-    Ok(Json(serde_json::json!({ "user_id": user_id, "username": creds.username })).into_response())
+    let answer = Json(serde_json::json!({ "user_id": user_id, "username": creds.username }));
+    Ok(private(answer))
 }
 
 /// `POST /logout`: deletes the session; the layer clears the cookie.
@@ -54,20 +58,14 @@ pub async fn logout(State(state): State<Shared>, session: Session) -> Result<Res
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `GET /api/me`: the logged-in user, 401 without a live session.
-pub async fn me(State(state): State<Shared>, session: Session) -> Result<Json<Me>, ApiError> {
-    let not_logged_in = || ApiError::Unauthorized("not logged in".into());
-    let user_id: i64 = session
-        .get(USER_ID)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(not_logged_in)?;
-    let profile = cached_profile(&state, user_id)
+/// `GET /api/me`: the signed-in user, 401 without a live session.
+pub async fn me(user: SignedIn, State(state): State<Shared>) -> Result<Response, ApiError> {
+    let profile = cache_aside::profile(&state.caching, &state.db, user.user_id, user.freshness)
         .await?
-        .ok_or_else(not_logged_in)?;
-    Ok(Json(Me {
-        user_id,
+        .ok_or_else(|| ApiError::Unauthorized("sign in first (POST /login)".into()))?;
+    Ok(private(Json(Me {
+        user_id: user.user_id,
         username: profile.username,
         display_name: profile.display_name,
-    }))
+    })))
 }

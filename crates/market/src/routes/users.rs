@@ -1,108 +1,83 @@
-//! `GET`/`PUT /api/watchlists/{user_id}` (cache-aside 300 s, invalidated on
-//! update) and `GET`/`PUT /api/users/{id}/profile` (cache-aside 1 h; an
-//! update invalidates every `user:{id}:*` key, through the tag `user:{id}`).
+//! `GET`/`PUT /api/watchlists/{user_id}` and `GET`/`PUT
+//! /api/users/{id}/profile`, cache-aside ([`crate::patterns::cache_aside`]).
+//!
+//! A watchlist is its user's alone; a profile's public part (username,
+//! display name) is anyone's, its private fields (email, country, risk
+//! level) its user's. Writes need the user's session; answers meant for one
+//! user say `Cache-Control: private`.
 
 use axum::extract::State;
-
-use crate::error::PathParams as Path;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::app::Shared;
-use crate::db::{queries, writes};
-use crate::error::{parse_id, ApiError, JsonBody};
-use crate::model::{NewWatchlist, Profile, ProfileUpdate, Watchlist};
+use crate::auth::{SignedIn, Visitor};
+use crate::error::{parse_id, ApiError, JsonBody, PathParams as Path};
+use crate::model::{NewWatchlist, ProfileUpdate};
+use crate::patterns::cache_aside;
+use crate::routes::private;
 
 fn unknown(user_id: i64) -> ApiError {
     ApiError::NotFound(format!("unknown user {user_id}"))
 }
 
-/// The tag on every `user:{id}:*` entry (profile, watchlist, portfolio):
-/// a profile update drops them all with one O(1) tag invalidation rather
-/// than a SCAN of Redis for the prefix.
-pub fn user_tag(user_id: i64) -> String {
-    format!("user:{user_id}")
-}
-
-/// The cache key of a user's watchlist.
-pub fn watchlist_key(user_id: i64) -> String {
-    format!("user:{user_id}:watchlist")
-}
-
-/// The cache key of a user's profile.
-pub fn profile_key(user_id: i64) -> String {
-    format!("user:{user_id}:profile")
-}
-
-/// `GET /api/watchlists/{user_id}`.
+/// `GET /api/watchlists/{user_id}`: the user's own.
 pub async fn watchlist(
+    user: SignedIn,
     State(state): State<Shared>,
     Path(user_id): Path<String>,
-) -> Result<Json<Watchlist>, ApiError> {
+) -> Result<Response, ApiError> {
     let user_id = parse_id(&user_id, "user id")?;
-    let db = state.db.clone();
-    let opts = state
-        .caching
-        .options_tagged("watchlist", user_tag(user_id))?;
-    state
-        .caching
-        .read_optional(
-            "watchlist",
-            &watchlist_key(user_id),
-            Some(opts),
-            move || async move { queries::watchlist(&db, user_id).await },
-        )
+    user.owns(user_id)?;
+    let list = cache_aside::watchlist(&state.caching, &state.db, user_id, user.freshness)
         .await?
-        .map(Json)
-        .ok_or_else(|| unknown(user_id))
+        .ok_or_else(|| unknown(user_id))?;
+    Ok(private(Json(list)))
 }
 
-/// `PUT /api/watchlists/{user_id}` `{"symbols": ["ABCD", ...]}`.
+/// `PUT /api/watchlists/{user_id}` `{"symbols": ["ABCD", ...]}`: the user's own.
 pub async fn put_watchlist(
+    user: SignedIn,
     State(state): State<Shared>,
     Path(user_id): Path<String>,
     JsonBody(new): JsonBody<NewWatchlist>,
-) -> Result<Json<Watchlist>, ApiError> {
+) -> Result<Response, ApiError> {
     let user_id = parse_id(&user_id, "user id")?;
-    let list = writes::put_watchlist(&state.db, user_id, &new).await?;
-    state.caching.invalidate(&watchlist_key(user_id)).await;
-    Ok(Json(list))
+    user.owns(user_id)?;
+    let list = cache_aside::put_watchlist(&state.caching, &state.db, user_id, &new).await?;
+    user.wrote().await?;
+    Ok(private(Json(list)))
 }
 
-/// A user's profile through the cache (also used by `GET /api/me`).
-pub async fn cached_profile(state: &Shared, user_id: i64) -> Result<Option<Profile>, ApiError> {
-    let db = state.db.clone();
-    let opts = state.caching.options_tagged("profile", user_tag(user_id))?;
-    state
-        .caching
-        .read_optional(
-            "profile",
-            &profile_key(user_id),
-            Some(opts),
-            move || async move { queries::profile(&db, user_id).await },
-        )
-        .await
-}
-
-/// `GET /api/users/{id}/profile`.
+/// `GET /api/users/{id}/profile`: all of it for its user, the public part
+/// for anyone else.
 pub async fn profile(
+    visitor: Visitor,
     State(state): State<Shared>,
     Path(user_id): Path<String>,
-) -> Result<Json<Profile>, ApiError> {
+) -> Result<Response, ApiError> {
     let user_id = parse_id(&user_id, "user id")?;
-    cached_profile(&state, user_id)
+    let freshness = visitor.freshness_for(user_id);
+    let profile = cache_aside::profile(&state.caching, &state.db, user_id, freshness)
         .await?
-        .map(Json)
-        .ok_or_else(|| unknown(user_id))
+        .ok_or_else(|| unknown(user_id))?;
+    Ok(if visitor.is(user_id) {
+        private(Json(profile))
+    } else {
+        Json(profile.public()).into_response()
+    })
 }
 
-/// `PUT /api/users/{id}/profile` with the fields to change.
+/// `PUT /api/users/{id}/profile` with the fields to change: the user's own.
 pub async fn put_profile(
+    user: SignedIn,
     State(state): State<Shared>,
     Path(user_id): Path<String>,
     JsonBody(update): JsonBody<ProfileUpdate>,
-) -> Result<Json<Profile>, ApiError> {
+) -> Result<Response, ApiError> {
     let user_id = parse_id(&user_id, "user id")?;
-    let profile = writes::update_profile(&state.db, user_id, &update).await?;
-    state.caching.invalidate_tag(&user_tag(user_id)).await;
-    Ok(Json(profile))
+    user.owns(user_id)?;
+    let profile = cache_aside::update_profile(&state.caching, &state.db, user_id, &update).await?;
+    user.wrote().await?;
+    Ok(private(Json(profile)))
 }

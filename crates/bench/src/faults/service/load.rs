@@ -1,6 +1,12 @@
 //! HTTP load on `market serve` instances: virtual users sending a Zipf mix
 //! of the routes' reads, write-behind view counts and some writes, every
 //! request recorded with its answer.
+//!
+//! Authorization is on, as in production: every user is signed in before
+//! the load (the seeder's credentials, `user{id}` / `password{id}`) on one
+//! instance, and that user's requests go to that instance — as a load
+//! balancer with session affinity sends them; public reads go to the
+//! virtual user's instance. Market-data writes carry the operator token.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,7 +72,7 @@ const MIX: &[(Kind, u64)] = &[
     (Kind::PutProfile, 1),
 ];
 
-pub const LOAD: &str = "32 virtual users (2 ms apart) over 2 instances: Zipf(0.99) over 50 symbols and 1,000 users; 81 % reads over 9 routes, 15 % view counts (write-behind), 4 % orders and price/profile updates";
+pub const LOAD: &str = "32 virtual users (2 ms apart) over 2 instances: Zipf(0.99) over 50 symbols and 1,000 users, each signed in (a user's requests to the instance of their session, the operator's with its token); 81 % reads over 9 routes, 15 % view counts (write-behind), 4 % orders and price/profile updates";
 
 /// How a request ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,10 +122,59 @@ impl Zipf {
 pub struct Population {
     pub symbols: Vec<String>,
     pub users: usize,
+    /// The instances.
+    pub bases: Vec<String>,
+    /// `market_session=…` of user `i + 1`, signed in on `bases[i % n]`.
+    pub cookies: Vec<String>,
+    /// `Bearer …` of the operator.
+    pub bearer: String,
 }
 
-/// Symbols from the listing, the user count from the dashboard's figures.
-pub async fn population(client: &reqwest::Client, base: &str) -> Result<Population> {
+impl Population {
+    /// The instance user `user` (1-based) signed in on.
+    pub fn home(&self, user: usize) -> &str {
+        &self.bases[(user - 1) % self.bases.len()]
+    }
+
+    /// `request` sent as `user`.
+    pub fn as_user(
+        &self,
+        request: reqwest::RequestBuilder,
+        user: usize,
+    ) -> reqwest::RequestBuilder {
+        request.header(reqwest::header::COOKIE, &self.cookies[user - 1])
+    }
+}
+
+/// Sign `user` in on `base`; the `Cookie` header of the session.
+pub async fn sign_in(client: &reqwest::Client, base: &str, user: usize) -> Result<String> {
+    let response = client
+        .post(format!("{base}/login"))
+        .json(&serde_json::json!({ "username": format!("user{user}"), "password": format!("password{user}") }))
+        .send()
+        .await?;
+    let status = response.status();
+    let cookie = response
+        .headers()
+        .get(reqwest::header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::to_string);
+    match cookie {
+        Some(cookie) if status.is_success() => Ok(cookie),
+        _ => anyhow::bail!("signing user{user} in on {base}: {status}"),
+    }
+}
+
+/// Symbols from the listing, the user count from the dashboard's figures,
+/// and every user signed in on their instance.
+pub async fn population(
+    client: &reqwest::Client,
+    bases: &[String],
+    bearer: String,
+) -> Result<Population> {
+    use futures::stream::{self, StreamExt, TryStreamExt};
+    let base = &bases[0];
     let list: Vec<serde_json::Value> = client
         .get(format!("{base}/api/instruments"))
         .send()
@@ -144,7 +199,18 @@ pub async fn population(client: &reqwest::Client, base: &str) -> Result<Populati
         !symbols.is_empty() && users > 0,
         "the database is not seeded"
     );
-    Ok(Population { symbols, users })
+    let cookies: Vec<String> = stream::iter(1..=users)
+        .map(|user| sign_in(client, &bases[(user - 1) % bases.len()], user))
+        .buffered(16)
+        .try_collect()
+        .await?;
+    Ok(Population {
+        symbols,
+        users,
+        bases: bases.to_vec(),
+        cookies,
+        bearer,
+    })
 }
 
 async fn classify(response: reqwest::Result<reqwest::Response>) -> Answer {
@@ -187,13 +253,14 @@ async fn one(
     let s = zipf.0.sample(rng);
     let symbol = &pop.symbols[s];
     let user = zipf.1.sample(rng) + 1;
+    let home = pop.home(user);
     let request = match kind {
         Kind::Detail => client.get(format!("{base}/api/instruments/{symbol}")),
         Kind::Price => client.get(format!("{base}/api/stocks/{symbol}/price")),
         Kind::Depth => client.get(format!("{base}/api/stocks/{symbol}/depth")),
-        Kind::Portfolio => client.get(format!("{base}/api/portfolios/{user}")),
-        Kind::Watchlist => client.get(format!("{base}/api/watchlists/{user}")),
-        Kind::Profile => client.get(format!("{base}/api/users/{user}/profile")),
+        Kind::Portfolio => pop.as_user(client.get(format!("{home}/api/portfolios/{user}")), user),
+        Kind::Watchlist => pop.as_user(client.get(format!("{home}/api/watchlists/{user}")), user),
+        Kind::Profile => pop.as_user(client.get(format!("{home}/api/users/{user}/profile")), user),
         Kind::List => {
             let sector = ["TECH", "FIN", "HLTH", "ENRG", "INDU"][rng.below(5) as usize];
             client.get(format!("{base}/api/instruments?sector={sector}"))
@@ -201,20 +268,27 @@ async fn one(
         Kind::Trending => client.get(format!("{base}/api/trending")),
         Kind::Overview => client.get(format!("{base}/api/market/overview")),
         Kind::View => client.post(format!("{base}/api/instruments/{symbol}/views")),
-        Kind::Order => client
-            .post(format!("{base}/api/orders"))
-            .json(&serde_json::json!({
-                "user_id": user, "symbol": symbol, "side": "buy", "quantity": 1 + rng.below(5),
-            })),
+        Kind::Order => pop.as_user(
+            client
+                .post(format!("{home}/api/orders"))
+                .json(&serde_json::json!({
+                    "user_id": user, "symbol": symbol, "side": "buy", "quantity": 1 + rng.below(5),
+                })),
+            user,
+        ),
         Kind::PutPrice => client
             .put(format!("{base}/api/stocks/{symbol}/price"))
+            .header(reqwest::header::AUTHORIZATION, &pop.bearer)
             .json(&serde_json::json!({
                 "price": (1_000 + rng.below(40_000)) as f64 / 100.0,
                 "volume": 1 + rng.below(1_000),
             })),
-        Kind::PutProfile => client
-            .put(format!("{base}/api/users/{user}/profile"))
-            .json(&serde_json::json!({ "display_name": format!("Trader {}", rng.below(1_000)) })),
+        Kind::PutProfile => pop.as_user(
+            client.put(format!("{home}/api/users/{user}/profile")).json(
+                &serde_json::json!({ "display_name": format!("Trader {}", rng.below(1_000)) }),
+            ),
+            user,
+        ),
     };
     (s, classify(request.send().await).await)
 }

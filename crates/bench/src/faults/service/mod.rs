@@ -6,10 +6,14 @@
 //! `appendonly yes` and `appendfsync always` (a kill loses nothing of the
 //! write-behind stream), a cuttable TCP proxy in front of PostgreSQL, and two
 //! `market serve` processes sharing one cache namespace (so one cache, one
-//! backplane and one write-behind queue, each instance a worker of it).
+//! backplane and one write-behind queue, each instance a worker of it) and
+//! one operator token (`MARKET_ADMIN_TOKEN`), made by the fleet.
 
+mod authorization;
 mod load;
+mod malformed;
 mod scenarios;
+mod slow_clients;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,7 +22,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use stratacache_testkit::{free_port, net, ChildProcess, DelayProxy, RedisServer};
 
-pub use scenarios::{bad_requests, postgres_down, redis_killed};
+pub use authorization::authorization;
+pub use malformed::bad_requests;
+pub use scenarios::{postgres_down, redis_killed};
+pub use slow_clients::slow_clients;
 
 /// Size of the data set: 50 instruments, 1,000 users (seeded in ~4 s).
 const SEED_SCALE: &str = "0.1";
@@ -56,6 +63,8 @@ pub struct Instance {
 
 pub struct Fleet {
     pub binary: PathBuf,
+    /// The operator token every instance is started with.
+    pub token: String,
     pub database: String,
     pub redis: RedisServer,
     pub pg_proxy: DelayProxy,
@@ -91,6 +100,7 @@ impl Fleet {
         .await?;
         let mut fleet = Fleet {
             binary,
+            token: format!("{:032x}", rand::random::<u128>()),
             pg_proxy: DelayProxy::start(5432)?,
             namespace: format!("market-faults-{}-{ms}", std::process::id()),
             database,
@@ -99,6 +109,10 @@ impl Fleet {
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .pool_max_idle_per_host(64)
+                // Below `market serve`'s idle-connection limit (its header
+                // read timeout, 10 s): a pooled connection is never reused
+                // just as the service closes it.
+                .pool_idle_timeout(Duration::from_secs(5))
                 .build()?,
         };
         for _ in 0..instances {
@@ -142,8 +156,9 @@ impl Fleet {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
+        let env = [("MARKET_ADMIN_TOKEN".to_string(), self.token.clone())];
         let mut instance = Instance {
-            process: ChildProcess::start(&self.binary, &args)?,
+            process: ChildProcess::start_with_env(&self.binary, &args, &env)?,
             base: format!("http://127.0.0.1:{port}"),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -165,6 +180,11 @@ impl Fleet {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// `Authorization` header value of the operator.
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.token)
     }
 
     /// `GET /health`: status code (0 when it did not answer) and body.
@@ -216,6 +236,15 @@ impl Fleet {
             )
             .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Orders of `user` in the database (read directly, not through the proxy).
+    pub async fn orders_of(&self, user: i64) -> Result<i64> {
+        let client = postgres(&self.database).await?;
+        let row = client
+            .query_one("SELECT count(*) FROM orders WHERE user_id = $1", &[&user])
+            .await?;
+        Ok(row.get(0))
     }
 
     /// Entries in the write-behind stream and in its dead-letter stream.

@@ -1,4 +1,4 @@
-//! `POST /api/instruments/{symbol}/views`: the view counter.
+//! Write-behind: `POST /api/instruments/{symbol}/views`, the view counter.
 //!
 //! With the cache on, [`WriteBehindViews`]: each view is an increment on a
 //! Redis Stream (`stratacache::write_behind`), answered with the running
@@ -15,6 +15,8 @@ use stratacache::BoxError;
 use crate::caching::Caching;
 use crate::db::Db;
 use crate::error::ApiError;
+use crate::keys;
+use crate::policy::Policy;
 
 /// Counts views of instruments.
 pub trait ViewCounter: Send + Sync {
@@ -44,15 +46,6 @@ impl ViewCounter for SqlViewCounter {
             .await?)
         })
     }
-}
-
-/// The write-behind key of `symbol`'s view counter.
-pub fn views_key(symbol: &str) -> String {
-    format!("views:{symbol}")
-}
-
-fn symbol_of(key: &str) -> &str {
-    key.strip_prefix("views:").unwrap_or(key)
 }
 
 /// Applies summed view increments to `view_counts`, recording each
@@ -93,7 +86,7 @@ impl Sink for ViewCountSink {
             let (symbols, deltas): (Vec<String>, Vec<i64>) = todo
                 .counters
                 .iter()
-                .map(|c| (symbol_of(&c.key).to_string(), c.total()))
+                .map(|c| (keys::symbol_of_views(&c.key).to_string(), c.total()))
                 .unzip();
             self.db.counted();
             // Symbols are checked before they are counted; one deleted since
@@ -123,7 +116,7 @@ impl Sink for ViewCountSink {
             "SELECT v.views FROM view_counts v JOIN instruments i ON i.id = v.instrument_id
              WHERE i.symbol = $1",
         )
-        .bind(symbol_of(key))
+        .bind(keys::symbol_of_views(key))
         .fetch_optional(self.db.counted())
         .await?;
         Ok(found.unwrap_or(0))
@@ -151,7 +144,7 @@ pub struct WriteBehindViews {
 }
 
 fn unavailable(err: WriteBehindError) -> ApiError {
-    ApiError::Unavailable(format!("view counter unavailable: {err}"))
+    ApiError::unavailable("view counter unavailable", err)
 }
 
 impl ViewCounter for WriteBehindViews {
@@ -163,8 +156,8 @@ impl ViewCounter for WriteBehindViews {
             let known: Option<i32> = self
                 .caching
                 .read_optional(
-                    "instrument",
-                    &format!("instrument_id:{symbol}"),
+                    Policy::Instrument,
+                    &keys::instrument_id(&symbol),
                     None,
                     move || async move {
                         Ok(
@@ -179,13 +172,15 @@ impl ViewCounter for WriteBehindViews {
             if known.is_none() {
                 return Ok(None);
             }
-            let key = views_key(&symbol);
+            let key = keys::views(&symbol);
             match self.queue.incr(&key, 1).await.map_err(unavailable)? {
                 Some(total) => Ok(Some(total)),
                 // Redis failed and the increment went to PostgreSQL directly.
-                None => Ok(Some(self.queue.sink().read_counter(&key).await.map_err(
-                    |e| ApiError::Unavailable(format!("database unavailable: {e}")),
-                )?)),
+                None => {
+                    Ok(Some(self.queue.sink().read_counter(&key).await.map_err(
+                        |e| ApiError::unavailable("database unavailable", e),
+                    )?))
+                }
             }
         })
     }

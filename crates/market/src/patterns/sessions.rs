@@ -1,11 +1,12 @@
-//! `POST /login`, `POST /logout`, `GET /api/me`: sessions.
+//! Sessions: `POST /login`, `POST /logout`, and who a request is from.
 //!
 //! tower-sessions with `stratacache_http::RedisSessionStore`: the session
 //! record lives in Redis under `{namespace}:session:{id}`, so every instance
-//! sharing the namespace shares sessions. The id travels in an `HttpOnly`
-//! cookie; the session expires after the `session` policy's TTL (30 minutes)
-//! without activity. Login rotates the id (no session fixation), logout
-//! deletes the record.
+//! sharing the namespace shares sessions, behind a [`FallbackStore`] that
+//! answers from this instance's copies while Redis does not. The id travels
+//! in an `HttpOnly` cookie; the session expires after the `session` policy's
+//! TTL (30 minutes) without activity. Login rotates the id (no session
+//! fixation), logout deletes the record.
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use stratacache_http::RedisSessionStore;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
 
+use super::session_fallback::FallbackStore;
 use crate::error::ApiError;
 
 /// The cookie's name.
@@ -22,13 +24,17 @@ pub const COOKIE: &str = "market_session";
 /// The session's key holding the user id.
 pub const USER_ID: &str = "user_id";
 
-/// The store and layer type of the service.
-pub type Sessions = SessionManagerLayer<RedisSessionStore<ConnectionManager>>;
+/// The store of the service: Redis, with in-process copies as the fallback.
+pub type Store = FallbackStore<RedisSessionStore<ConnectionManager>>;
+
+/// The sessions layer type of the service.
+pub type Sessions = SessionManagerLayer<Store>;
 
 /// The sessions layer on `redis_url`. The connection is made on first use,
-/// so a service started while Redis is down still starts (sessions answer
-/// 503 until Redis is back). The cookie is not `Secure`: the service speaks
-/// plain HTTP and is meant to sit behind a TLS-terminating proxy.
+/// so a service started while Redis is down still starts (sign-ins answer
+/// 503 until Redis is back). Every store call waits at most `timeout`. The
+/// cookie is not `Secure`: the service speaks plain HTTP and is meant to sit
+/// behind a TLS-terminating proxy.
 /// The returned connection is the store's (clones share it), for [`ready`].
 pub fn layer(
     redis_url: &str,
@@ -42,11 +48,11 @@ pub fn layer(
         .set_response_timeout(Some(timeout))
         .set_number_of_retries(1);
     let connection = ConnectionManager::new_lazy_with_config(client, config)?;
-    let store = RedisSessionStore::new(connection.clone())
+    let redis = RedisSessionStore::new(connection.clone())
         .with_prefix(format!("{namespace}:session:"))
         .with_timeout(timeout);
     let inactivity = time::Duration::try_from(ttl)?;
-    let layer = SessionManagerLayer::new(store)
+    let layer = SessionManagerLayer::new(FallbackStore::new(redis, ttl))
         .with_name(COOKIE)
         .with_http_only(true)
         .with_same_site(SameSite::Lax)
@@ -73,5 +79,5 @@ pub async fn ready(connection: &ConnectionManager) -> Result<(), ApiError> {
 
 /// A session store failure, as the routes answer it.
 pub fn unavailable(err: impl std::fmt::Display) -> ApiError {
-    ApiError::Unavailable(format!("session store unavailable: {err}"))
+    ApiError::unavailable("session store unavailable", err)
 }
