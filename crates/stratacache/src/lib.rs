@@ -73,7 +73,6 @@ mod write;
 
 mod read;
 
-mod builder;
 mod cache;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -82,8 +81,7 @@ mod warm;
 pub mod write_behind;
 
 pub use breaker::{BreakerConfig, BreakerState};
-pub use builder::CacheBuilder;
-pub use cache::{Cache, L1Stats};
+pub use cache::{Cache, CacheBuilder, L1Stats};
 pub use codec::Codec;
 pub use error::{BoxError, Error, Result};
 pub use freshness::EagerRefresh;

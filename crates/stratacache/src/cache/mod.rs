@@ -5,6 +5,7 @@
 //! ([`invalidation`]) have files of their own. Nothing here orders the steps
 //! of a read or a write: it validates the call and hands it over.
 
+mod builder;
 mod invalidation;
 mod loading;
 
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::breaker::BreakerState;
-use crate::builder::CacheBuilder;
+pub use builder::CacheBuilder;
 use crate::codec::envelope::{self, DecodeError, EntryMeta};
 use crate::error::{Error, Result};
 use crate::options::EntryOptions;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::breaker::BreakerConfig;
-use crate::cache::{Cache, Inner};
+use super::{Cache, Inner};
 use crate::clock::Clock;
 use crate::coalesce::Flights;
 use crate::codec::Codec;
