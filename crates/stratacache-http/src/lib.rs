@@ -84,16 +84,24 @@
 mod body;
 mod cache_control;
 mod cached_response;
+mod conditional;
 mod error;
+mod fill;
+mod freshness;
 mod invalidate;
 mod key;
 mod layer;
+mod lookup;
 mod policy;
+mod range;
+mod reuse;
+mod revalidate;
 mod route;
 mod safety;
 mod service;
 #[cfg(feature = "sessions")]
 mod session_store;
+mod storable;
 
 pub use body::{BoxError, CacheBody};
 pub use cached_response::X_CACHE;
