@@ -34,6 +34,8 @@ pub fn app(cache: Cache, origin: Uri) -> Router {
         // stored for up to an hour past its freshness, unless the response
         // forbids it.
         .default_rule(RouteRule::new().stale_if_error(Duration::from_secs(3600)))
+        // Standing where a CDN would, it follows `CDN-Cache-Control` (RFC 9213).
+        .targeted_cache_control(HeaderName::from_static("cdn-cache-control"))
         .build()
         .expect("the configuration is valid");
     forwarder(origin).layer(layer)

@@ -29,6 +29,8 @@ pub(crate) struct ResponseDirectives {
     /// RFC 5861, seconds.
     pub stale_while_revalidate: Option<u64>,
     pub stale_if_error: Option<u64>,
+    /// Read from a targeted field (RFC 9213): `Expires` is then ignored too.
+    pub targeted: bool,
 }
 
 /// The directives a request may send (RFC 9111 §5.2.1, §5.4).
@@ -51,6 +53,61 @@ pub(crate) enum MaxStale {
 }
 
 impl ResponseDirectives {
+    /// The directives this cache follows: those of the first of the
+    /// `targeted` fields (RFC 9213, e.g. `CDN-Cache-Control`) with a valid,
+    /// non-empty value, else `Cache-Control`'s.
+    pub fn select(headers: &HeaderMap, targeted: &[HeaderName]) -> Self {
+        targeted
+            .iter()
+            .find_map(|field| Self::parse_targeted(headers, field))
+            .unwrap_or_else(|| Self::parse(headers, &CACHE_CONTROL))
+    }
+
+    /// A targeted field: a Structured Fields dictionary (RFC 8941); `None`
+    /// when absent, empty or not a valid dictionary (then it is ignored).
+    /// A directive whose value has the wrong type is ignored.
+    fn parse_targeted(headers: &HeaderMap, field: &HeaderName) -> Option<Self> {
+        let lines = headers
+            .get_all(field)
+            .iter()
+            .map(|v| v.to_str().ok())
+            .collect::<Option<Vec<&str>>>()?;
+        let dictionary: sfv::Dictionary = sfv::Parser::new(&lines.join(", ")).parse().ok()?;
+        if dictionary.is_empty() {
+            return None;
+        }
+        let mut out = Self {
+            targeted: true,
+            ..Self::default()
+        };
+        for (name, member) in &dictionary {
+            let sfv::ListEntry::Item(item) = member else {
+                continue;
+            };
+            let flag = item.bare_item.as_boolean() == Some(true);
+            let seconds = item.bare_item.as_integer().map(|s| {
+                u64::try_from(i64::from(s))
+                    .unwrap_or(0)
+                    .min(MAX_DELTA_SECONDS)
+            });
+            match name.as_str() {
+                "no-store" => out.no_store = flag,
+                "no-cache" => out.no_cache = flag,
+                "private" => out.private = flag,
+                "public" => out.public = flag,
+                "must-revalidate" => out.must_revalidate = flag,
+                "proxy-revalidate" => out.proxy_revalidate = flag,
+                "must-understand" => out.must_understand = flag,
+                "max-age" => out.max_age = seconds,
+                "s-maxage" => out.s_maxage = seconds,
+                "stale-while-revalidate" => out.stale_while_revalidate = seconds,
+                "stale-if-error" => out.stale_if_error = seconds,
+                _ => {}
+            }
+        }
+        Some(out)
+    }
+
     /// Every `field` header of `headers` (`Cache-Control`, or a targeted
     /// field such as `CDN-Cache-Control`).
     pub fn parse(headers: &HeaderMap, field: &HeaderName) -> Self {
@@ -331,6 +388,37 @@ mod tests {
             assert!(response(forbidding).forbids_stale(), "{forbidding}");
         }
         assert_eq!(response("stale-if-error=60").stale_if_error, Some(60));
+    }
+
+    #[test]
+    fn a_valid_targeted_field_replaces_cache_control() {
+        let cdn = HeaderName::from_static("cdn-cache-control");
+        let select =
+            |pairs: &[(&str, &str)]| ResponseDirectives::select(&headers(pairs), &[cdn.clone()]);
+        let chosen = select(&[
+            ("cache-control", "no-store"),
+            ("cdn-cache-control", "max-age=60"),
+        ]);
+        assert_eq!(
+            (chosen.no_store, chosen.max_age, chosen.targeted),
+            (false, Some(60), true)
+        );
+        assert!(
+            select(&[
+                ("cache-control", "max-age=60"),
+                ("cdn-cache-control", "private")
+            ])
+            .private
+        );
+        for invalid in ["max-age=10000, &&&&&", ""] {
+            let fallback = select(&[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", invalid),
+            ]);
+            assert!(fallback.no_store && !fallback.targeted, "{invalid:?}");
+        }
+        let wrong_type = select(&[("cdn-cache-control", "max-age=\"10000\"")]);
+        assert_eq!((wrong_type.max_age, wrong_type.targeted), (None, true));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, ETAG, LAST_MODIFIED};
+use http::header::{ETAG, LAST_MODIFIED};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Body;
 use stratacache::{EntryOptions, Loaded};
@@ -168,7 +168,7 @@ impl Lookup {
         requested_at: u64,
         received_at: u64,
     ) -> Result<(Timing, StalePolicy, Duration), NotStored> {
-        let directives = ResponseDirectives::parse(headers, &CACHE_CONTROL);
+        let directives = ResponseDirectives::select(headers, &self.config.targeted_fields);
         storable::check(status, headers, &directives, self.per_user)?;
         let timing = Timing::of(
             status,

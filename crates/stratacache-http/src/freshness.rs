@@ -99,8 +99,9 @@ fn lifetime_ms(
     if let Some(seconds) = directives.s_maxage.or(directives.max_age) {
         return Some(seconds * 1000);
     }
+    // A targeted field (RFC 9213 §2.1) replaces `Expires` as well.
     let mut expires = headers.get_all(EXPIRES).iter();
-    if let Some(first) = expires.next() {
+    if let Some(first) = expires.next().filter(|_| !directives.targeted) {
         if expires.next().is_some() {
             return Some(0);
         }

@@ -49,6 +49,7 @@ impl HttpCacheLayer {
             safety: Safety::default(),
             max_body_bytes: 1024 * 1024,
             path_tag_buckets: DEFAULT_PATH_TAG_BUCKETS,
+            targeted_fields: Vec::new(),
         }
     }
 }
@@ -73,6 +74,7 @@ pub struct HttpCacheBuilder {
     safety: Safety,
     max_body_bytes: usize,
     path_tag_buckets: u32,
+    targeted_fields: Vec<HeaderName>,
 }
 
 impl HttpCacheBuilder {
@@ -138,6 +140,16 @@ impl HttpCacheBuilder {
         self
     }
 
+    /// Follow a cache-control field targeted at this cache (RFC 9213), such
+    /// as `CDN-Cache-Control` for a cache in a CDN's place: when a response
+    /// carries a valid one, its directives replace `Cache-Control` and
+    /// `Expires` for this cache (they are still passed on). Several fields
+    /// are tried in the order given.
+    pub fn targeted_cache_control(mut self, field: HeaderName) -> Self {
+        self.targeted_fields.push(field);
+        self
+    }
+
     /// Check the configuration and build the layer.
     pub fn build(self) -> Result<HttpCacheLayer, Error> {
         if self.max_body_bytes == 0 {
@@ -163,6 +175,7 @@ impl HttpCacheBuilder {
                 safety: self.safety,
                 max_body_bytes: self.max_body_bytes,
                 path_tag_buckets: self.path_tag_buckets,
+                targeted_fields: self.targeted_fields,
             }),
         })
     }
@@ -176,6 +189,7 @@ pub(crate) struct Config {
     pub safety: Safety,
     pub max_body_bytes: usize,
     pub path_tag_buckets: u32,
+    pub targeted_fields: Vec<HeaderName>,
 }
 
 impl Config {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{AGE, CACHE_CONTROL, ETAG, LAST_MODIFIED};
+use http::header::{AGE, ETAG, LAST_MODIFIED};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use serde::{Deserialize, Serialize};
@@ -215,7 +215,7 @@ impl Lookup {
         if let Some(age) = headers.get(AGE) {
             fields.insert(AGE, age.clone());
         }
-        let directives = ResponseDirectives::parse(&fields, &CACHE_CONTROL);
+        let directives = ResponseDirectives::select(&fields, &self.config.targeted_fields);
         let timing = Timing::of(
             status,
             &fields,

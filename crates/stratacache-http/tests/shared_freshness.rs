@@ -207,3 +207,30 @@ async fn a_route_ttl_is_an_explicit_override_for_responses_that_state_no_freshne
     assert_ne!(get(&proxy, "/short", &[]).await.x_cache(), "HIT");
     assert_eq!(origin.requests_for("/short").len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdn_cache_control_replaces_cache_control_and_expires_for_the_proxy() {
+    let (origin, proxy) = proxied(vec![
+        ("cache-control", "no-store".to_string()),
+        ("cdn-cache-control", "max-age=60".to_string()),
+    ])
+    .await;
+    get(&proxy, "/page", &[]).await;
+    let second = get(&proxy, "/page", &[]).await;
+    assert_eq!((origin.requests(), second.x_cache()), (1, "HIT"));
+    assert_eq!(
+        second.header("cache-control"),
+        "no-store",
+        "passed on as sent"
+    );
+
+    let (origin, proxy) = proxied(vec![
+        ("cache-control", "max-age=60".to_string()),
+        ("expires", http_date(60)),
+        ("cdn-cache-control", "private".to_string()),
+    ])
+    .await;
+    get(&proxy, "/page", &[]).await;
+    get(&proxy, "/page", &[]).await;
+    assert_eq!(origin.requests(), 2);
+}
