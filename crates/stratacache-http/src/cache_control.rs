@@ -393,8 +393,9 @@ mod tests {
     #[test]
     fn a_valid_targeted_field_replaces_cache_control() {
         let cdn = HeaderName::from_static("cdn-cache-control");
-        let select =
-            |pairs: &[(&str, &str)]| ResponseDirectives::select(&headers(pairs), &[cdn.clone()]);
+        let select = |pairs: &[(&str, &str)]| {
+            ResponseDirectives::select(&headers(pairs), std::slice::from_ref(&cdn))
+        };
         let chosen = select(&[
             ("cache-control", "no-store"),
             ("cdn-cache-control", "max-age=60"),
