@@ -1,14 +1,16 @@
 //! The stored form of a response, and answering a request from it.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::body::{self, CacheBody};
+use crate::conditional::ClientConditionals;
+use crate::freshness::Timing;
 use crate::key::{digest_hex, VaryValues};
+use crate::range::{self, Selected};
+use crate::reuse::StalePolicy;
 
 /// The response header saying where an answer came from.
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
@@ -38,16 +40,21 @@ pub(crate) struct ResourceSpec {
 }
 
 /// A response as stored: status, end-to-end headers, the body, the ETag
-/// served for it, when it was produced, and what it was produced for.
+/// served for it, its age arithmetic and stale rules, and what it was
+/// produced for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct CachedResponse {
     pub status: u16,
     #[serde(with = "header_serde")]
-    pub headers: HeaderMap,
+    headers: HeaderMap,
     #[serde(with = "body_serde")]
-    pub body: Bytes,
+    body: Bytes,
+    /// The ETag served: the handler's, or a digest of the body made here.
     pub etag: String,
-    pub stored_at_ms: u64,
+    /// Whether `etag` is the handler's, a validator it can be asked about.
+    pub etag_from_origin: bool,
+    pub timing: Timing,
+    pub stale: StalePolicy,
     /// The primary key text the response was produced for.
     pub primary: String,
     /// The varied request headers' values it was produced for.
@@ -55,52 +62,86 @@ pub(crate) struct CachedResponse {
 }
 
 /// Headers that describe one connection or one transfer, not the resource
-/// (RFC 9110 §7.6.1), plus the ones this layer sets itself on every serve.
+/// (RFC 9110 §7.6.1, RFC 9111 §3.1), plus the ones this layer sets itself
+/// on every answer (`Age` is kept in the response's [`Timing`]).
 const NOT_STORED: &[&str] = &[
     "connection",
     "keep-alive",
+    "proxy-connection",
     "transfer-encoding",
     "te",
     "trailer",
     "upgrade",
     "proxy-authenticate",
+    "proxy-authentication-info",
     "proxy-authorization",
     "age",
     "x-cache",
 ];
 
+/// Remove the fields [`NOT_STORED`] names and those its `Connection` names.
+fn remove_unstored(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in NOT_STORED {
+        headers.remove(*name);
+    }
+}
+
 impl CachedResponse {
-    /// The stored form of a handler's response; the ETag is the handler's,
-    /// or a digest of the body.
+    /// The stored form of a handler's response, made for `made_for`
+    /// (primary key, varied values); the ETag is the handler's, or a digest
+    /// of the body.
     pub fn new(
         status: StatusCode,
         mut headers: HeaderMap,
         body: Bytes,
-        primary: String,
-        vary: VaryValues,
+        made_for: (String, VaryValues),
+        timing: Timing,
+        stale: StalePolicy,
     ) -> Self {
-        for name in NOT_STORED {
-            headers.remove(*name);
-        }
-        let etag = match headers.get(header::ETAG).and_then(|v| v.to_str().ok()) {
-            Some(etag) => etag.to_string(),
-            None => {
-                let etag = format!("\"{}\"", digest_hex(&body, 32));
-                if let Ok(value) = HeaderValue::from_str(&etag) {
-                    headers.insert(header::ETAG, value);
-                }
-                etag
+        remove_unstored(&mut headers);
+        let origin_etag = headers
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let etag_from_origin = origin_etag.is_some();
+        let etag = origin_etag.unwrap_or_else(|| {
+            let etag = format!("\"{}\"", digest_hex(&body, 32));
+            if let Ok(value) = HeaderValue::from_str(&etag) {
+                headers.insert(header::ETAG, value);
             }
-        };
+            etag
+        });
+        let (primary, vary) = made_for;
         Self {
             status: status.as_u16(),
             headers,
             body,
             etag,
-            stored_at_ms: now_ms(),
+            etag_from_origin,
+            timing,
+            stale,
             primary,
             vary,
         }
+    }
+
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// When it was received: its version among the responses of its key.
+    pub fn stored_at_ms(&self) -> u64 {
+        self.timing.response_time_ms
     }
 
     /// Whether this response was produced for a request like this one.
@@ -113,67 +154,130 @@ impl CachedResponse {
         self.vary.iter().map(|(name, _)| name.clone()).collect()
     }
 
-    /// The answer to a request: the stored response (with `Age` and
-    /// `X-Cache`), or `304 Not Modified` when its `If-None-Match` names this ETag.
+    /// The handler's validators, as the headers of a conditional request
+    /// (§4.3.1): `If-None-Match` with its ETag, `If-Modified-Since` with its
+    /// `Last-Modified`. Empty: it can only be fetched again in full.
+    pub fn validators(&self) -> Vec<(HeaderName, HeaderValue)> {
+        let mut out = Vec::new();
+        if self.etag_from_origin {
+            if let Some(etag) = self.headers.get(header::ETAG) {
+                out.push((header::IF_NONE_MATCH, etag.clone()));
+            }
+        }
+        if let Some(modified) = self.headers.get(header::LAST_MODIFIED) {
+            out.push((header::IF_MODIFIED_SINCE, modified.clone()));
+        }
+        out
+    }
+
+    /// The stored response's fields updated by a `304 Not Modified` (§3.2,
+    /// §4.3.4): every field the 304 carries replaces the stored one, except
+    /// those never stored and `Content-Length`, which describes the stored
+    /// body. Its timing is the caller's to recompute.
+    pub fn updated_by(mut self, not_modified: &HeaderMap) -> Self {
+        let mut update = not_modified.clone();
+        remove_unstored(&mut update);
+        update.remove(header::CONTENT_LENGTH);
+        for name in update.keys() {
+            self.headers.remove(name);
+        }
+        for (name, value) in &update {
+            self.headers.append(name.clone(), value.clone());
+        }
+        if let Some(etag) = update.get(header::ETAG).and_then(|v| v.to_str().ok()) {
+            self.etag = etag.to_string();
+            self.etag_from_origin = true;
+        }
+        self
+    }
+
+    /// The answer to a request: `304 Not Modified` when the client's
+    /// conditionals say it has this response, a `206` (or `416`) for a
+    /// range it may have, else the stored response; with `Age` and `X-Cache`.
     pub fn answer(
         self,
         method: &Method,
-        if_none_match: Option<&HeaderValue>,
+        client: &ClientConditionals,
         x_cache: &'static str,
+        now_ms: u64,
     ) -> Response<CacheBody> {
-        let not_modified = if_none_match.is_some_and(|inm| etag_matches(inm, &self.etag));
-        let status = if not_modified {
-            StatusCode::NOT_MODIFIED
+        let age = HeaderValue::from(self.timing.age_ms(now_ms) / 1000);
+        let mut response = if client.not_modified(&self) {
+            self.not_modified()
         } else {
-            StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK)
+            let range = client.range_for(&self);
+            match range.map(|r| range::select(r, self.body.len())) {
+                Some(Selected::Part { first, last }) => self.part(first, last),
+                Some(Selected::Unsatisfiable) => self.unsatisfiable(),
+                Some(Selected::Whole) | None => self.whole(method),
+            }
         };
-        let body = if not_modified || method == Method::HEAD {
+        let headers = response.headers_mut();
+        headers.insert(header::AGE, age);
+        headers.insert(X_CACHE, HeaderValue::from_static(x_cache));
+        response
+    }
+
+    fn whole(self, method: &Method) -> Response<CacheBody> {
+        let body = if method == Method::HEAD {
             body::empty()
         } else {
             body::full(self.body)
         };
         let mut response = Response::new(body);
-        *response.status_mut() = status;
-        let headers = response.headers_mut();
-        if not_modified {
-            // RFC 9110 §15.4.5: the validators and caching headers, no content headers.
-            for name in [
-                header::CACHE_CONTROL,
-                header::CONTENT_LOCATION,
-                header::DATE,
-                header::ETAG,
-                header::EXPIRES,
-                header::VARY,
-            ] {
-                for value in self.headers.get_all(&name) {
-                    headers.append(name.clone(), value.clone());
-                }
-            }
-        } else {
-            *headers = self.headers;
-        }
-        let age = now_ms().saturating_sub(self.stored_at_ms) / 1000;
-        headers.insert(header::AGE, HeaderValue::from(age));
-        headers.insert(X_CACHE, HeaderValue::from_static(x_cache));
+        *response.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
+        *response.headers_mut() = self.headers;
         response
     }
-}
 
-/// Weak comparison (RFC 9110 §13.1.2): `W/` prefixes are ignored; `*` matches.
-fn etag_matches(if_none_match: &HeaderValue, etag: &str) -> bool {
-    let Ok(list) = if_none_match.to_str() else {
-        return false;
-    };
-    let ours = etag.trim_start_matches("W/");
-    list.split(',')
-        .map(str::trim)
-        .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == ours)
-}
+    fn not_modified(self) -> Response<CacheBody> {
+        let mut response = Response::new(body::empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        let headers = response.headers_mut();
+        // RFC 9110 §15.4.5: the validators and caching headers, no content headers.
+        for name in [
+            header::CACHE_CONTROL,
+            header::CONTENT_LOCATION,
+            header::DATE,
+            header::ETAG,
+            header::EXPIRES,
+            header::VARY,
+        ] {
+            for value in self.headers.get_all(&name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        response
+    }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    fn part(self, first: usize, last: usize) -> Response<CacheBody> {
+        let total = self.body.len();
+        let mut response = Response::new(body::full(self.body.slice(first..=last)));
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        let headers = response.headers_mut();
+        *headers = self.headers;
+        headers.remove(header::CONTENT_LENGTH);
+        if let Ok(range) = HeaderValue::from_str(&format!("bytes {first}-{last}/{total}")) {
+            headers.insert(header::CONTENT_RANGE, range);
+        }
+        response
+    }
+
+    fn unsatisfiable(self) -> Response<CacheBody> {
+        let total = self.body.len();
+        let mut response = Response::new(body::empty());
+        *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+        let headers = response.headers_mut();
+        for name in [header::DATE, header::ETAG, header::LAST_MODIFIED] {
+            if let Some(value) = self.headers.get(&name) {
+                headers.insert(name, value.clone());
+            }
+        }
+        if let Ok(range) = HeaderValue::from_str(&format!("bytes */{total}")) {
+            headers.insert(header::CONTENT_RANGE, range);
+        }
+        response
+    }
 }
 
 /// Headers as a list of `(name, value)` byte strings.
@@ -276,17 +380,44 @@ mod body_serde {
 mod tests {
     use super::*;
 
+    const NOW: u64 = 1_900_000_000_000;
+
     fn sample() -> CachedResponse {
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("hop"));
+        headers.insert(header::AGE, HeaderValue::from_static("5"));
+        let timing = Timing {
+            response_time_ms: NOW,
+            corrected_initial_age_ms: 5_000,
+            lifetime_ms: 60_000,
+        };
+        let stale = StalePolicy {
+            validate_always: false,
+            never_stale: false,
+            while_revalidate_ms: 0,
+            if_error_ms: 0,
+        };
         CachedResponse::new(
             StatusCode::OK,
             headers,
             Bytes::from_static(b"hello \xff"),
-            "GET\n/".into(),
-            vec![],
+            ("GET\n/".into(), vec![]),
+            timing,
+            stale,
         )
+    }
+
+    fn client(pairs: &[(header::HeaderName, &str)]) -> ClientConditionals {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(name.clone(), HeaderValue::from_str(value).unwrap());
+        }
+        ClientConditionals::take(&mut headers, &Method::GET)
     }
 
     #[test]
@@ -298,10 +429,13 @@ mod tests {
         };
         assert_eq!(back.body, stored.body);
         assert_eq!(back.headers, stored.headers);
-        assert!(
-            stored.headers.get(header::CONNECTION).is_none(),
-            "hop-by-hop headers are not stored"
-        );
+        assert_eq!(back.timing, stored.timing);
+        for hop_by_hop in ["connection", "x-secret", "age"] {
+            assert!(
+                stored.headers.get(hop_by_hop).is_none(),
+                "{hop_by_hop} is not stored"
+            );
+        }
         let binary = postcard::to_stdvec(&Outcome::Stored(stored.clone())).unwrap();
         assert!(
             binary.len() < json.len(),
@@ -314,19 +448,72 @@ mod tests {
     }
 
     #[test]
-    fn if_none_match_gives_304_without_body() {
+    fn if_none_match_gives_304_without_body_and_age_counts_on() {
         let stored = sample();
-        let inm = HeaderValue::from_str(&format!("W/{}, \"other\"", stored.etag)).unwrap();
-        let response = stored.clone().answer(&Method::GET, Some(&inm), "HIT");
+        let inm = format!("W/{}, \"other\"", stored.etag);
+        let response = stored.clone().answer(
+            &Method::GET,
+            &client(&[(header::IF_NONE_MATCH, &inm)]),
+            "HIT",
+            NOW + 2_000,
+        );
         assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
         assert_eq!(
             response.headers()[header::ETAG].to_str().unwrap(),
             stored.etag
         );
+        assert_eq!(response.headers()[header::AGE], "7");
         assert!(response.headers().get(header::CONTENT_TYPE).is_none());
-        let other = HeaderValue::from_static("\"nope\"");
+        let other = client(&[(header::IF_NONE_MATCH, "\"nope\"")]);
         assert_eq!(
-            stored.answer(&Method::GET, Some(&other), "HIT").status(),
+            stored.answer(&Method::GET, &other, "HIT", NOW).status(),
+            StatusCode::OK
+        );
+    }
+
+    #[test]
+    fn a_304_replaces_the_fields_it_carries_but_not_content_length() {
+        let stored = sample();
+        let mut update = HeaderMap::new();
+        update.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        update.insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
+        update.insert(header::ETAG, HeaderValue::from_static("\"new\""));
+        let updated = stored.updated_by(&update);
+        assert_eq!(updated.headers[header::CONTENT_TYPE], "text/html");
+        assert!(updated.headers.get(header::CONTENT_LENGTH).is_none());
+        assert_eq!(
+            (updated.etag.as_str(), updated.etag_from_origin),
+            ("\"new\"", true)
+        );
+        assert_eq!(
+            updated.validators(),
+            vec![(header::IF_NONE_MATCH, HeaderValue::from_static("\"new\""))]
+        );
+    }
+
+    #[test]
+    fn a_range_of_a_stored_200_is_a_206() {
+        let stored = sample();
+        let part = stored.clone().answer(
+            &Method::GET,
+            &client(&[(header::RANGE, "bytes=1-3")]),
+            "HIT",
+            NOW,
+        );
+        assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(part.headers()[header::CONTENT_RANGE], "bytes 1-3/7");
+        let etag = stored.etag.clone();
+        let matching = client(&[(header::RANGE, "bytes=1-3"), (header::IF_RANGE, &etag)]);
+        assert_eq!(
+            stored
+                .clone()
+                .answer(&Method::GET, &matching, "HIT", NOW)
+                .status(),
+            StatusCode::PARTIAL_CONTENT
+        );
+        let changed = client(&[(header::RANGE, "bytes=1-3"), (header::IF_RANGE, "\"old\"")]);
+        assert_eq!(
+            stored.answer(&Method::GET, &changed, "HIT", NOW).status(),
             StatusCode::OK
         );
     }

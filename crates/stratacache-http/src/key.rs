@@ -158,9 +158,22 @@ pub(crate) fn decoded_path(path: &str) -> String {
 }
 
 /// The tag every response of a path carries, and that an unsafe request to
-/// the path invalidates.
-pub(crate) fn path_tag(path: &str) -> String {
-    format!("http-path:{path}")
+/// the path invalidates: one of `buckets` tags, chosen by a digest of the
+/// path. Each invalidated tag leaves a timestamp in Redis for days; bucketing
+/// bounds them, however many distinct paths are written, at the price of a
+/// write also invalidating the paths that share its bucket (one in
+/// `buckets`).
+pub(crate) fn path_tag(path: &str, buckets: u32) -> String {
+    let digest = Sha256::digest(path.as_bytes());
+    let bucket = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % buckets.max(1);
+    format!("http-path:{bucket}")
+}
+
+/// The key under which the revalidation of one stored version of a
+/// response runs, so that every caller that found that version stale, in
+/// every instance, waits for one conditional request.
+pub(crate) fn revalidation_key(response_key: &str, version: u64) -> String {
+    format!("{response_key}:rv:{version}")
 }
 
 #[cfg(test)]
@@ -231,6 +244,15 @@ mod tests {
             !user.contains("u1"),
             "identities enter keys only as digests"
         );
+    }
+
+    #[test]
+    fn path_tags_are_bounded_and_stable() {
+        let tags: std::collections::HashSet<String> = (0..1_000)
+            .map(|i| path_tag(&format!("/things/{i}"), 16))
+            .collect();
+        assert_eq!(tags.len(), 16);
+        assert_eq!(path_tag("/a", 1024), path_tag("/a", 1024));
     }
 
     #[test]

@@ -48,9 +48,15 @@ impl HttpCacheLayer {
             default_rule: None,
             safety: Safety::default(),
             max_body_bytes: 1024 * 1024,
+            path_tag_buckets: DEFAULT_PATH_TAG_BUCKETS,
+            targeted_fields: Vec::new(),
         }
     }
 }
+
+/// How many tags path invalidation uses by default (see
+/// [`HttpCacheBuilder::path_tag_buckets`]).
+const DEFAULT_PATH_TAG_BUCKETS: u32 = 1024;
 
 impl<S> Layer<S> for HttpCacheLayer {
     type Service = HttpCache<S>;
@@ -67,6 +73,8 @@ pub struct HttpCacheBuilder {
     default_rule: Option<RouteRule>,
     safety: Safety,
     max_body_bytes: usize,
+    path_tag_buckets: u32,
+    targeted_fields: Vec<HeaderName>,
 }
 
 impl HttpCacheBuilder {
@@ -121,11 +129,37 @@ impl HttpCacheBuilder {
         self
     }
 
+    /// How many tags an unsafe request's path invalidation spreads paths
+    /// over (1024 by default). Every invalidated tag keeps a timestamp in
+    /// Redis for days, so a tag per path would leave a key behind for every
+    /// distinct path ever written; with buckets there are at most this
+    /// many, and a write also invalidates the paths that share its bucket
+    /// (one in this many).
+    pub fn path_tag_buckets(mut self, buckets: u32) -> Self {
+        self.path_tag_buckets = buckets;
+        self
+    }
+
+    /// Follow a cache-control field targeted at this cache (RFC 9213), such
+    /// as `CDN-Cache-Control` for a cache in a CDN's place: when a response
+    /// carries a valid one, its directives replace `Cache-Control` and
+    /// `Expires` for this cache (they are still passed on). Several fields
+    /// are tried in the order given.
+    pub fn targeted_cache_control(mut self, field: HeaderName) -> Self {
+        self.targeted_fields.push(field);
+        self
+    }
+
     /// Check the configuration and build the layer.
     pub fn build(self) -> Result<HttpCacheLayer, Error> {
         if self.max_body_bytes == 0 {
             return Err(Error::InvalidSetting(
                 "max_body_bytes must be greater than zero",
+            ));
+        }
+        if self.path_tag_buckets == 0 {
+            return Err(Error::InvalidSetting(
+                "path_tag_buckets must be greater than zero",
             ));
         }
         let routes = self
@@ -140,6 +174,8 @@ impl HttpCacheBuilder {
                 default_rule: self.default_rule.map(Arc::new),
                 safety: self.safety,
                 max_body_bytes: self.max_body_bytes,
+                path_tag_buckets: self.path_tag_buckets,
+                targeted_fields: self.targeted_fields,
             }),
         })
     }
@@ -152,6 +188,8 @@ pub(crate) struct Config {
     default_rule: Option<Arc<RouteRule>>,
     pub safety: Safety,
     pub max_body_bytes: usize,
+    pub path_tag_buckets: u32,
+    pub targeted_fields: Vec<HeaderName>,
 }
 
 impl Config {
@@ -161,5 +199,10 @@ impl Config {
             .iter()
             .find_map(|(pattern, rule)| pattern.matches(path).map(|params| (rule, params)))
             .or_else(|| self.default_rule.as_ref().map(|rule| (rule, Vec::new())))
+    }
+
+    /// The path tag of a (percent-decoded) path.
+    pub fn path_tag(&self, path: &str) -> String {
+        crate::key::path_tag(path, self.path_tag_buckets)
     }
 }

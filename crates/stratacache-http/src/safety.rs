@@ -14,12 +14,13 @@
 //!   `X-Forwarded-Proto`, `Forwarded`, `X-Original-URL`, …) are keyed when
 //!   present ([`DEFAULT_KEYED_HEADERS`]).
 //! - **What the request asks for.** Method overrides (`X-HTTP-Method-Override`
-//!   and kin) and `Range` bypass.
+//!   and kin) bypass. (`Range` is answered from a stored whole response, or
+//!   passed to the handler unchanged and not stored.)
 //! - **Anything else the handler reads** must be named in the response's
 //!   `Vary` or in [`crate::RouteRule::key_header`]: the cache cannot see what
 //!   a handler reads.
 
-use http::header::{AUTHORIZATION, COOKIE, HOST, RANGE};
+use http::header::{AUTHORIZATION, COOKIE, HOST};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName};
 
@@ -86,9 +87,6 @@ pub(crate) enum Admission {
 impl Safety {
     pub fn admit(&self, parts: &Parts, rule: &RouteRule) -> Admission {
         let headers = &parts.headers;
-        if headers.contains_key(RANGE) {
-            return Admission::Bypass("range request");
-        }
         if self.bypass_headers.iter().any(|h| headers.contains_key(h)) {
             return Admission::Bypass("method override header");
         }

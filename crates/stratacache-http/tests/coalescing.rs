@@ -13,12 +13,15 @@ use futures::future::join_all;
 use stratacache::Cache;
 use stratacache_http::{HttpCacheLayer, RouteRule};
 
+/// The handlers here state no freshness: their routes give them a TTL.
+const MINUTE: Duration = Duration::from_secs(60);
+
 /// A server whose `/slow` takes 300 ms and whose `/session` sets a cookie.
 async fn start(cache: Cache, calls: Calls) -> Server {
     let layer = HttpCacheLayer::builder(cache)
-        .route("/slow", RouteRule::new().tag("slow"))
-        .route("/session", RouteRule::new())
-        .route("/greeting", RouteRule::new())
+        .route("/slow", RouteRule::new().ttl(MINUTE).tag("slow"))
+        .route("/session", RouteRule::new().ttl(MINUTE))
+        .route("/greeting", RouteRule::new().ttl(MINUTE))
         .build()
         .unwrap();
     let c = calls.clone();

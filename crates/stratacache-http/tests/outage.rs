@@ -26,7 +26,12 @@ async fn responses_are_served_while_redis_is_down() {
         .await
         .unwrap();
     let layer = HttpCacheLayer::builder(cache)
-        .route("/items/{id}", RouteRule::new().tag("item:{id}"))
+        .route(
+            "/items/{id}",
+            RouteRule::new()
+                .ttl(Duration::from_secs(60))
+                .tag("item:{id}"),
+        )
         .build()
         .unwrap();
     let calls = Calls::default();

@@ -4,6 +4,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::extract::RawQuery;
 use axum::http::HeaderMap;
@@ -19,7 +20,8 @@ async fn start() -> (Server, Calls) {
     let calls = Calls::default();
     let cache = common::cache(&common::unique("poison")).await;
     let layer = HttpCacheLayer::builder(cache)
-        .default_rule(RouteRule::new())
+        // The page states no freshness: the route gives it a TTL.
+        .default_rule(RouteRule::new().ttl(Duration::from_secs(60)))
         .build()
         .unwrap();
     let c = calls.clone();

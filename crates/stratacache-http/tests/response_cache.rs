@@ -14,6 +14,9 @@ use common::{client, header, x_cache, Calls, Server};
 use http::HeaderName;
 use stratacache_http::{HttpCacheLayer, RouteRule, UserScope};
 
+/// The handlers here state no freshness: their routes give them a TTL.
+const MINUTE: Duration = Duration::from_secs(60);
+
 /// One server with a route for each behaviour under test.
 async fn start(namespace: &str) -> (Server, Calls) {
     let calls = Calls::default();
@@ -21,7 +24,7 @@ async fn start(namespace: &str) -> (Server, Calls) {
     let layer = HttpCacheLayer::builder(cache)
         .route(
             "/items/{id}",
-            RouteRule::new().tag("items").tag("item:{id}"),
+            RouteRule::new().ttl(MINUTE).tag("items").tag("item:{id}"),
         )
         .route("/short", RouteRule::new().ttl(Duration::from_secs(1)))
         .route(
@@ -30,13 +33,20 @@ async fn start(namespace: &str) -> (Server, Calls) {
                 .ttl(Duration::from_secs(1))
                 .stale_for(Duration::from_secs(60)),
         )
-        .route("/me", RouteRule::new().per_user(UserScope::cookie("id")))
+        .route(
+            "/me",
+            RouteRule::new()
+                .ttl(MINUTE)
+                .per_user(UserScope::cookie("id")),
+        )
         .route(
             "/tenant",
-            RouteRule::new().key_header(HeaderName::from_static("x-tenant")),
+            RouteRule::new()
+                .ttl(MINUTE)
+                .key_header(HeaderName::from_static("x-tenant")),
         )
         .max_body_bytes(64 * 1024)
-        .default_rule(RouteRule::new())
+        .default_rule(RouteRule::new().ttl(MINUTE))
         .build()
         .unwrap();
     let c = calls.clone();

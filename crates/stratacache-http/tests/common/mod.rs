@@ -113,3 +113,155 @@ pub fn header(response: &reqwest::Response, name: &str) -> String {
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default()
 }
+
+/// The reverse proxy of `examples/reverse_proxy.rs`, compiled into the tests
+/// so that they exercise the example as published.
+#[path = "../../examples/reverse_proxy.rs"]
+pub mod reverse_proxy;
+
+/// What an origin server saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub headers: http::HeaderMap,
+    /// 1 for the first request the origin received.
+    pub number: usize,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+}
+
+/// A real HTTP origin on loopback whose answers the test scripts, recording
+/// every request it receives.
+pub struct Origin {
+    pub server: Server,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Origin {
+    pub async fn start<F, Fut>(respond: F) -> Self
+    where
+        F: Fn(Seen) -> Fut + Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = axum::response::Response> + Send + 'static,
+    {
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let log = Arc::clone(&seen);
+        let app = Router::new().fallback(move |request: axum::extract::Request| {
+            let (parts, _body) = request.into_parts();
+            let request = {
+                let mut log = log.lock().unwrap();
+                let request = Seen {
+                    method: parts.method,
+                    uri: parts.uri,
+                    headers: parts.headers,
+                    number: log.len() + 1,
+                };
+                log.push(request.clone());
+                request
+            };
+            respond.clone()(request)
+        });
+        Self {
+            server: Server::start(app).await,
+            seen,
+        }
+    }
+
+    pub fn uri(&self) -> http::Uri {
+        format!("http://{}", self.server.addr).parse().unwrap()
+    }
+
+    /// How many requests reached the origin.
+    pub fn requests(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    /// The requests for `path`, in order.
+    pub fn requests_for(&self, path: &str) -> Vec<Seen> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|seen| seen.uri.path() == path)
+            .cloned()
+            .collect()
+    }
+}
+
+/// A response with `status`, `headers` and `body`.
+pub fn reply(status: u16, headers: &[(&str, String)], body: &str) -> axum::response::Response {
+    let mut builder = http::Response::builder().status(status);
+    for (name, value) in headers {
+        builder = builder.header(*name, value.as_str());
+    }
+    builder
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap()
+}
+
+/// An HTTP date `offset_secs` from now.
+pub fn http_date(offset_secs: i64) -> String {
+    let now = std::time::SystemTime::now();
+    let at = if offset_secs >= 0 {
+        now + Duration::from_secs(offset_secs as u64)
+    } else {
+        now - Duration::from_secs(offset_secs.unsigned_abs())
+    };
+    httpdate::fmt_http_date(at)
+}
+
+/// The reverse proxy example in front of `origin`, on a loopback port.
+pub async fn proxy(cache: Cache, origin: &Origin) -> Server {
+    Server::start(reverse_proxy::app(cache, origin.uri())).await
+}
+
+/// A cache of this process only (no Redis).
+pub async fn l1_only_cache(namespace: &str) -> Cache {
+    Cache::builder()
+        .namespace(namespace)
+        .build()
+        .await
+        .expect("cache builds")
+}
+
+/// A response as a client saw it.
+#[derive(Debug)]
+pub struct Got {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Got {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map_or("", |v| v.to_str().unwrap())
+    }
+
+    pub fn x_cache(&self) -> &str {
+        self.header("x-cache")
+    }
+}
+
+/// Send `method path` with `headers` to `server`.
+pub async fn send(server: &Server, method: &str, path: &str, headers: &[(&str, &str)]) -> Got {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = client().request(method, server.url(path));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    Got {
+        status: response.status().as_u16(),
+        headers: response.headers().clone(),
+        body: response.text().await.unwrap(),
+    }
+}
+
+/// `GET path` with `headers`.
+pub async fn get(server: &Server, path: &str, headers: &[(&str, &str)]) -> Got {
+    send(server, "GET", path, headers).await
+}
