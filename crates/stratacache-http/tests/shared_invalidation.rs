@@ -119,9 +119,6 @@ async fn writes_to_many_distinct_paths_leave_a_bounded_number_of_tag_keys() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs core fix: with L1 only, Cache::invalidate_tag marks a broad invalidation that \
-            discards the L1 fill of every load in flight, whatever its tags; the fill must be \
-            refused only for loads whose entry carries the invalidated tag"]
 async fn with_l1_only_a_write_to_one_path_keeps_the_loads_of_other_paths() {
     let origin = origin().await;
     let cache = common::l1_only_cache(&common::unique("l1-only")).await;
