@@ -18,6 +18,7 @@ mod l2_throughput;
 mod peers;
 mod report;
 mod scaling;
+mod simulate;
 mod stampede;
 mod stampede_worker;
 mod write_behind;
@@ -91,6 +92,10 @@ enum Scenario {
     /// One process of `stampede` (started by it; the plan is JSON).
     #[command(hide = true)]
     StampedeWorker { plan: String },
+    /// The race simulation over many seeds of every scenario (several
+    /// instances, a simulated Redis with faults, checked for stale reads,
+    /// hidden writes and convergence).
+    Simulate(simulate::SimulateArgs),
     /// Instructions per operation of the hot paths (L1 hit, L2 hit, with
     /// and without metrics) beside bare moka and bare redis-rs, by callgrind.
     Instructions(instructions::InstructionsArgs),
@@ -357,6 +362,7 @@ fn main() -> Result<()> {
             Scenario::WriteBehind(args) => write_behind::run(&cli.redis_url, &args).await,
             Scenario::Http(args) => http::run(&cli.redis_url, &args).await,
             Scenario::Faults(args) => faults::run(&args).await,
+            Scenario::Simulate(args) => simulate::run(&args).await,
             Scenario::StampedeWorker { plan } => stampede_worker::run(&plan).await,
             Scenario::Instructions(args) => instructions::run(&cli.redis_url, &args).await,
             Scenario::HotPath(args) => instructions::hot_path(&cli.redis_url, &args).await,

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::breaker::BreakerConfig;
 use super::{Cache, Inner};
+use crate::breaker::BreakerConfig;
 use crate::clock::Clock;
 use crate::coalesce::Flights;
 use crate::codec::Codec;

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::breaker::BreakerState;
-pub use builder::CacheBuilder;
 use crate::codec::envelope::{self, DecodeError, EntryMeta};
 use crate::error::{Error, Result};
 use crate::options::EntryOptions;
@@ -22,6 +21,7 @@ use crate::read::scope::LoadScope;
 use crate::read::Loads;
 use crate::tiers::{fresh, CacheValue, FillHints, L2Read, Tiers};
 use crate::write::{KeyWrite, Pipeline};
+pub use builder::CacheBuilder;
 
 /// A two-tier cache: L1 in this process, L2 in Redis shared by every instance.
 ///
