@@ -1,5 +1,6 @@
 //! Per-entry options: how long an entry lives in each tier and how it may be served.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,6 +103,47 @@ pub struct EntryOptions {
     pub(crate) policy: Option<Arc<str>>,
     /// The schema version of the value's type, stored with each entry.
     pub(crate) schema_version: u32,
+    /// Whether these options passed [`validate`](Self::validate) as they
+    /// are (every setter resets it): a call's check is then one load.
+    pub(crate) checked: Checked,
+}
+
+/// A validation that holds until the options change.
+#[derive(Default)]
+pub(crate) struct Checked(AtomicBool);
+
+impl Checked {
+    fn holds(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// The options changed: validate them again.
+    pub(crate) fn reset(&mut self) {
+        *self.0.get_mut() = false;
+    }
+}
+
+impl Clone for Checked {
+    fn clone(&self) -> Self {
+        Self(AtomicBool::new(self.holds()))
+    }
+}
+
+/// Not part of what the options say.
+impl PartialEq for Checked {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Checked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.holds() { "valid" } else { "unchecked" })
+    }
 }
 
 /// The longest duration an option may hold (100 years): longer ones are
@@ -128,6 +170,7 @@ impl Default for EntryOptions {
             skip_l2: false,
             policy: None,
             schema_version: 0,
+            checked: Checked::default(),
         }
     }
 }
@@ -140,6 +183,7 @@ impl EntryOptions {
 
     /// Time the entry is fresh.
     pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.checked.reset();
         self.ttl = ttl;
         self
     }
@@ -147,6 +191,7 @@ impl EntryOptions {
     /// Spread expiries over `[ttl·(1−fraction), ttl]` so that entries written
     /// together do not all expire together. Clamped to `0.0..=1.0`.
     pub fn jitter(mut self, fraction: f64) -> Self {
+        self.checked.reset();
         self.jitter = if fraction.is_finite() {
             fraction.clamp(0.0, 1.0)
         } else {
@@ -164,12 +209,14 @@ impl EntryOptions {
 
     /// Lifetime of the marker cached when the loader reports the value absent.
     pub fn negative_ttl(mut self, negative_ttl: Duration) -> Self {
+        self.checked.reset();
         self.negative_ttl = negative_ttl;
         self
     }
 
     /// Keep entries this long past their TTL, so they can be served stale.
     pub fn stale_for(mut self, stale_for: Duration) -> Self {
+        self.checked.reset();
         self.stale_for = stale_for;
         self
     }
@@ -178,6 +225,7 @@ impl EntryOptions {
     /// their TTL, or probabilistically (XFetch). Hot keys then never expire
     /// under load; cold keys are not refreshed.
     pub fn eager_refresh(mut self, eager: EagerRefresh) -> Self {
+        self.checked.reset();
         self.eager_refresh = Some(eager);
         self
     }
@@ -187,6 +235,7 @@ impl EntryOptions {
     /// load finishes in the background. Without it, a stale entry is served at
     /// once (stale-while-revalidate).
     pub fn soft_timeout(mut self, timeout: Duration) -> Self {
+        self.checked.reset();
         self.soft_timeout = Some(timeout);
         self
     }
@@ -194,6 +243,7 @@ impl EntryOptions {
     /// Abandon a load after this long: callers get the stale value if there is
     /// one (fail-safe), else [`Error::LoaderTimeout`].
     pub fn hard_timeout(mut self, timeout: Duration) -> Self {
+        self.checked.reset();
         self.hard_timeout = Some(timeout);
         self
     }
@@ -202,6 +252,7 @@ impl EntryOptions {
     /// holder extends it while it works). Other instances wait for its fill;
     /// if it crashes, one of them takes over within this time.
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.checked.reset();
         self.lock_timeout = timeout;
         self
     }
@@ -209,6 +260,7 @@ impl EntryOptions {
     /// After a refresh failed and the stale value was served instead, wait
     /// this long before trying the source again.
     pub fn fail_safe_throttle(mut self, throttle: Duration) -> Self {
+        self.checked.reset();
         self.fail_safe_throttle = throttle;
         self
     }
@@ -216,6 +268,7 @@ impl EntryOptions {
     /// Whether to coordinate loads across instances with a Redis lease (on by
     /// default; in-process single-flight always applies).
     pub fn distributed_lease(mut self, enabled: bool) -> Self {
+        self.checked.reset();
         self.distributed_lease = enabled;
         self
     }
@@ -224,6 +277,7 @@ impl EntryOptions {
     /// invalidation: [`Consistency::Lease`] (the default) or
     /// [`Consistency::Version`] for loaders that know their row's version.
     pub fn consistency(mut self, consistency: Consistency) -> Self {
+        self.checked.reset();
         self.consistency = consistency;
         self
     }
@@ -234,6 +288,7 @@ impl EntryOptions {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
+        self.checked.reset();
         self.tags = tags.into_iter().map(Into::into).collect();
         self
     }
@@ -265,6 +320,7 @@ impl EntryOptions {
     /// # let _ = opts;
     /// ```
     pub fn schema_version(mut self, version: u32) -> Self {
+        self.checked.reset();
         self.schema_version = version;
         self
     }
@@ -286,26 +342,33 @@ impl EntryOptions {
 
     /// Check the options; every call that takes options checks them first.
     pub(crate) fn validate(&self) -> Result<()> {
+        if self.checked.holds() {
+            return Ok(());
+        }
+        self.check()?;
+        self.checked.set();
+        Ok(())
+    }
+
+    fn check(&self) -> Result<()> {
         if self.ttl.is_zero() {
             return Err(Error::config("ttl must be greater than zero"));
         }
-        let durations = [
-            ("ttl", Some(self.ttl)),
-            ("l1_ttl", self.l1_ttl),
-            ("negative_ttl", Some(self.negative_ttl)),
-            ("stale_for", Some(self.stale_for)),
-            ("soft_timeout", self.soft_timeout),
-            ("hard_timeout", self.hard_timeout),
-            ("lock_timeout", Some(self.lock_timeout)),
-            ("fail_safe_throttle", Some(self.fail_safe_throttle)),
-        ];
-        for (name, value) in durations {
-            if value.is_some_and(|d| d > MAX_DURATION) {
-                return Err(Error::config(format!(
-                    "{name} ({:?}) is over the maximum of 100 years",
-                    value.unwrap_or_default()
-                )));
-            }
+        // Every call validates its options: the common case (nothing near
+        // the bound) is one comparison.
+        let longest = self
+            .ttl
+            .max(self.negative_ttl)
+            .max(self.stale_for)
+            .max(self.lock_timeout)
+            .max(self.fail_safe_throttle)
+            .max(self.l1_ttl.unwrap_or_default())
+            .max(self.soft_timeout.unwrap_or_default())
+            .max(self.hard_timeout.unwrap_or_default());
+        if longest > MAX_DURATION {
+            return Err(Error::config(format!(
+                "a duration of the options ({longest:?}) is over the maximum of 100 years"
+            )));
         }
         if self.ttl + self.stale_for > MAX_DURATION {
             return Err(Error::config(

@@ -199,6 +199,7 @@ impl PolicySpec {
         if let Some(v) = self.schema_version {
             opts.schema_version = v;
         }
+        opts.checked.reset();
         Ok(opts)
     }
 

@@ -186,11 +186,13 @@ impl Cache {
         let tiers = self.tiers();
         let m = tiers.metrics().policy(opts.policy.as_ref());
         let started = m.start();
-        let stored = tiers.keys().stored(key)?;
-        if let Some(found) = tiers.fresh_l1::<V>(&stored, opts, &m, tiers.clock().now_ms()) {
+        // An L1 hit needs the key within the namespace only (no allocation).
+        let inner_key = tiers.keys().inner_key(key)?;
+        if let Some(found) = tiers.fresh_l1::<V>(&inner_key, opts, &m, tiers.clock().now_ms()) {
             m.record_get(started);
             return Ok(found);
         }
+        let stored = tiers.keys().stored_from_inner(&inner_key);
         let redis_allowed = !opts.skip_l2 && !LoadScope::current().redis_failed();
         let mut found = None;
         if let Some(l2) = tiers.l2().filter(|_| redis_allowed) {

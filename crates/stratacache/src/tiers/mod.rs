@@ -287,7 +287,7 @@ impl Tiers {
         let now = self.clock.now_ms();
         let mut found: Vec<Option<Found<V>>> = stored
             .iter()
-            .map(|k| self.fresh_l1::<V>(k, opts, m, now))
+            .map(|k| self.fresh_l1::<V>(self.keys.inner_of(k), opts, m, now))
             .collect();
         let missing: Vec<usize> = (0..stored.len()).filter(|&i| found[i].is_none()).collect();
         let Some(l2) = self
@@ -320,17 +320,17 @@ impl Tiers {
         found
     }
 
-    /// A fresh, trusted L1 value (counted as a hit), else `None` (counted as
-    /// a miss).
+    /// A fresh, trusted L1 value of the key `inner_key` (within the
+    /// namespace), counted as a hit; else `None`, counted as a miss.
     pub(crate) fn fresh_l1<V: CacheValue>(
         &self,
-        stored: &str,
+        inner_key: &str,
         opts: &EntryOptions,
         m: &PolicyMetrics,
         now_ms: u64,
     ) -> Option<Found<V>> {
         let hit = self
-            .l1_hit_stored(stored, opts)
+            .l1_hit(inner_key, opts)
             .filter(|hit| hit.trusted && fresh(&hit.entry.meta, now_ms))
             .and_then(|hit| entry_value::<V>(&hit.entry));
         match &hit {
