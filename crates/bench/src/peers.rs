@@ -27,7 +27,7 @@ use crate::report::{
     Product, Rng, SAFETY_TTL_SECS,
 };
 use node::NodeSide;
-use sides::{plain_keys, CachedCrate, Database, Naive, Peer, Stratacache};
+use sides::{plain_keys, CachedCrate, Database, Naive, Peer, Stratacache, L1};
 use zipf::Zipf;
 
 /// SPEC §9: stratacache at least this many times each peer's ops/s.
@@ -67,13 +67,19 @@ pub struct PeersArgs {
     /// Leave out side (e).
     #[arg(long)]
     no_node: bool,
-    /// L1's byte bound of side (b), in MiB (the default is the library's).
-    #[arg(long, default_value_t = 64)]
-    l1_mib: u64,
+    /// L1's byte bound of side (b), in MiB (default: the library's).
+    #[arg(long)]
+    l1_mib: Option<u64>,
     /// Run only these sides (comma-separated names from the report), e.g.
     /// to profile one of them.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Start every round of every side from an empty cache: its keys
+    /// deleted from Redis and, for the in-process sides, a new instance (an
+    /// empty L1) — the first seconds after a deploy or a flush. Implies no
+    /// warm-up.
+    #[arg(long)]
+    cold: bool,
 }
 
 /// The sides, in report order.
@@ -149,12 +155,9 @@ pub async fn run(url: &str, args: &PeersArgs) -> Result<Value> {
     let mut conn = bare_connection(url).await?;
     progress!("peers: namespaces {ns}-<side> on {url}");
 
-    let mut written = Vec::new();
-    written.extend(Stratacache::written_keys(&side_ns(SIDES[0]), args.keys));
-    written.extend(Stratacache::written_keys(&side_ns(SIDES[1]), args.keys));
-    written.extend(plain_keys(&side_ns(SIDES[2]), args.keys));
-    written.extend(CachedCrate::written_keys(&side_ns(SIDES[3]), args.keys));
-    written.extend(plain_keys(&side_ns(SIDES[4]), args.keys));
+    let written: Vec<String> = (0..SIDES.len())
+        .flat_map(|i| side_keys(i, &side_ns(SIDES[i]), args.keys))
+        .collect();
 
     let result = measure(url, args, &side_ns).await;
     match delete_keys(&mut conn, &written).await {
@@ -162,6 +165,15 @@ pub async fn run(url: &str, args: &PeersArgs) -> Result<Value> {
         Err(e) => progress!("peers: clean-up failed: {e:#}"),
     }
     result
+}
+
+/// Every key side `i` may write for ids `0..keys`.
+fn side_keys(i: usize, ns: &str, keys: u64) -> Vec<String> {
+    match SIDES[i] {
+        "stratacache_l2" | "stratacache_l1_l2" => Stratacache::written_keys(ns, keys),
+        "cached_crate_redis" => CachedCrate::written_keys(ns, keys),
+        _ => plain_keys(ns, keys),
+    }
 }
 
 fn wanted(args: &PeersArgs, side: &str) -> bool {
@@ -192,52 +204,12 @@ impl Rust {
 }
 
 async fn measure(url: &str, args: &PeersArgs, side_ns: &dyn Fn(&str) -> String) -> Result<Value> {
-    let ttl = Duration::from_secs(SAFETY_TTL_SECS);
     let zipf = Arc::new(Zipf::new(args.keys, args.theta));
-    let mut rust: Vec<(&str, Rust)> = vec![
-        (
-            SIDES[0],
-            Rust::Stratacache(Arc::new(
-                Stratacache::build(
-                    url,
-                    &side_ns(SIDES[0]),
-                    None,
-                    ttl,
-                    Database::new(args.loader_ms),
-                )
-                .await?,
-            )),
-        ),
-        (
-            SIDES[1],
-            Rust::Stratacache(Arc::new(
-                Stratacache::build(
-                    url,
-                    &side_ns(SIDES[1]),
-                    Some(args.l1_mib),
-                    ttl,
-                    Database::new(args.loader_ms),
-                )
-                .await?,
-            )),
-        ),
-        (
-            SIDES[2],
-            Rust::Naive(Arc::new(Naive::new(
-                bare_connection(url).await?,
-                &side_ns(SIDES[2]),
-                ttl,
-                Database::new(args.loader_ms),
-            ))),
-        ),
-        (
-            SIDES[3],
-            Rust::Cached(Arc::new(
-                CachedCrate::build(url, &side_ns(SIDES[3]), ttl, Database::new(args.loader_ms))
-                    .await?,
-            )),
-        ),
-    ];
+    let mut rust: Vec<(&str, Rust)> = Vec::new();
+    for (i, name) in SIDES.iter().enumerate().take(4) {
+        rust.push((name, build_side(url, args, i, &side_ns(name)).await?));
+    }
+    let mut cleaner = bare_connection(url).await?;
 
     let node_ns = side_ns(SIDES[4]);
     let plan = node::Plan {
@@ -271,10 +243,11 @@ async fn measure(url: &str, args: &PeersArgs, side_ns: &dyn Fn(&str) -> String) 
         "peers: {} keys, Zipf {}, {} callers, {} ms loader; warm-up {} calls per side, then {} rounds of {:?} per side",
         args.keys, args.theta, args.callers, args.loader_ms, args.warmup_calls, args.rounds, slice
     );
+    let warmup_calls = if args.cold { 0 } else { args.warmup_calls };
     for (name, side) in &rust {
-        if args.warmup_calls > 0 && wanted(args, name) {
+        if warmup_calls > 0 && wanted(args, name) {
             let w = side
-                .drive(&zipf, args.callers, Budget::Calls(args.warmup_calls), 0)
+                .drive(&zipf, args.callers, Budget::Calls(warmup_calls), 0)
                 .await?;
             progress!(
                 "peers: warmed {name}: {} calls at {:.0}/s, {} loads",
@@ -285,8 +258,11 @@ async fn measure(url: &str, args: &PeersArgs, side_ns: &dyn Fn(&str) -> String) 
         }
     }
     // The Node.js side warms inside its first phase.
-    let mut node_warmup = args.warmup_calls;
+    let mut node_warmup = warmup_calls;
 
+    if args.cold {
+        progress!("peers: every round of every side starts from an empty cache");
+    }
     let mut figures: Vec<SideFigures> = SIDES.iter().map(|_| SideFigures::default()).collect();
     let present: Vec<usize> = (0..SIDES.len())
         .filter(|&i| i < rust.len() || node_side.is_some())
@@ -299,6 +275,12 @@ async fn measure(url: &str, args: &PeersArgs, side_ns: &dyn Fn(&str) -> String) 
         let shift = r as usize % order.len();
         order.rotate_left(shift);
         for i in order {
+            if args.cold {
+                delete_keys(&mut cleaner, &side_keys(i, &side_ns(SIDES[i]), args.keys)).await?;
+                if i < rust.len() {
+                    rust[i].1 = build_side(url, args, i, &side_ns(SIDES[i])).await?;
+                }
+            }
             let got = if i < rust.len() {
                 rust[i]
                     .1
@@ -394,11 +376,12 @@ fn report(
         "keys": args.keys,
         "theta": args.theta,
         "callers": args.callers,
-        "l1_mib": args.l1_mib,
+        "l1_mib": args.l1_mib.map_or(json!("library default"), |m| json!(m)),
         "loader_ms": args.loader_ms,
         "rounds": args.rounds,
         "secs_per_round": round(args.duration_secs as f64 / f64::from(args.rounds), 3),
-        "warmup_calls_per_side": args.warmup_calls,
+        "warmup_calls_per_side": if args.cold { 0 } else { args.warmup_calls },
+        "cold_rounds": args.cold,
         "value_json_bytes": Product::sample(0).json_len(),
         "share_of_calls_on_hottest_1_percent_of_keys": round(top_share, 3),
         "sides": sides,
@@ -406,6 +389,28 @@ fn report(
         "target": { "min_ratio_stratacache_l1_l2_each_peer": TARGET_MIN_RATIO },
         "met": if all_present { json!(met) } else { Value::Null },
     }))
+}
+
+/// In-process side `i` (0..4), new: an empty L1, a new connection.
+async fn build_side(url: &str, args: &PeersArgs, i: usize, ns: &str) -> Result<Rust> {
+    let ttl = Duration::from_secs(SAFETY_TTL_SECS);
+    let db = Database::new(args.loader_ms);
+    Ok(match SIDES[i] {
+        "stratacache_l2" => Rust::Stratacache(Arc::new(
+            Stratacache::build(url, ns, L1::Off, ttl, db).await?,
+        )),
+        "stratacache_l1_l2" => Rust::Stratacache(Arc::new(
+            Stratacache::build(url, ns, args.l1_mib.map_or(L1::Default, L1::Mib), ttl, db).await?,
+        )),
+        "naive_redis_rs" => Rust::Naive(Arc::new(Naive::new(
+            bare_connection(url).await?,
+            ns,
+            ttl,
+            db,
+        ))),
+        "cached_crate_redis" => Rust::Cached(Arc::new(CachedCrate::build(url, ns, ttl, db).await?)),
+        other => anyhow::bail!("{other} is not an in-process side"),
+    })
 }
 
 /// How long one phase of calls lasts.

@@ -1,13 +1,17 @@
 //! In-process single-flight: one load per key at a time.
 //!
-//! The first caller for a key starts the load as its own tokio task; every
-//! caller, the first included, holds a [`Flight`] — a watch on the task's
-//! progress. Running the load in a task means a caller that gives up (a
-//! dropped future, a request timeout, a soft timeout that served stale) never
-//! cancels the load the others are waiting for. While it runs, the task may
+//! The first caller for a key starts the load; every caller, the first
+//! included, holds a [`Flight`] — a watch on the load's progress. The first
+//! caller (the leader) runs the load in its own task while it waits: most
+//! loads have nobody else waiting, and a task of their own would cost a
+//! spawn and a wake-up across threads per miss. A leader that gives up (a
+//! dropped future, a request timeout, a soft timeout that served stale) hands
+//! the unfinished load to a task of its own, so it never cancels the load the
+//! others are waiting for, nor leaves a lease taken. A load that panics is an
+//! error for every caller, the leader included. While it runs, the load may
 //! offer a stale value ([`Progress::offer_stale`]); callers that accept stale
 //! data (stale-while-revalidate, soft timeout) can leave with it early.
-//! The flight leaves the map when its task ends, after it filled the cache, so
+//! The flight leaves the map when its load ends, after it filled the cache, so
 //! a caller arriving later finds the value in a tier instead of loading again.
 //! A flight may also answer early ([`Progress::answer_early`]: a load past
 //! its `hard_timeout` goes on in the background to fill the cache); it then
@@ -20,9 +24,12 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::watch;
 
 use crate::error::Error;
@@ -35,6 +42,26 @@ struct State<T> {
 /// A caller's handle on a running load.
 pub(crate) struct Flight<T> {
     progress: watch::Receiver<Arc<State<T>>>,
+    /// The leader's: the load itself, run while the leader waits, handed to
+    /// a task of its own when the leader leaves before it ends.
+    driver: Option<Driver>,
+}
+
+/// A load and the publication of its result. Boxed: a load's future is
+/// several kilobytes, and it moves as a pointer when handed to a task.
+type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl<T> Drop for Flight<T> {
+    fn drop(&mut self) {
+        let Some(driver) = self.driver.take() else {
+            return;
+        };
+        // Outside a runtime (it is shutting down) the load is abandoned; its
+        // lease expires on its own.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(driver);
+        }
+    }
 }
 
 /// The load's side: reports a stale value while it works.
@@ -123,6 +150,7 @@ impl Flights {
                     return (
                         Flight {
                             progress: progress.clone(),
+                            driver: None,
                         },
                         Role::Follower,
                     );
@@ -130,7 +158,7 @@ impl Flights {
                 Some(_) => {}
                 None => {
                     drop(map);
-                    return (Self::spawn(load, None), Role::Leader);
+                    return (Self::lead(load, None), Role::Leader);
                 }
             }
         }
@@ -138,7 +166,7 @@ impl Flights {
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let place = (Arc::clone(self), key.to_owned(), id);
-        let flight = Self::spawn(load, Some(place));
+        let flight = Self::lead(load, Some(place));
         map.insert(
             key.to_owned(),
             (id, position, Box::new(flight.progress.clone())),
@@ -157,6 +185,7 @@ impl Flights {
         let progress = existing.downcast_ref::<watch::Receiver<Arc<State<T>>>>()?;
         Some(Flight {
             progress: progress.clone(),
+            driver: None,
         })
     }
 
@@ -185,7 +214,8 @@ impl Flights {
         self.in_flight.lock().expect("flight map poisoned").clear();
     }
 
-    fn spawn<T, Fut>(
+    /// The leader's flight: it carries the load, run by whoever waits on it.
+    fn lead<T, Fut>(
         load: impl FnOnce(Progress<T>) -> Fut,
         place: Option<(Arc<Flights>, String, u64)>,
     ) -> Flight<T>
@@ -201,23 +231,25 @@ impl Flights {
         let leave = place
             .clone()
             .map(|(flights, key, id)| LeaveOnDrop { flights, key, id });
-        // Boxed: a load's future is several kilobytes, and tokio moves the
-        // future it spawns by value more than once; a box moves as a pointer.
-        let body = Box::pin(load(Progress {
+        let body = load(Progress {
             sender: Arc::clone(&sender),
             place,
-        }));
-        tokio::spawn(async move {
-            // Leave the map when the load ends — also by panic (then the
-            // sender drops without a result and callers see an abort) — and
-            // before answering, so nobody who asks later joins a finished
-            // flight: a later caller sees the tiers as the load left them.
+        });
+        let driver = Box::pin(async move {
+            // Leave the map when the load ends — by panic too — and before
+            // answering, so nobody who asks later joins a finished flight: a
+            // later caller sees the tiers as the load left them.
             let leave = leave;
-            let result = body.await;
+            let result = AssertUnwindSafe(body).catch_unwind().await;
             drop(leave);
+            let result =
+                result.unwrap_or_else(|_| Err(Error::LoaderAborted("the load panicked".into())));
             answer(&sender, result);
         });
-        Flight { progress: receiver }
+        Flight {
+            progress: receiver,
+            driver: Some(driver),
+        }
     }
 
     #[cfg(test)]
@@ -232,8 +264,9 @@ impl<T: Clone> Flight<T> {
     /// (`Duration::ZERO`: as soon as it is offered).
     pub(crate) async fn wait(mut self, serve_stale_after: Option<Duration>) -> Result<T, Error> {
         let deadline = serve_stale_after.map(|d| tokio::time::Instant::now() + d);
+        let Flight { progress, driver } = &mut self;
         loop {
-            let state = Arc::clone(&self.progress.borrow_and_update());
+            let state = Arc::clone(&progress.borrow_and_update());
             if let Some(done) = &state.done {
                 return done.clone();
             }
@@ -245,14 +278,22 @@ impl<T: Clone> Flight<T> {
             }
             let sleep =
                 tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now));
+            let running = async {
+                match driver.as_mut() {
+                    Some(load) => load.await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
-                changed = self.progress.changed() => {
+                // The load ended and has answered: read its answer above.
+                () = running => *driver = None,
+                changed = progress.changed() => {
                     if changed.is_err() {
-                        let last = Arc::clone(&self.progress.borrow());
+                        let last = Arc::clone(&progress.borrow());
                         return match &last.done {
                             Some(done) => done.clone(),
-                            None => Err(Error::LoaderAborted("the load task ended without a result".into())),
+                            None => Err(Error::LoaderAborted("the load ended without a result".into())),
                         };
                     }
                 }

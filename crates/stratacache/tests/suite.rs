@@ -29,6 +29,7 @@ against_every_target!(
     write_through_updates_both_tiers_and_a_failed_write_changes_nothing,
     long_and_odd_keys_are_stored_safely,
     concurrent_reads_share_mgets_and_each_caller_gets_its_own_value,
+    shared_reads_hand_out_the_l1_value_and_see_every_write,
 );
 
 fn secs(n: u64) -> Duration {
@@ -679,4 +680,67 @@ async fn concurrent_reads_share_mgets_and_each_caller_gets_its_own_value(target:
         &[("cache", &namespace)],
     );
     assert!(batched > 0, "2,200 concurrent reads were all sent alone");
+}
+
+/// `get_or_load_shared`: hits of one instance share L1's value (no clone),
+/// and a write on another instance is seen as with `get_or_load`.
+async fn shared_reads_hand_out_the_l1_value_and_see_every_write(target: Target) {
+    let ns = common::namespace("shared");
+    let build = || {
+        Cache::builder()
+            .namespace(ns.clone())
+            .redis(target.topology())
+            .build()
+    };
+    let (a, b) = (build().await.unwrap(), build().await.unwrap());
+    for cache in [&a, &b] {
+        assert!(
+            common::eventually(secs(3), || async {
+                cache.backplane_connected() == Some(true)
+            })
+            .await,
+            "backplane subscribed"
+        );
+    }
+    let opts = EntryOptions::new().ttl(secs(60));
+    let loads = Arc::new(AtomicUsize::new(0));
+    let load = |value: &'static str| {
+        let loads = loads.clone();
+        move || async move {
+            loads.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(vec![value.to_owned()])
+        }
+    };
+    let first = a
+        .get_or_load_shared("row", &opts, load("v1"))
+        .await
+        .unwrap();
+    let second = a
+        .get_or_load_shared("row", &opts, load("v9"))
+        .await
+        .unwrap();
+    let third = a
+        .get_or_load_shared("row", &opts, load("v9"))
+        .await
+        .unwrap();
+    assert_eq!(*first, vec!["v1".to_owned()]);
+    assert!(Arc::ptr_eq(&second, &third), "two hits share one value");
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    let other: Arc<Vec<String>> = b
+        .get_or_load_shared("row", &opts, load("v9"))
+        .await
+        .unwrap();
+    assert_eq!(*other, vec!["v1".to_owned()], "b found it in L2");
+    b.set("row", &vec!["v2".to_owned()], &opts).await.unwrap();
+    assert!(
+        common::eventually(Duration::from_millis(200), || async {
+            *a.get_or_load_shared("row", &opts, load("v9"))
+                .await
+                .unwrap()
+                == vec!["v2".to_owned()]
+        })
+        .await,
+        "the write on b replaced a's L1 copy"
+    );
+    assert_eq!(loads.load(Ordering::SeqCst), 1, "no load after the write");
 }

@@ -55,6 +55,16 @@ fn product_key(id: u64) -> String {
     format!("product:{id}")
 }
 
+/// The L1 of a stratacache side.
+#[derive(Debug, Clone, Copy)]
+pub enum L1 {
+    Off,
+    /// The library's default bound.
+    Default,
+    /// A byte bound in MiB.
+    Mib(u64),
+}
+
 /// stratacache `get_or_load`, with or without L1.
 pub struct Stratacache {
     cache: Cache,
@@ -63,17 +73,12 @@ pub struct Stratacache {
 }
 
 impl Stratacache {
-    pub async fn build(
-        url: &str,
-        ns: &str,
-        l1_mib: Option<u64>,
-        ttl: Duration,
-        db: Database,
-    ) -> Result<Self> {
+    pub async fn build(url: &str, ns: &str, l1: L1, ttl: Duration, db: Database) -> Result<Self> {
         let builder = Cache::builder().namespace(ns).redis_url(url);
-        let builder = match l1_mib {
-            Some(mib) => builder.l1_max_bytes(mib << 20),
-            None => builder.without_l1(),
+        let builder = match l1 {
+            L1::Off => builder.without_l1(),
+            L1::Default => builder,
+            L1::Mib(mib) => builder.l1_max_bytes(mib << 20),
         };
         Ok(Self {
             cache: builder.build().await.context("building stratacache")?,

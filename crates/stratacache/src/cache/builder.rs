@@ -76,7 +76,9 @@ impl Default for CacheBuilder {
 }
 
 impl CacheBuilder {
-    /// Defaults: namespace `"stratacache"`, L1 of 64 MiB / 100,000 entries, no
+    /// Defaults: namespace `"stratacache"`, L1 of a sixteenth of the memory
+    /// the process may use (32 MiB – 1 GiB; see [`L1Config::default`]) and up
+    /// to a million entries, no
     /// L2, Redis timeout 200 ms, JSON, lz4 above 1 KiB, values up to 1 MiB,
     /// keys over 256 bytes hashed, metrics on.
     pub fn new() -> Self {

@@ -2,6 +2,7 @@
 //! (`read`) and of write-through.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use super::Cache;
 use crate::error::{BoxError, Error, Result};
@@ -56,6 +57,48 @@ impl Cache {
             // found nothing; this caller's own loader always yields a value.
             None => Err(Error::loader("the value is absent")),
         }
+    }
+
+    /// [`get_or_load`](Self::get_or_load) answering with a shared pointer:
+    /// an L1 hit hands out the very value L1 holds instead of a clone — for
+    /// large values (rows with strings, lists) a hit then allocates nothing.
+    /// A miss, a stale value or an early refresh take the ordinary path.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: stratacache::Cache) -> Result<(), stratacache::Error> {
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use stratacache::EntryOptions;
+    ///
+    /// let opts = EntryOptions::new().ttl(Duration::from_secs(60));
+    /// let tags: Arc<Vec<String>> = cache
+    ///     .get_or_load_shared("tags:ACME", &opts, || async {
+    ///         // e.g. SELECT tag FROM instrument_tags WHERE symbol = 'ACME'
+    ///         Ok::<_, std::io::Error>(vec!["equity".to_owned(), "nasdaq".to_owned()])
+    ///     })
+    ///     .await?;
+    /// assert_eq!(tags.len(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_or_load_shared<V, F, Fut, E>(
+        &self,
+        key: &str,
+        opts: &EntryOptions,
+        loader: F,
+    ) -> Result<Arc<V>>
+    where
+        V: CacheValue,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<V, E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        opts.validate()?;
+        // See `read::caller`: a loop of L1 hits must yield now and then.
+        tokio::task::consume_budget().await;
+        if let Some(shared) = self.inner.loads.l1_shared_hit::<V>(key, opts)? {
+            return Ok(shared);
+        }
+        self.get_or_load(key, opts, loader).await.map(Arc::new)
     }
 
     /// Cache-aside for values that may not exist: the loader returns

@@ -10,6 +10,7 @@
 //! L1's count.
 
 mod footprint;
+mod sizing;
 
 use std::any::Any;
 use std::mem::size_of;
@@ -79,10 +80,13 @@ fn weight<V: Serialize>(value: Option<&V>, meta: &EntryMeta, key_len: usize) -> 
 }
 
 impl Default for L1Config {
+    /// A sixteenth of the memory the process may use (its cgroup's limit,
+    /// else the machine's), between 32 MiB and 1 GiB; up to a million
+    /// entries.
     fn default() -> Self {
         Self {
-            max_bytes: 64 * 1024 * 1024,
-            max_entries: 100_000,
+            max_bytes: sizing::default_max_bytes(),
+            max_entries: 1_000_000,
         }
     }
 }

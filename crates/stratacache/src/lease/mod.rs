@@ -61,6 +61,32 @@ static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// A read that takes the lease when it finds nothing: a miss costs the same
+/// round trip as a plain `GET`, and the load that follows needs no second one
+/// to take the lease. A value found is returned without taking the lease (the
+/// caller judges it; a stale one is refreshed through [`ACQUIRE`]). Replies
+/// `{2, value}` found, `{1, nil}` lease won, `{0, nil}` lease held by another
+/// (the key is marked awaited).
+static READ_OR_ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local value = redis.pcall('GET', KEYS[1])
+        if type(value) == 'table' and value.err then
+            redis.call('UNLINK', KEYS[1])
+            value = false
+        end
+        if value then return {2, value} end
+        if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1, false} end
+        if redis.call('PTTL', KEYS[2]) == -1 then
+            redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+            return {1, false}
+        end
+        redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
+        return {0, false}
+        ",
+    )
+});
+
 /// The guard of every write through a lease (KEYS[2] is the lease, ARGV[1]
 /// the writer's token or empty): a leased write lands only while the lease is
 /// still the writer's own, an unleased one only while nobody holds a lease.
@@ -138,6 +164,17 @@ pub(crate) enum Acquired {
     Lost { current: Option<Vec<u8>> },
 }
 
+/// What a read that takes the lease on a miss found.
+pub(crate) enum ReadOrAcquired {
+    /// The value key held this.
+    Found(Vec<u8>),
+    /// Nothing there; this caller holds the lease and should load.
+    Won(Lease),
+    /// Nothing there; another instance holds the lease (the key is now
+    /// marked awaited, so its fill will wake this instance).
+    Lost,
+}
+
 /// A held lease. It is kept alive only while [`Lease::hold_while`] runs the
 /// load; otherwise it expires on its own unless released or consumed by a fill.
 pub(crate) struct Lease {
@@ -146,16 +183,60 @@ pub(crate) struct Lease {
     ttl: Duration,
 }
 
-/// Try to take the lease on `stored`, reading the value in the same step.
-pub(crate) async fn acquire(l2: &L2, stored: &str, ttl: Duration) -> Result<Acquired, L2Error> {
-    let lease_key = lease_key(stored);
-    let waiting = waiting_key(stored);
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("lease_key", &self.lease_key)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A new lease token and the lease lifetime as Redis wants it.
+fn new_token(ttl: Duration) -> (String, String) {
     let token = format!("{:032x}", rand::random::<u128>());
     let ttl_ms = ttl
         .min(crate::options::MAX_DURATION)
         .as_millis()
         .max(1)
         .to_string();
+    (token, ttl_ms)
+}
+
+/// Read `stored`; if nothing is there, try to take its lease in the same
+/// step (see [`READ_OR_ACQUIRE`]).
+pub(crate) async fn read_or_acquire(
+    l2: &L2,
+    stored: &str,
+    ttl: Duration,
+) -> Result<ReadOrAcquired, L2Error> {
+    let lease_key = lease_key(stored);
+    let waiting = waiting_key(stored);
+    let (token, ttl_ms) = new_token(ttl);
+    let (outcome, value): (i64, Option<Vec<u8>>) = l2
+        .run_script(
+            &READ_OR_ACQUIRE,
+            &[stored, &lease_key, &waiting],
+            &[token.as_bytes(), ttl_ms.as_bytes()],
+            false,
+        )
+        .await?;
+    Ok(match (outcome, value) {
+        (2, Some(bytes)) => ReadOrAcquired::Found(bytes),
+        (1, _) => ReadOrAcquired::Won(Lease {
+            lease_key,
+            token,
+            ttl,
+        }),
+        _ => ReadOrAcquired::Lost,
+    })
+}
+
+/// Try to take the lease on `stored`, reading the value in the same step.
+pub(crate) async fn acquire(l2: &L2, stored: &str, ttl: Duration) -> Result<Acquired, L2Error> {
+    let lease_key = lease_key(stored);
+    let waiting = waiting_key(stored);
+    let (token, ttl_ms) = new_token(ttl);
     let (won, current): (i64, Option<Vec<u8>>) = l2
         .run_script(
             &ACQUIRE,

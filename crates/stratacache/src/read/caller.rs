@@ -116,10 +116,17 @@ impl Loads {
             L2Seen::NotRead
         };
         let mut keep_out_of_l2 = false;
-        let caller_reads = !offer_known && !opts.skip_l2 && seen == L2Seen::NotRead;
+        // While reads mostly miss, the flight reads L2 instead, taking the
+        // lease in the same round trip if it finds nothing: callers of this
+        // instance then share that one read.
+        let read_or_lease = self.reads_take_lease(opts);
+        let caller_reads =
+            !offer_known && !opts.skip_l2 && seen == L2Seen::NotRead && !read_or_lease;
         if let Some(l2) = tiers.l2().filter(|_| caller_reads) {
             let since = tiers.log().mark();
-            seen = match tiers.read_l2::<V>(l2, &stored, opts).await {
+            let read = tiers.read_l2::<V>(l2, &stored, opts).await;
+            self.l2_misses.record(!matches!(read, Ok(L2Read::Found(_))));
+            seen = match read {
                 Ok(L2Read::Found(entry)) => {
                     let judge = Judge {
                         loads: self,
@@ -162,6 +169,7 @@ impl Loads {
             accept_absent,
             mode: Mode::Miss,
             seen,
+            read_or_lease,
             keep_out_of_l2,
             offer_known,
             scope,
@@ -178,6 +186,53 @@ impl Loads {
             m.coalesced.increment(1);
         }
         finish(flight.wait(patience).await, &m, started)
+    }
+
+    /// An L1 hit shared rather than cloned: `Some` only when the entry holds
+    /// a value of type `V`, fresh and trusted, with no early refresh due. Any
+    /// other case is left to [`load_through`](Self::load_through), which then
+    /// counts it; this step records nothing unless it answers.
+    pub(crate) fn l1_shared_hit<V: CacheValue>(
+        &self,
+        key: &str,
+        opts: &EntryOptions,
+    ) -> Result<Option<Arc<V>>> {
+        let tiers = &self.tiers;
+        let m = tiers.metrics().policy(opts.policy.as_ref());
+        let started = m.start();
+        let inner_key = tiers.keys().inner_key(key)?;
+        let Some(hit) = tiers.l1_hit(&inner_key, opts) else {
+            return Ok(None);
+        };
+        let Some(value) = hit.entry.value.clone() else {
+            return Ok(None);
+        };
+        let Ok(value) = value.downcast::<V>() else {
+            return Ok(None);
+        };
+        let now = tiers.clock().now_ms();
+        let meta = &hit.entry.meta;
+        let on_l1 = decide::on_l1(meta, true, hit.trusted, false, opts.eager_refresh, now);
+        if on_l1
+            != (OnL1::Serve {
+                refresh_early: false,
+            })
+        {
+            return Ok(None);
+        }
+        m.l1_hits.increment(1);
+        m.record_get(started);
+        Ok(Some(value))
+    }
+
+    /// Whether this load's L2 read should take the lease when it finds
+    /// nothing: while most recent reads missed, when the load would take a
+    /// lease anyway.
+    fn reads_take_lease(&self, opts: &EntryOptions) -> bool {
+        opts.distributed_lease
+            && !opts.skip_l2
+            && self.tiers.waiters().is_some()
+            && self.l2_misses.likely()
     }
 
     /// Start a refresh of a fresh entry unless one is running; nobody waits for it.
@@ -204,6 +259,7 @@ impl Loads {
                 accept_absent,
                 mode: Mode::Refresh,
                 seen: L2Seen::NotRead,
+                read_or_lease: false,
                 keep_out_of_l2: false,
                 offer_known: false,
                 scope: LoadScope::current(),

@@ -10,7 +10,7 @@ use super::{Fetched, L2Seen, LoadContext, Loaded, Loads, Mode, Start};
 use crate::coalesce::Progress;
 use crate::error::{BoxError, Error, Result};
 use crate::l2::L2;
-use crate::lease::{self, Acquired, Lease};
+use crate::lease::{self, Acquired, Lease, ReadOrAcquired};
 use crate::options::EntryOptions;
 use crate::tiers::{CacheValue, Known, L2Read};
 
@@ -79,8 +79,36 @@ impl Loads {
             progress: Some(&progress),
             m: &m,
         };
+        let mut lease = None;
+        let mut awaited = false;
         if let (Some(l2_ref), L2Seen::NotRead) = (&l2, start.seen) {
-            match tiers.read_l2::<V>(l2_ref, &stored, &opts).await {
+            let read = if start.read_or_lease && !keep_out_of_l2 {
+                match lease::read_or_acquire(l2_ref, &stored, opts.lock_timeout).await {
+                    Ok(ReadOrAcquired::Found(bytes)) => {
+                        Ok(tiers.judge_l2::<V>(&stored, &bytes, &opts).await)
+                    }
+                    Ok(ReadOrAcquired::Won(held)) => {
+                        lease = Some(held);
+                        Ok(L2Read::Missing)
+                    }
+                    Ok(ReadOrAcquired::Lost) => {
+                        awaited = true;
+                        Ok(L2Read::Missing)
+                    }
+                    // Refused (Redis refusing writes, a script error): a
+                    // plain read still finds what is there.
+                    Err(err) if !err.is_unavailable() => {
+                        tiers.read_l2::<V>(l2_ref, &stored, &opts).await
+                    }
+                    Err(err) => Err(err),
+                }
+            } else {
+                tiers.read_l2::<V>(l2_ref, &stored, &opts).await
+            };
+            if start.mode == Mode::Miss {
+                self.l2_misses.record(!matches!(read, Ok(L2Read::Found(_))));
+            }
+            match read {
                 Ok(L2Read::Found(entry)) => {
                     if let Some(done) = judge.entry(entry, &mut known) {
                         return Ok(done);
@@ -99,12 +127,14 @@ impl Loads {
                 }
             }
         }
-        let mut lease = None;
         // A load that must not replace what L2 holds takes no lease either:
         // nobody would be woken by a fill that never comes.
-        let leased = opts.distributed_lease && !keep_out_of_l2;
+        let leased = opts.distributed_lease && !keep_out_of_l2 && lease.is_none();
         if let Some(l2_ref) = l2.as_ref().filter(|_| leased) {
-            match self.lease_or_wait(l2_ref, &judge, &mut known).await? {
+            match self
+                .lease_or_wait(l2_ref, &judge, &mut known, awaited)
+                .await?
+            {
                 Next::Load(held) => lease = held,
                 Next::LoadUnguarded => keep_out_of_l2 = true,
                 Next::RedisFailed => l2 = None,
@@ -125,12 +155,15 @@ impl Loads {
         .await
     }
 
-    /// Take the key's lease, or wait for whoever holds it.
+    /// Take the key's lease, or wait for whoever holds it. `awaited`: the
+    /// read found the lease taken (and marked the key awaited), so wait
+    /// before the first try.
     async fn lease_or_wait<V: CacheValue>(
         &self,
         l2: &Arc<L2>,
         judge: &Judge<'_, V>,
         known: &mut Option<Known<V>>,
+        awaited: bool,
     ) -> Result<Next<V>> {
         let tiers = &self.tiers;
         let Some(waiters) = tiers.waiters() else {
@@ -142,6 +175,7 @@ impl Loads {
         let mut backoff = Duration::from_millis(2);
         let mut waited = false;
         let mut woken = false;
+        let mut try_now = !awaited;
         loop {
             let wake = waiters.register(judge.stored);
             let notified = wake.notified();
@@ -157,33 +191,38 @@ impl Loads {
                     }
                 }
             }
-            let (lease, current) = match lease::acquire(l2, judge.stored, opts.lock_timeout).await {
-                // Redis is failing: load here rather than wait on it.
-                Err(err) if err.is_unavailable() => return Ok(Next::RedisFailed),
-                // Redis refused the script: load, without a lease.
-                Err(_) => return Ok(Next::LoadUnguarded),
-                Ok(Acquired::Won { lease, current }) => (Some(lease), current),
-                Ok(Acquired::Lost { current }) => (None, current),
-            };
-            if let Some(bytes) = current {
-                if let L2Read::Found(entry) = tiers.judge_l2::<V>(judge.stored, &bytes, opts).await
-                {
-                    if let Some(done) = judge.entry(entry, known) {
-                        if let Some(lease) = lease {
-                            lease.release(l2).await;
+            if try_now {
+                let (lease, current) =
+                    match lease::acquire(l2, judge.stored, opts.lock_timeout).await {
+                        // Redis is failing: load here rather than wait on it.
+                        Err(err) if err.is_unavailable() => return Ok(Next::RedisFailed),
+                        // Redis refused the script: load, without a lease.
+                        Err(_) => return Ok(Next::LoadUnguarded),
+                        Ok(Acquired::Won { lease, current }) => (Some(lease), current),
+                        Ok(Acquired::Lost { current }) => (None, current),
+                    };
+                if let Some(bytes) = current {
+                    if let L2Read::Found(entry) =
+                        tiers.judge_l2::<V>(judge.stored, &bytes, opts).await
+                    {
+                        if let Some(done) = judge.entry(entry, known) {
+                            if let Some(lease) = lease {
+                                lease.release(l2).await;
+                            }
+                            return Ok(Next::Done(done));
                         }
-                        return Ok(Next::Done(done));
                     }
                 }
+                if lease.is_some() {
+                    return Ok(Next::Load(lease));
+                }
+                if judge.mode == Mode::Refresh {
+                    // Another instance is refreshing this key already.
+                    let current = known.take().and_then(|(value, _, _)| value);
+                    return Ok(Next::Done(Fetched::fresh(current)));
+                }
             }
-            if lease.is_some() {
-                return Ok(Next::Load(lease));
-            }
-            if judge.mode == Mode::Refresh {
-                // Another instance is refreshing this key already.
-                let current = known.take().and_then(|(value, _, _)| value);
-                return Ok(Next::Done(Fetched::fresh(current)));
-            }
+            try_now = true;
             if !waited {
                 judge.m.lease_waits.increment(1);
                 waited = true;

@@ -11,7 +11,12 @@
 //! ```
 //!
 //! 1. read L2 unless the caller just did — fresh: done; stale: offer it to
-//!    callers that accept stale data;
+//!    callers that accept stale data. While most recent reads miss (a cold
+//!    cache, churning keys: [`miss_rate`]), the flight reads instead of the
+//!    caller, and its read takes the lease in the same round trip when it
+//!    finds nothing: a miss then costs two round trips (read-or-lease,
+//!    fill), like hand-written cache-aside, and callers of one instance
+//!    share one read;
 //! 2. take the key's lease in Redis (`lease`) — lost: wait for the holder's
 //!    fill (woken by its notification), or take over when it dies;
 //! 3. call the loader (bounded by `hard_timeout`: past it, callers get the
@@ -31,6 +36,7 @@ mod decide;
 mod fill;
 mod flight;
 mod loaded;
+mod miss_rate;
 pub(crate) mod scope;
 
 use std::sync::Arc;
@@ -40,6 +46,7 @@ pub use loaded::{Fetched, LoadContext, Loaded};
 use crate::coalesce::Flights;
 use crate::tiers::Tiers;
 use crate::write::Pipeline;
+use miss_rate::MissRate;
 
 /// Loads: the tiers to read and fill, the writes to announce refreshes
 /// through, the flights to share.
@@ -47,6 +54,8 @@ pub(crate) struct Loads {
     tiers: Arc<Tiers>,
     writes: Arc<Pipeline>,
     flights: Arc<Flights>,
+    /// How often callers' L2 reads find nothing of late.
+    l2_misses: MissRate,
 }
 
 impl Loads {
@@ -55,6 +64,7 @@ impl Loads {
             tiers,
             writes,
             flights,
+            l2_misses: MissRate::new(),
         }
     }
 }
@@ -85,6 +95,9 @@ struct Start {
     accept_absent: bool,
     mode: Mode,
     seen: L2Seen,
+    /// Read L2 with [`lease::read_or_acquire`](crate::lease::read_or_acquire):
+    /// a miss takes the lease in the same round trip.
+    read_or_lease: bool,
     /// L2 holds an entry of a newer schema: this load must not replace it.
     keep_out_of_l2: bool,
     /// The stale value at hand may be offered to callers at once.
