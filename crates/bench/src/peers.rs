@@ -80,6 +80,10 @@ pub struct PeersArgs {
     /// warm-up.
     #[arg(long)]
     cold: bool,
+    /// The stratacache sides read with `get_or_load` (a clone of the value
+    /// per hit) instead of `get_or_load_shared`.
+    #[arg(long)]
+    clone_reads: bool,
 }
 
 /// The sides, in report order.
@@ -382,6 +386,7 @@ fn report(
         "secs_per_round": round(args.duration_secs as f64 / f64::from(args.rounds), 3),
         "warmup_calls_per_side": if args.cold { 0 } else { args.warmup_calls },
         "cold_rounds": args.cold,
+        "stratacache_read": if args.clone_reads { "get_or_load" } else { "get_or_load_shared" },
         "value_json_bytes": Product::sample(0).json_len(),
         "share_of_calls_on_hottest_1_percent_of_keys": round(top_share, 3),
         "sides": sides,
@@ -397,10 +402,18 @@ async fn build_side(url: &str, args: &PeersArgs, i: usize, ns: &str) -> Result<R
     let db = Database::new(args.loader_ms);
     Ok(match SIDES[i] {
         "stratacache_l2" => Rust::Stratacache(Arc::new(
-            Stratacache::build(url, ns, L1::Off, ttl, db).await?,
+            Stratacache::build(url, ns, L1::Off, ttl, db, args.clone_reads).await?,
         )),
         "stratacache_l1_l2" => Rust::Stratacache(Arc::new(
-            Stratacache::build(url, ns, args.l1_mib.map_or(L1::Default, L1::Mib), ttl, db).await?,
+            Stratacache::build(
+                url,
+                ns,
+                args.l1_mib.map_or(L1::Default, L1::Mib),
+                ttl,
+                db,
+                args.clone_reads,
+            )
+            .await?,
         )),
         "naive_redis_rs" => Rust::Naive(Arc::new(Naive::new(
             bare_connection(url).await?,

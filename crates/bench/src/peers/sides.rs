@@ -65,15 +65,24 @@ pub enum L1 {
     Mib(u64),
 }
 
-/// stratacache `get_or_load`, with or without L1.
+/// stratacache `get_or_load_shared` (or `get_or_load`: `clone_reads`),
+/// with or without L1.
 pub struct Stratacache {
     cache: Cache,
     opts: EntryOptions,
     db: Database,
+    clone_reads: bool,
 }
 
 impl Stratacache {
-    pub async fn build(url: &str, ns: &str, l1: L1, ttl: Duration, db: Database) -> Result<Self> {
+    pub async fn build(
+        url: &str,
+        ns: &str,
+        l1: L1,
+        ttl: Duration,
+        db: Database,
+        clone_reads: bool,
+    ) -> Result<Self> {
         let builder = Cache::builder().namespace(ns).redis_url(url);
         let builder = match l1 {
             L1::Off => builder.without_l1(),
@@ -84,6 +93,7 @@ impl Stratacache {
             cache: builder.build().await.context("building stratacache")?,
             opts: EntryOptions::new().ttl(ttl),
             db,
+            clone_reads,
         })
     }
 
@@ -106,13 +116,17 @@ impl Stratacache {
 impl Peer for Stratacache {
     async fn fetch(&self, id: u64) -> Result<()> {
         let db = self.db.clone();
-        let product = self
-            .cache
-            .get_or_load(&product_key(id), &self.opts, move || async move {
-                Ok::<_, Infallible>(db.load(id).await)
-            })
-            .await?;
-        black_box(product);
+        let load = move || async move { Ok::<_, Infallible>(db.load(id).await) };
+        let key = product_key(id);
+        if self.clone_reads {
+            black_box(self.cache.get_or_load(&key, &self.opts, load).await?);
+        } else {
+            black_box(
+                self.cache
+                    .get_or_load_shared(&key, &self.opts, load)
+                    .await?,
+            );
+        }
         Ok(())
     }
 
