@@ -362,3 +362,47 @@ fn a_cluster_is_checked_on_every_master() {
     expect(&report, "cluster.single-url", "error");
     assert_eq!(code, 2);
 }
+
+#[test]
+fn a_sentinel_group_is_followed_to_its_master() {
+    let group = stratacache_testkit::RedisSentinelGroup::start();
+    let hosts: Vec<String> = group
+        .sentinel_addrs()
+        .iter()
+        .map(|(host, port)| format!("{host}:{port}"))
+        .collect();
+    let url = format!(
+        "redis+sentinel://{}/{}",
+        hosts.join(","),
+        group.master_name()
+    );
+    let (_, report) = doctor(&["--redis-url", &url, "--redis-timeout", "10s"]);
+    assert_eq!(report["topology"], "sentinel");
+    let s = expect(&report, "sentinel", "ok");
+    assert!(
+        s["what"].as_str().unwrap().contains("3 of 3 Sentinels"),
+        "{s}"
+    );
+    let master = format!("127.0.0.1:{}", group.current_master_port());
+    assert!(s["what"].as_str().unwrap().contains(&master), "{s}");
+    expect(&report, "version", "ok");
+    absent(&report, "replication.replica");
+}
+
+#[test]
+fn a_disabled_command_is_an_error() {
+    let server = RedisServer::start_with(&[
+        "--maxmemory",
+        "64mb",
+        "--maxmemory-policy",
+        "allkeys-lru",
+        "--rename-command",
+        "UNLINK",
+        "",
+    ]);
+    let (code, report) = doctor(&["--redis-url", &server.url(), "--redis-timeout", "10s"]);
+    let f = expect(&report, "commands.cache", "error");
+    assert!(f["what"].as_str().unwrap().contains("UNLINK"), "{f}");
+    expect(&report, "commands.scripts", "error");
+    assert_eq!(code, 2);
+}

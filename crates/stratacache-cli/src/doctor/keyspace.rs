@@ -398,7 +398,7 @@ pub fn findings(space: &Space, out: &mut Vec<Finding>) {
                     space.examples("lease-stuck")
                 ),
             )
-            .why("the library's leases live for the lock timeout (5 s by default), renewed while the load runs; a lease without expiry was planted by something else, and a long one holds back every other instance's load of that key until it lapses (they wait for a fill, or serve stale)")
+            .why("the library's leases live for the lock timeout (5 s by default), renewed while the load runs; a lease without expiry was not taken by the library (its next acquire of the key takes it over), and a long one holds back every other instance's load of that key until it lapses (they wait for a fill, or serve stale)")
             .fix("DEL the lease keys (the next load takes over); check the policies' lock_timeout"),
         );
     }
@@ -439,11 +439,10 @@ pub fn findings(space: &Space, out: &mut Vec<Finding>) {
             human(Duration::from_millis(q.lag_ms)),
             q.dead_letters
         );
-        out.push(Finding::info("queue", summary).node(&q.node));
+        out.push(Finding::info("queue", summary));
         if q.dead_letters > 0 {
             out.push(
                 Finding::warning("queue.dead-letters", format!("queue {:?} has {} dead letter(s)", q.name, q.dead_letters))
-                    .node(&q.node)
                     .why("writes the sink refused after every retry: the database does not have them (the cache may)")
                     .fix(format!("read the reason (XRANGE {} - + COUNT 10, field `error`), fix it, then `stratacache queue replay-dead-letters --namespace {ns} --queue {}`", write_behind_keys(ns, &q.name).dead_letters, q.name)),
             );
@@ -451,14 +450,12 @@ pub fn findings(space: &Space, out: &mut Vec<Finding>) {
         if q.depth > 0 && q.active_consumers == 0 {
             out.push(
                 Finding::warning("queue.no-workers", format!("queue {:?} holds {} unapplied entries and no worker read it in the last minute", q.name, q.depth))
-                    .node(&q.node)
                     .why("acknowledged writes wait in Redis and do not reach the database until a worker runs")
                     .fix("start the service's write-behind worker (WriteBehind::spawn_worker)"),
             );
         } else if q.lag_ms > 60_000 {
             out.push(
                 Finding::warning("queue.lag", format!("queue {:?} is {} behind", q.name, human(Duration::from_millis(q.lag_ms))))
-                    .node(&q.node)
                     .why("the database is that far behind the acknowledged writes; the cached values must outlive the lag")
                     .fix("look at the sink's errors and retries, add workers, or raise batch_size"),
             );

@@ -24,9 +24,13 @@ const QUEUE_COMMANDS: [&str; 8] = [
     "xlen",
 ];
 /// What every cache needs.
-const CACHE_COMMANDS: [&str; 12] = [
+const CACHE_COMMANDS: [&str; 16] = [
     "get",
     "set",
+    "del",
+    "exists",
+    "pttl",
+    "setrange",
     "mget",
     "evalsha",
     "eval",
@@ -123,6 +127,14 @@ pub async fn check(
     }
     if cluster {
         found.extend(cluster_state(&mut masters[0].conn, target, write_behind).await);
+    }
+    if let stratacache::RedisTopology::Sentinel {
+        sentinels,
+        master_name,
+        ..
+    } = &target.topology
+    {
+        found.push(sentinel(sentinels, master_name, target.timeout).await);
     }
     found.extend(pubsub(target, &mut masters, args).await);
     out.extend(merge(found));
@@ -703,4 +715,63 @@ async fn pubsub(target: &Target, masters: &mut [Master], args: &DoctorArgs) -> V
         }
     }
     out
+}
+
+/// The Sentinels of the URL: how many answer, and what they say of the master.
+async fn sentinel(sentinels: &[String], name: &str, timeout: Duration) -> Finding {
+    let mut answering = 0;
+    let mut seen: Option<HashMap<String, String>> = None;
+    for url in sentinels {
+        let asked = async {
+            let mut conn = crate::target::connect(url, timeout).await?;
+            let fields: Vec<String> = redis::cmd("SENTINEL")
+                .arg("MASTER")
+                .arg(name)
+                .query_async(&mut conn)
+                .await?;
+            anyhow::Ok(
+                fields
+                    .chunks(2)
+                    .filter(|c| c.len() == 2)
+                    .map(|c| (c[0].clone(), c[1].clone()))
+                    .collect::<HashMap<_, _>>(),
+            )
+        };
+        if let Ok(fields) = asked.await {
+            answering += 1;
+            seen.get_or_insert(fields);
+        }
+    }
+    let Some(master) = seen else {
+        return Finding::error(
+            "sentinel",
+            "no Sentinel of the URL answers about the master",
+        );
+    };
+    let flags = master.get("flags").cloned().unwrap_or_default();
+    let total = master
+        .get("num-other-sentinels")
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0)
+        + 1;
+    let quorum = master.get("quorum").cloned().unwrap_or_default();
+    let what = format!(
+        "{answering} of {} Sentinels in the URL answer; they know {total}; master {name:?} at {}:{} ({flags}), quorum {quorum}",
+        sentinels.len(),
+        master.get("ip").map_or("?", |s| s),
+        master.get("port").map_or("?", |s| s)
+    );
+    let data = json!({"answering": answering, "in_url": sentinels.len(), "known": total, "flags": flags, "quorum": quorum});
+    if flags.contains("o_down") || flags.contains("s_down") {
+        Finding::error("sentinel", what)
+            .why("the Sentinels see the master down: writes fail until a replica is promoted")
+            .data(data)
+    } else if answering < sentinels.len() || total < 3 {
+        Finding::warning("sentinel", what)
+            .why("a failover needs a majority of the Sentinels, and the cache needs one that answers to find the master when it starts")
+            .fix("run at least three Sentinels on separate hosts, and list them all in the URL")
+            .data(data)
+    } else {
+        Finding::ok("sentinel", what).data(data)
+    }
 }
