@@ -83,11 +83,17 @@ fn codec_name(codec: Codec) -> &'static str {
 pub async fn run(args: InspectArgs) -> Result<u8> {
     let keys = entry_keys_with_max_len(&args.namespace, &args.key, args.max_key_len)
         .map_err(|e| anyhow!("{e}"))?;
-    let target = Target::discover(&args.redis.redis_url, args.redis.timeout).await?;
+    let target = Target::discover(&args.redis).await?;
     let read = async {
         if target.is_cluster() {
             let urls: Vec<String> = target.masters().map(|n| n.url.clone()).collect();
-            let client = redis::cluster::ClusterClient::new(urls)?;
+            #[allow(unused_mut)]
+            let mut builder = redis::cluster::ClusterClientBuilder::new(urls);
+            #[cfg(feature = "tls")]
+            if let Some(files) = &target.tls {
+                builder = builder.certs(crate::target::certificates(files));
+            }
+            let client = builder.build()?;
             let mut conn = client.get_async_connection().await?;
             read_all(&mut conn, &keys).await
         } else {

@@ -37,7 +37,11 @@ pub struct InvalidateArgs {
 
 /// A cache of the namespace with no L1 of its own: it only writes.
 pub async fn cache(namespace: &str, redis: &RedisArgs, max_key_len: usize) -> Result<Cache> {
-    let cache = Cache::builder()
+    let mut builder = Cache::builder();
+    if let Some(tls) = redis.redis_tls()? {
+        builder = builder.redis_tls(tls);
+    }
+    let cache = builder
         .namespace(namespace)
         .redis_url(&redis.redis_url)
         .without_l1()

@@ -17,6 +17,7 @@ mod queue;
 mod target;
 mod time;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -43,6 +44,59 @@ pub struct RedisArgs {
     /// How long one Redis call may take before it counts as failed.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// PEM file of the CA that signed Redis's certificate, for rediss:// URLs
+    /// (default: the public roots). Needs the `tls` feature.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM file of a client certificate, for mutual TLS (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file of the client certificate's key.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// Certificates for TLS connections, read from the files given.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    pub ca: Option<Vec<u8>>,
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl RedisArgs {
+    /// The certificates given, if any.
+    pub fn tls(&self) -> anyhow::Result<Option<TlsFiles>> {
+        use anyhow::Context;
+        let read =
+            |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+        if self.tls_ca.is_none() && self.tls_cert.is_none() {
+            return Ok(None);
+        }
+        if !cfg!(feature = "tls") {
+            anyhow::bail!("this build has no TLS: install with `--features tls`");
+        }
+        Ok(Some(TlsFiles {
+            ca: self.tls_ca.as_ref().map(read).transpose()?,
+            client: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+                _ => None,
+            },
+        }))
+    }
+
+    /// The same as the library's `RedisTls`.
+    pub fn redis_tls(&self) -> anyhow::Result<Option<stratacache::RedisTls>> {
+        Ok(self.tls()?.map(|files| {
+            let mut tls = stratacache::RedisTls::new();
+            if let Some(ca) = files.ca {
+                tls = tls.root_cert_pem(ca);
+            }
+            if let Some((cert, key)) = files.client {
+                tls = tls.client_cert_pem(cert, key);
+            }
+            tls
+        }))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +136,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // rustls needs one process-wide crypto provider.
+    #[cfg(feature = "tls")]
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

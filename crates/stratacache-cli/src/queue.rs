@@ -117,7 +117,7 @@ pub async fn run(command: QueueCommand) -> Result<u8> {
 }
 
 async fn status(args: QueueArgs) -> Result<u8> {
-    let target = Target::discover(&args.redis.redis_url, args.redis.timeout).await?;
+    let target = Target::discover(&args.redis).await?;
     let names = queues(&args, &target).await?;
     let mut report = Vec::new();
     let mut worst = 0;
@@ -200,7 +200,7 @@ async fn status(args: QueueArgs) -> Result<u8> {
 }
 
 async fn replay(args: QueueArgs, max: usize) -> Result<u8> {
-    let target = Target::discover(&args.redis.redis_url, args.redis.timeout).await?;
+    let target = Target::discover(&args.redis).await?;
     let names = queues(&args, &target).await?;
     let name = match names.as_slice() {
         [one] => one.clone(),

@@ -9,6 +9,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use redis::aio::MultiplexedConnection;
 use stratacache::RedisTopology;
 
+use crate::{RedisArgs, TlsFiles};
+
 /// One Redis server.
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -30,12 +32,15 @@ pub struct Target {
     /// if it turns out to be a replica: the doctor says so).
     pub nodes: Vec<Node>,
     pub timeout: Duration,
+    /// Certificates for the data nodes (Sentinels are reached without).
+    pub tls: Option<TlsFiles>,
 }
 
 impl Target {
     /// Parse `url` and find the masters (replicas are added by the doctor
     /// from `INFO replication`).
-    pub async fn discover(url: &str, timeout: Duration) -> Result<Target> {
+    pub async fn discover(redis: &RedisArgs) -> Result<Target> {
+        let (url, timeout, tls) = (&redis.redis_url, redis.timeout, redis.tls()?);
         let topology = RedisTopology::parse(url).map_err(|e| anyhow!("{e}"))?;
         let shown = redact(url);
         let nodes = match &topology {
@@ -44,7 +49,7 @@ impl Target {
                 url: url.clone(),
                 master: true,
             }],
-            RedisTopology::Cluster(seeds) => cluster_nodes(seeds, timeout).await?,
+            RedisTopology::Cluster(seeds) => cluster_nodes(seeds, timeout, tls.as_ref()).await?,
             RedisTopology::Sentinel {
                 sentinels,
                 master_name,
@@ -64,6 +69,7 @@ impl Target {
             shown,
             nodes,
             timeout,
+            tls,
         })
     }
 
@@ -86,15 +92,46 @@ impl Target {
 
     /// A connection to `node`, bounded by the timeout.
     pub async fn connect(&self, node: &Node) -> Result<MultiplexedConnection> {
-        connect(&node.url, self.timeout)
+        connect(&node.url, self.timeout, self.tls.as_ref())
             .await
             .with_context(|| format!("cannot connect to {}", node.addr))
     }
 }
 
+/// A client for one server, with the certificates given.
+pub fn client(url: &str, tls: Option<&TlsFiles>) -> Result<redis::Client> {
+    let built = match tls {
+        None => redis::Client::open(url),
+        #[cfg(feature = "tls")]
+        Some(files) => redis::Client::build_with_tls(url, certificates(files)),
+        #[cfg(not(feature = "tls"))]
+        Some(_) => bail!("this build has no TLS: install with `--features tls`"),
+    };
+    built.map_err(|e| anyhow!("{}: {e}", redact(url)))
+}
+
+/// redis-rs's form of the certificates.
+#[cfg(feature = "tls")]
+pub fn certificates(files: &TlsFiles) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: files
+            .client
+            .as_ref()
+            .map(|(cert, key)| redis::ClientTlsConfig {
+                client_cert: cert.clone(),
+                client_key: key.clone(),
+            }),
+        root_cert: files.ca.clone(),
+    }
+}
+
 /// A connection to one server, bounded by `timeout`.
-pub async fn connect(url: &str, timeout: Duration) -> Result<MultiplexedConnection> {
-    let client = redis::Client::open(url).map_err(|e| anyhow!("{}: {e}", redact(url)))?;
+pub async fn connect(
+    url: &str,
+    timeout: Duration,
+    tls: Option<&TlsFiles>,
+) -> Result<MultiplexedConnection> {
+    let client = client(url, tls)?;
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout));
@@ -122,10 +159,14 @@ pub fn parse_info(text: &str) -> HashMap<String, String> {
 }
 
 /// The masters (and replicas) of a Cluster, from the first seed that answers.
-async fn cluster_nodes(seeds: &[String], timeout: Duration) -> Result<Vec<Node>> {
+async fn cluster_nodes(
+    seeds: &[String],
+    timeout: Duration,
+    tls: Option<&TlsFiles>,
+) -> Result<Vec<Node>> {
     let mut last = None;
     for seed in seeds {
-        let mut conn = match connect(seed, timeout).await {
+        let mut conn = match connect(seed, timeout, tls).await {
             Ok(conn) => conn,
             Err(e) => {
                 last = Some(e);
@@ -164,7 +205,7 @@ async fn sentinel_master(sentinels: &[String], name: &str, timeout: Duration) ->
     let mut last = anyhow!("no sentinel");
     for url in sentinels {
         let asked = async {
-            let mut conn = connect(url, timeout).await?;
+            let mut conn = connect(url, timeout, None).await?;
             let found: Option<(String, String)> = redis::cmd("SENTINEL")
                 .arg("GET-MASTER-ADDR-BY-NAME")
                 .arg(name)

@@ -227,7 +227,7 @@ pub async fn run(args: DoctorArgs) -> Result<u8> {
         exit_code: 0,
         findings: Vec::new(),
     };
-    match Target::discover(&args.redis.redis_url, args.redis.timeout).await {
+    match Target::discover(&args.redis).await {
         Err(e) => {
             report.topology = "unknown".into();
             report.push(

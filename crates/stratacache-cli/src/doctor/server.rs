@@ -633,7 +633,7 @@ async fn pubsub(target: &Target, masters: &mut [Master], args: &DoctorArgs) -> V
     );
     let sub_node = masters[0].node.clone();
     let probe = async {
-        let client = redis::Client::open(sub_node.url.as_str())?;
+        let client = crate::target::client(&sub_node.url, target.tls.as_ref())?;
         let mut pubsub = tokio::time::timeout(target.timeout, client.get_async_pubsub())
             .await
             .map_err(|_| anyhow::anyhow!("no subscription within {:?}", target.timeout))??;
@@ -723,7 +723,7 @@ async fn sentinel(sentinels: &[String], name: &str, timeout: Duration) -> Findin
     let mut seen: Option<HashMap<String, String>> = None;
     for url in sentinels {
         let asked = async {
-            let mut conn = crate::target::connect(url, timeout).await?;
+            let mut conn = crate::target::connect(url, timeout, None).await?;
             let fields: Vec<String> = redis::cmd("SENTINEL")
                 .arg("MASTER")
                 .arg(name)
