@@ -310,7 +310,13 @@ pub async fn queue(
         }
         q.group = true;
         q.consumers = int(g.get("consumers"));
-        q.pending = int(g.get("pending"));
+        // XPENDING's summary, as the library's `queue_status` reads it.
+        q.pending = redis::cmd("XPENDING")
+            .arg(&keys.stream)
+            .arg(&keys.group)
+            .query_async::<(u64, Value, Value, Value)>(conn)
+            .await
+            .map_or(int(g.get("pending")), |(n, _, _, _)| n);
         let consumers: Vec<Value> = redis::cmd("XINFO")
             .arg("CONSUMERS")
             .arg(&keys.stream)
