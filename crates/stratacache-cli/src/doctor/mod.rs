@@ -5,8 +5,11 @@
 //! worst severity: 0 healthy (ok / info), 1 warnings, 2 errors.
 
 mod keyspace;
+mod memory;
 mod metrics;
+mod pubsub;
 mod server;
+mod topology;
 
 use std::fmt::Write as _;
 use std::time::Duration;

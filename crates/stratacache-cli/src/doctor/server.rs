@@ -1,15 +1,18 @@
-//! The server side: version and commands, memory and eviction,
-//! persistence, latency, Cluster state, replication, pub/sub.
+//! The server side, per master: version and commands, latency; and the
+//! order of every server check (memory, persistence, topology, pub/sub
+//! live in their own files).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use redis::aio::MultiplexedConnection;
 use redis::Value;
 use serde_json::json;
 
-use super::{bytes, DoctorArgs, Finding};
+use super::memory::{memory, persistence};
+use super::pubsub::pubsub;
+use super::topology::{cluster_state, replication, sentinel};
+use super::{DoctorArgs, Finding};
 use crate::target::{info, Node, Target};
 
 /// What the write-behind queue needs besides the cache's own commands.
@@ -46,10 +49,10 @@ const CACHE_COMMANDS: [&str; 16] = [
 const CLUSTER_COMMANDS: [&str; 2] = ["spublish", "ssubscribe"];
 
 /// A master, connected, with its `INFO`.
-struct Master {
-    node: Node,
-    conn: MultiplexedConnection,
-    info: HashMap<String, String>,
+pub(super) struct Master {
+    pub(super) node: Node,
+    pub(super) conn: MultiplexedConnection,
+    pub(super) info: HashMap<String, String>,
 }
 
 pub async fn check(
@@ -161,7 +164,7 @@ fn merge(findings: Vec<Finding>) -> Vec<Finding> {
     merged
 }
 
-fn number(info: &HashMap<String, String>, field: &str) -> Option<u64> {
+pub(super) fn number(info: &HashMap<String, String>, field: &str) -> Option<u64> {
     info.get(field)?.parse().ok()
 }
 
@@ -298,168 +301,6 @@ async fn commands(
     out
 }
 
-fn memory(info: &HashMap<String, String>, write_behind: bool) -> Vec<Finding> {
-    let mut out = Vec::new();
-    let max = number(info, "maxmemory").unwrap_or(0);
-    let used = number(info, "used_memory").unwrap_or(0);
-    let policy = info.get("maxmemory_policy").cloned().unwrap_or_default();
-    let data = json!({"maxmemory": max, "used_memory": used, "maxmemory_policy": policy});
-    let shared_fix = "put write-behind queues on a Redis of their own (maxmemory-policy noeviction, appendonly yes) and the cache on one with allkeys-lru; sharing one, use volatile-lru or volatile-lfu — every cache entry has a TTL, a stream none, so only cache entries are evicted";
-    if max == 0 {
-        out.push(
-            Finding::warning("memory.unbounded", "maxmemory is 0: Redis may grow without bound")
-                .why("entries leave only when their TTL ends; with no ceiling, memory follows the working set until the host runs out (the OOM killer, or swapping that slows every call), and no eviction policy ever applies")
-                .fix(if write_behind {
-                    format!("set maxmemory to what the host can give (CONFIG SET maxmemory 2gb, and in redis.conf); then {shared_fix}")
-                } else {
-                    "set maxmemory to what the host can give (CONFIG SET maxmemory 2gb, and in redis.conf) with maxmemory-policy allkeys-lru (or allkeys-lfu)".to_string()
-                })
-                .data(data.clone()),
-        );
-    }
-    let full = max > 0 && used as f64 >= 0.9 * max as f64;
-    if policy == "noeviction" && max > 0 {
-        let what = format!(
-            "maxmemory-policy noeviction with maxmemory {} ({} used)",
-            bytes(max),
-            bytes(used)
-        );
-        let f = if full {
-            Finding::error("memory.noeviction", format!("{what}: full now"))
-        } else {
-            Finding::warning("memory.noeviction", what)
-        };
-        out.push(
-            f.why("when memory reaches maxmemory Redis refuses writes (OOM command not allowed): fills, leases and invalidation stamps fail, every miss goes to the database, and write-behind writes fall back to the sink")
-                .fix(if write_behind { shared_fix.to_string() } else { "maxmemory-policy allkeys-lru (or allkeys-lfu): a cache should evict, not refuse".to_string() })
-                .data(data.clone()),
-        );
-    }
-    if write_behind && policy.starts_with("allkeys") {
-        let f = if max > 0 {
-            Finding::error(
-                "memory.evicts-queue",
-                format!("maxmemory-policy {policy} on a Redis that holds write-behind queues"),
-            )
-        } else {
-            Finding::warning("memory.evicts-queue", format!("maxmemory-policy {policy} on a Redis that holds write-behind queues (inert while maxmemory is 0)"))
-        };
-        out.push(
-            f.why("an allkeys policy evicts any key under memory pressure, the write-behind stream included: acknowledged writes not yet in the database are lost without a trace")
-                .fix(shared_fix)
-                .data(data.clone()),
-        );
-    }
-    if max > 0 && full && policy != "noeviction" {
-        out.push(
-            Finding::info(
-                "memory.full",
-                format!("{} of {} used: Redis is evicting", bytes(used), bytes(max)),
-            )
-            .why("evictions are expected in a full cache; many of them lower the hit rate")
-            .data(data.clone()),
-        );
-    }
-    if let Some(evicted) = number(info, "evicted_keys").filter(|n| *n > 0) {
-        out.push(Finding::info(
-            "memory.evictions",
-            format!("{evicted} keys evicted since the server started ({policy})"),
-        ));
-    }
-    if out.iter().all(|f| f.severity <= super::Severity::Info) {
-        out.push(
-            Finding::ok(
-                "memory",
-                format!(
-                    "maxmemory {} ({} used), policy {policy}",
-                    bytes(max),
-                    bytes(used)
-                ),
-            )
-            .data(data),
-        );
-    }
-    out
-}
-
-async fn persistence(
-    conn: &mut MultiplexedConnection,
-    info: &HashMap<String, String>,
-    write_behind: bool,
-) -> Vec<Finding> {
-    let mut out = Vec::new();
-    let aof = info.get("aof_enabled").map(String::as_str) == Some("1");
-    let fsync: Option<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("appendfsync")
-        .query_async::<(String, String)>(conn)
-        .await
-        .ok()
-        .map(|(_, v)| v);
-    if info.get("aof_last_write_status").is_some_and(|s| s != "ok") {
-        out.push(
-            Finding::error("persistence.aof-write", "the last AOF write failed")
-                .why("Redis refuses writes while it cannot write its AOF (disk full or read-only): fills, invalidations and write-behind fail")
-                .fix("free disk space or fix the AOF directory's permissions"),
-        );
-    }
-    if info
-        .get("rdb_last_bgsave_status")
-        .is_some_and(|s| s != "ok")
-    {
-        out.push(
-            Finding::warning("persistence.rdb", "the last RDB snapshot failed")
-                .why("with stop-writes-on-bgsave-error yes (the default) Redis refuses writes until a snapshot succeeds")
-                .fix("fix the snapshot's cause (disk, fork memory), or for a cache alone: save \"\""),
-        );
-    }
-    let data = json!({"aof_enabled": aof, "appendfsync": fsync});
-    if write_behind {
-        if !aof {
-            out.push(
-                Finding::error("persistence.aof-off", "appendonly is no on a Redis that holds write-behind queues")
-                    .why("a write-behind write is acknowledged once it is in the stream; without AOF a Redis restart loses every acknowledged write not yet applied to the database (RDB snapshots lose all since the last one)")
-                    .fix("appendonly yes with appendfsync everysec (up to ~1 s of writes at risk) or always (none): CONFIG SET appendonly yes, then CONFIG REWRITE")
-                    .data(data),
-            );
-        } else {
-            match fsync.as_deref() {
-                Some("always") => out.push(Finding::ok("persistence", "AOF on, appendfsync always: acknowledged writes survive a crash").data(data)),
-                Some("everysec") => out.push(
-                    Finding::ok("persistence", "AOF on, appendfsync everysec: a crash can lose up to ~1 s of acknowledged writes")
-                        .fix("appendfsync always closes that window, at some write latency")
-                        .data(data),
-                ),
-                Some(other) => out.push(
-                    Finding::warning("persistence.fsync", format!("AOF on, but appendfsync {other}"))
-                        .why("the OS decides when the AOF reaches the disk: a crash of the host can lose many seconds of acknowledged write-behind writes")
-                        .fix("appendfsync everysec (or always)")
-                        .data(data),
-                ),
-                None => out.push(
-                    Finding::info("persistence", "AOF on; appendfsync unknown (CONFIG GET refused)")
-                        .fix("make sure appendfsync is everysec or always")
-                        .data(data),
-                ),
-            }
-        }
-    } else if aof {
-        out.push(
-            Finding::ok(
-                "persistence",
-                format!(
-                    "AOF on (appendfsync {})",
-                    fsync.as_deref().unwrap_or("unknown")
-                ),
-            )
-            .data(data),
-        );
-    } else {
-        out.push(Finding::ok("persistence", "no AOF: fine for a cache (entries are loaded again after a restart); write-behind queues would need it").data(data));
-    }
-    out
-}
-
 async fn latency(conn: &mut MultiplexedConnection, pings: usize, timeout: Duration) -> Finding {
     let mut took = Vec::with_capacity(pings.max(1));
     for _ in 0..pings.max(1) {
@@ -493,285 +334,5 @@ async fn latency(conn: &mut MultiplexedConnection, pings: usize, timeout: Durati
             .data(data)
     } else {
         Finding::ok("latency", what).data(data)
-    }
-}
-
-fn replication(info: &HashMap<String, String>, sentinel: bool) -> Vec<Finding> {
-    let mut out = Vec::new();
-    if info.get("role").map(String::as_str) == Some("slave") {
-        out.push(
-            Finding::error("replication.replica", "the URL names a replica, not a master")
-                .why("a replica refuses writes (READONLY): every fill, lease and invalidation fails and the cache degrades to the loaders")
-                .fix("point the cache at the master, or at the Sentinels (redis+sentinel://…/MASTER) to follow failovers"),
-        );
-        return out;
-    }
-    let offset = number(info, "master_repl_offset").unwrap_or(0);
-    let replicas: Vec<HashMap<String, String>> = (0..number(info, "connected_slaves").unwrap_or(0))
-        .filter_map(|i| info.get(&format!("slave{i}")))
-        .map(|line| {
-            line.split(',')
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        })
-        .collect();
-    if replicas.is_empty() {
-        if sentinel {
-            out.push(
-                Finding::warning("replication", "the master has no connected replica")
-                    .why("Sentinel has nothing to promote: when the master fails, the cache runs without Redis until it is back")
-                    .fix("check the replicas' master_link_status and their replicaof settings"),
-            );
-        }
-        return out;
-    }
-    let mut worst = Vec::new();
-    for r in &replicas {
-        let addr = format!(
-            "{}:{}",
-            r.get("ip").map_or("?", |s| s),
-            r.get("port").map_or("?", |s| s)
-        );
-        let behind =
-            offset.saturating_sub(r.get("offset").and_then(|o| o.parse().ok()).unwrap_or(0));
-        let lag: u64 = r.get("lag").and_then(|l| l.parse().ok()).unwrap_or(0);
-        let state = r.get("state").cloned().unwrap_or_default();
-        if state != "online" || lag > 10 || behind > 1 << 20 {
-            worst.push(format!(
-                "{addr}: {state}, {} behind, last ack {lag}s ago",
-                bytes(behind)
-            ));
-        }
-    }
-    if worst.is_empty() {
-        out.push(Finding::ok(
-            "replication",
-            format!("{} replica(s) online and caught up", replicas.len()),
-        ));
-    } else {
-        out.push(
-            Finding::warning("replication.lag", format!("replicas behind: {}", worst.join("; ")))
-                .why("on a failover the replica becomes master without what it had not received: invalidation stamps and write-behind entries among them (the library replays its last 10 s of invalidations after a failover it follows)")
-                .fix("find why the replica falls behind (network, its load, client-output-buffer-limit replica); min-replicas-to-write 1 with min-replicas-max-lag 10 refuses writes when none keeps up"),
-        );
-    }
-    out
-}
-
-async fn cluster_state(
-    conn: &mut MultiplexedConnection,
-    target: &Target,
-    write_behind: bool,
-) -> Vec<Finding> {
-    let mut out = Vec::new();
-    let text: String = match redis::cmd("CLUSTER").arg("INFO").query_async(conn).await {
-        Ok(t) => t,
-        Err(e) => {
-            return vec![Finding::error(
-                "cluster",
-                format!("CLUSTER INFO failed: {e}"),
-            )]
-        }
-    };
-    let info = crate::target::parse_info(&text);
-    let state = info.get("cluster_state").cloned().unwrap_or_default();
-    let assigned = number(&info, "cluster_slots_assigned").unwrap_or(0);
-    let ok = number(&info, "cluster_slots_ok").unwrap_or(0);
-    let pfail = number(&info, "cluster_slots_pfail").unwrap_or(0);
-    let fail = number(&info, "cluster_slots_fail").unwrap_or(0);
-    let data = json!({"cluster_state": state, "slots_assigned": assigned, "slots_ok": ok, "slots_pfail": pfail, "slots_fail": fail});
-    if state != "ok" || assigned < 16384 || ok < 16384 {
-        out.push(
-            Finding::error("cluster.state", format!("cluster_state {state}, {assigned} of 16384 slots assigned, {ok} ok"))
-                .why("keys in uncovered or failed slots can be neither read nor written: their entries always miss, their invalidations are deferred")
-                .fix("assign every slot (redis-cli --cluster fix) and bring failed masters back or fail them over")
-                .data(data),
-        );
-    } else if pfail + fail > 0 {
-        out.push(
-            Finding::warning(
-                "cluster.state",
-                format!("{pfail} slots possibly failing, {fail} failed"),
-            )
-            .why("a master may be going away; its keys miss until its replica takes over")
-            .data(data),
-        );
-    } else {
-        out.push(
-            Finding::ok("cluster.state", "cluster_state ok, all 16384 slots covered").data(data),
-        );
-    }
-    let masters = target.masters().count();
-    let replicas = target.nodes.len() - masters;
-    if replicas < masters {
-        out.push(
-            Finding::warning("cluster.replicas", format!("{masters} masters, {replicas} replicas"))
-                .why("a master without a replica takes its slots with it when it fails: those keys miss until it is back")
-                .fix("give every master a replica"),
-        );
-    }
-    if write_behind {
-        out.push(
-            Finding::error("cluster.write-behind", "write-behind queues on a Redis Cluster")
-                .why("the library refuses write-behind on a Cluster: the entry and the stream live in different slots and cannot be written in one script")
-                .fix("run the queues on a single node or behind Sentinel"),
-        );
-    }
-    out
-}
-
-async fn pubsub(target: &Target, masters: &mut [Master], args: &DoctorArgs) -> Vec<Finding> {
-    let mut out = Vec::new();
-    let channel = format!(
-        "{}:__stratacache:doctor:{}:{}",
-        args.namespace.as_deref().unwrap_or("stratacache"),
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    );
-    let sub_node = masters[0].node.clone();
-    let probe = async {
-        let client = crate::target::client(&sub_node.url, target.tls.as_ref())?;
-        let mut pubsub = tokio::time::timeout(target.timeout, client.get_async_pubsub())
-            .await
-            .map_err(|_| anyhow::anyhow!("no subscription within {:?}", target.timeout))??;
-        pubsub.subscribe(&channel).await?;
-        let publisher = masters.last_mut().expect("one master");
-        let mut rounds = Vec::new();
-        for i in 0..5 {
-            let start = Instant::now();
-            let _: i64 = redis::cmd("PUBLISH")
-                .arg(&channel)
-                .arg(i)
-                .query_async(&mut publisher.conn)
-                .await?;
-            let message =
-                tokio::time::timeout(Duration::from_secs(2), pubsub.on_message().next()).await;
-            match message {
-                Ok(Some(_)) => rounds.push(start.elapsed()),
-                _ => anyhow::bail!(
-                    "a message published on {} did not arrive within 2 s",
-                    publisher.node.addr
-                ),
-            }
-        }
-        anyhow::Ok(rounds)
-    };
-    match probe.await {
-        Ok(mut rounds) => {
-            rounds.sort();
-            let worst = *rounds.last().expect("five rounds");
-            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-            let what = format!(
-                "publish → subscriber round trip: median {:.2} ms, max {:.2} ms",
-                ms(rounds[rounds.len() / 2]),
-                ms(worst)
-            );
-            if worst * 2 >= args.redis_timeout {
-                out.push(
-                    Finding::warning("pubsub", what)
-                        .why("invalidations reach other instances' L1 this late; the backplane's heartbeat also fails near redis_timeout, making L1 distrusted")
-                        .fix("reduce the latency to Redis (see latency)"),
-                );
-            } else {
-                out.push(Finding::ok("pubsub", what));
-            }
-        }
-        Err(e) => out.push(
-            Finding::error("pubsub", format!("pub/sub does not work: {e:#}"))
-                .why("the backplane carries invalidations between instances: without it each instance's L1 keeps entries other instances invalidated (served as fresh until the library notices the silent backplane)")
-                .fix("allow SUBSCRIBE/PUBLISH (and SSUBSCRIBE/SPUBLISH on a Cluster) for the cache's user (ACL: &* or the namespace's channels); check proxies that drop pub/sub"),
-        ),
-    }
-    if let Some(ns) = &args.namespace {
-        if let Ok(bus) = stratacache::inspect::backplane_channel(ns) {
-            let (sub, shard) = if target.is_cluster() {
-                ("SHARDNUMSUB", true)
-            } else {
-                ("NUMSUB", false)
-            };
-            let mut listeners = 0u64;
-            for m in masters.iter_mut() {
-                let counts: redis::RedisResult<(String, u64)> = redis::cmd("PUBSUB")
-                    .arg(sub)
-                    .arg(&bus)
-                    .query_async(&mut m.conn)
-                    .await;
-                if let Ok((_, n)) = counts {
-                    listeners += n;
-                }
-                if !shard {
-                    break;
-                }
-            }
-            out.push(Finding::info(
-                "pubsub.listeners",
-                format!(
-                    "{listeners} cache instance(s) of namespace {ns:?} subscribed to its backplane"
-                ),
-            ));
-        }
-    }
-    out
-}
-
-/// The Sentinels of the URL: how many answer, and what they say of the master.
-async fn sentinel(sentinels: &[String], name: &str, timeout: Duration) -> Finding {
-    let mut answering = 0;
-    let mut seen: Option<HashMap<String, String>> = None;
-    for url in sentinels {
-        let asked = async {
-            let mut conn = crate::target::connect(url, timeout, None).await?;
-            let fields: Vec<String> = redis::cmd("SENTINEL")
-                .arg("MASTER")
-                .arg(name)
-                .query_async(&mut conn)
-                .await?;
-            anyhow::Ok(
-                fields
-                    .chunks(2)
-                    .filter(|c| c.len() == 2)
-                    .map(|c| (c[0].clone(), c[1].clone()))
-                    .collect::<HashMap<_, _>>(),
-            )
-        };
-        if let Ok(fields) = asked.await {
-            answering += 1;
-            seen.get_or_insert(fields);
-        }
-    }
-    let Some(master) = seen else {
-        return Finding::error(
-            "sentinel",
-            "no Sentinel of the URL answers about the master",
-        );
-    };
-    let flags = master.get("flags").cloned().unwrap_or_default();
-    let total = master
-        .get("num-other-sentinels")
-        .and_then(|n| n.parse::<u64>().ok())
-        .unwrap_or(0)
-        + 1;
-    let quorum = master.get("quorum").cloned().unwrap_or_default();
-    let what = format!(
-        "{answering} of {} Sentinels in the URL answer; they know {total}; master {name:?} at {}:{} ({flags}), quorum {quorum}",
-        sentinels.len(),
-        master.get("ip").map_or("?", |s| s),
-        master.get("port").map_or("?", |s| s)
-    );
-    let data = json!({"answering": answering, "in_url": sentinels.len(), "known": total, "flags": flags, "quorum": quorum});
-    if flags.contains("o_down") || flags.contains("s_down") {
-        Finding::error("sentinel", what)
-            .why("the Sentinels see the master down: writes fail until a replica is promoted")
-            .data(data)
-    } else if answering < sentinels.len() || total < 3 {
-        Finding::warning("sentinel", what)
-            .why("a failover needs a majority of the Sentinels, and the cache needs one that answers to find the master when it starts")
-            .fix("run at least three Sentinels on separate hosts, and list them all in the URL")
-            .data(data)
-    } else {
-        Finding::ok("sentinel", what).data(data)
     }
 }
