@@ -80,6 +80,8 @@ mod resource;
 mod warm;
 pub mod write_behind;
 
+pub mod inspect;
+
 pub use breaker::{BreakerConfig, BreakerState};
 pub use cache::{Cache, CacheBuilder, L1Stats};
 pub use codec::Codec;

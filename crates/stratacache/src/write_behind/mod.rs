@@ -67,7 +67,8 @@ pub use worker::WorkerHandle;
 
 use combine::{Answer, Combiner, Op, Seed};
 use metrics::WbMetrics;
-use stream::{counter_key, new_write_id, StreamKeys};
+use stream::new_write_id;
+pub(crate) use stream::{counter_key, StreamKeys};
 
 /// What can go wrong in a write-behind call.
 #[derive(Debug, thiserror::Error)]
