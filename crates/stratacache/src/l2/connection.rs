@@ -88,16 +88,13 @@ impl Connection {
                     tls: tls.cloned().map(Arc::new),
                 })
             }
-            RedisTopology::Sentinel { .. } if tls.is_some() => Err(RedisError::from((
-                redis::ErrorKind::InvalidClientConfig,
-                "custom TLS certificates are not supported with Sentinel yet; use a public CA",
-            ))),
             RedisTopology::Sentinel {
                 sentinels,
                 master_name,
                 master_url,
             } => Ok(Connection::Sentinel(
-                SentinelMaster::connect(sentinels, master_name, master_url, manager_config).await?,
+                SentinelMaster::connect(sentinels, master_name, master_url, manager_config, tls)
+                    .await?,
             )),
         }
     }
