@@ -358,12 +358,15 @@ impl<S> Shared<S> {
         let l2 = self.cache.tiers().l2();
         if self.cluster {
             if let Some(l2) = l2 {
-                if let Some(client) = l2
-                    .shard_owner_url(stream)
-                    .await
-                    .and_then(|url| l2.client_for(&url))
-                {
-                    return client;
+                // Right after a failover the answer may not be there yet.
+                for _ in 0..3 {
+                    if let Some(client) = l2
+                        .shard_owner_url(stream)
+                        .await
+                        .and_then(|url| l2.client_for(&url))
+                    {
+                        return client;
+                    }
                 }
             }
         }
