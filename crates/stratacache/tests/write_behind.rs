@@ -570,3 +570,71 @@ async fn a_batch_committed_but_reported_failed_is_applied_once() {
     }
     db.drop_schema().await;
 }
+
+/// `acknowledge_replicas` on a node with a replica: writes are queued once
+/// the replica has them; with the replica stopped, `WAIT` times out and each
+/// write goes to the database directly — acknowledged, and applied once
+/// although its stream entry is delivered too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_the_replicas_did_not_acknowledge_go_to_the_database_and_apply_once() {
+    let master = RedisServer::start();
+    let port = master.port().to_string();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            replica
+                .info_field("replication", "master_link_status")
+                .as_deref()
+                == Some("up")
+        })
+        .await
+    );
+    let db = Scratch::new("replicas").await;
+    let wb = WriteBehind::builder(cache(&master.url(), "wb-replicas").await, db.sink())
+        .name("replicas")
+        .acknowledge_replicas(1, Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        assert_eq!(wb.incr("n", 1).await.unwrap().map(|_| ()), Some(()));
+    }
+    assert!(matches!(
+        wb.set("v", &1u32).await.unwrap(),
+        Written::Queued(_)
+    ));
+
+    replica.pause();
+    for _ in 0..5 {
+        wb.incr("n", 1).await.unwrap();
+    }
+    assert_eq!(wb.set("v", &2u32).await.unwrap(), Written::Direct);
+    assert_eq!(
+        wb.stats().direct,
+        6,
+        "unconfirmed writes went to the database"
+    );
+    replica.resume();
+
+    let worker = wb.spawn_worker();
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            wb.queue_status()
+                .await
+                .is_ok_and(|s| s.depth == 0 && s.pending == 0)
+        })
+        .await
+    );
+    worker.shutdown().await;
+    assert_eq!(
+        db.counters().await.get("n"),
+        Some(&15),
+        "each increment once"
+    );
+    assert_eq!(
+        db.values().await.get("v").map(String::as_str),
+        Some("2"),
+        "the newest value"
+    );
+    db.drop_schema().await;
+}
