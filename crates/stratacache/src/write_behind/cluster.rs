@@ -22,7 +22,7 @@
 //! value until the worker applied the write. The sink still applies every
 //! queued write once, by write id.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 
 use futures::future::join_all;
@@ -156,7 +156,18 @@ pub(crate) async fn send<F, Fut>(
     }
 
     // Step 3 for the queued values; then answer everyone.
-    let puts = join_all(batch.iter().zip(&entry_of).map(|((op, _), entry)| async move {
+    // Writes of one key in one batch share a stream entry (so its id): only
+    // the last may set the entry, as only the last reaches the sink.
+    let mut last_of_key: HashMap<&str, usize> = HashMap::new();
+    for (i, (op, _)) in batch.iter().enumerate() {
+        if let Op::Set { stored, .. } = op {
+            last_of_key.insert(stored, i);
+        }
+    }
+    let last: HashSet<usize> = last_of_key.into_values().collect();
+    let puts = batch.iter().zip(&entry_of).enumerate().map(|(i, ((op, _), entry))| {
+        let last = last.contains(&i);
+        async move {
         if let (
             Op::Set {
                 stored,
@@ -166,7 +177,8 @@ pub(crate) async fn send<F, Fut>(
                 ..
             },
             Some(Ok(id)),
-        ) = (op, entry)
+            true,
+        ) = (op, entry, last)
         {
             let version = version_key(stored);
             let ttl = ttl_ms.max(&1).to_string();
@@ -184,9 +196,9 @@ pub(crate) async fn send<F, Fut>(
                 tracing::warn!(error = ?err, "write-behind: the cache entry could not be set after its write was queued");
             }
         }
-    }))
-    .await;
-    drop(puts);
+        }
+    });
+    join_all(puts).await;
     for (((_, reply), p), entry) in batch.into_iter().zip(prepared).zip(entry_of) {
         let answer = match (p, entry) {
             (Prepared::Done(answer), _) => answer,
