@@ -57,7 +57,7 @@ pub use process::free_port;
 pub use proxy::DelayProxy;
 pub use sentinel::{RedisSentinelGroup, DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS, MASTER_NAME, QUORUM};
 pub use server::{cli, RedisServer, LOG_FILE};
-pub use tls::TlsRedisServer;
+pub use tls::{TlsRedisServer, TlsSentinelGroup};
 
 #[cfg(test)]
 mod tests;

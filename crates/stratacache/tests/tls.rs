@@ -60,3 +60,66 @@ async fn rediss_with_a_private_ca_carries_the_cache_and_its_backplane() {
         .unwrap();
     assert_eq!(value, 7);
 }
+
+/// Sentinel over TLS on a private CA: the Sentinels and the data nodes take
+/// only `rediss://` with that CA. Two instances find the master through the
+/// Sentinels, share values and the backplane, and follow a failover; a
+/// client without the CA is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_over_tls_with_a_private_ca_follows_a_failover() {
+    let group = stratacache_testkit::TlsSentinelGroup::start();
+    let topology = stratacache::RedisTopology::Sentinel {
+        sentinels: group.sentinel_tls_urls(),
+        master_name: stratacache_testkit::MASTER_NAME.to_string(),
+        master_url: "rediss://sentinel-master/0".to_string(),
+    };
+    let tls = RedisTls::new().root_cert_pem(group.ca_pem());
+    let namespace = common::namespace("sentinel-tls");
+    let build = |tls: Option<RedisTls>| {
+        let mut builder = Cache::builder()
+            .namespace(&namespace)
+            .redis(topology.clone())
+            .redis_timeout(Duration::from_secs(1));
+        if let Some(tls) = tls {
+            builder = builder.redis_tls(tls);
+        }
+        builder.build()
+    };
+    let a = build(Some(tls.clone())).await.unwrap();
+    let b = build(Some(tls)).await.unwrap();
+    a.ping_redis().await.unwrap();
+    for cache in [&a, &b] {
+        assert!(
+            common::eventually(Duration::from_secs(5), || async {
+                cache.backplane_connected() == Some(true)
+            })
+            .await,
+            "the backplane subscribes over TLS"
+        );
+    }
+    let opts = EntryOptions::new().ttl(Duration::from_secs(60));
+    a.set("k", &1u32, &opts).await.unwrap();
+    assert_eq!(b.get::<u32>("k").await.unwrap(), Some(1), "read over TLS");
+
+    let old = group.master_tls_port().unwrap();
+    let new = group.failover();
+    assert_ne!(old, new);
+    assert!(
+        common::eventually(Duration::from_secs(10), || async {
+            a.set("k", &2u32, &opts).await.is_ok()
+                && b.get::<u32>("k").await.ok().flatten() == Some(2)
+        })
+        .await,
+        "both instances follow the new master over TLS"
+    );
+    let stored = common::stored_key(&namespace, "k");
+    let on_new = group.data_node(new).unwrap().cli(&["EXISTS", &stored]);
+    assert_eq!(on_new.trim(), "1", "the write landed on the new master");
+
+    // Without the CA neither the Sentinels nor the master are trusted.
+    let refused = match build(None).await {
+        Err(_) => true,
+        Ok(cache) => cache.ping_redis().await.is_err(),
+    };
+    assert!(refused, "a client without the CA is refused");
+}

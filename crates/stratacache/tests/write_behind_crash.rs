@@ -9,6 +9,9 @@
 //! once; everything else must match exactly. Counter deltas are random
 //! (1..10⁶), so which doubtful increments were applied is recovered from the
 //! totals, and a double application would show.
+//!
+//! The loop runs twice: on a single node, and on the throwaway 3+3 Cluster
+//! (the queue split into shards, each with its worker task).
 
 mod common;
 #[path = "common/wb_pg.rs"]
@@ -23,7 +26,7 @@ use std::time::Duration;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use stratacache::write_behind::{PostgresSink, WriteBehind};
-use stratacache::Cache;
+use stratacache::{Cache, RedisTopology};
 use wb_pg::Scratch;
 
 const PLAN_ENV: &str = "STRATACACHE_WB_CRASH_PLAN";
@@ -41,7 +44,16 @@ enum Role {
 struct Plan {
     namespace: String,
     prefix: String,
+    /// The Cluster's seeds, or none: the single node.
+    cluster: Option<Vec<String>>,
     role: Role,
+}
+
+fn topology(cluster: &Option<Vec<String>>) -> RedisTopology {
+    match cluster {
+        Some(seeds) => RedisTopology::Cluster(seeds.clone()),
+        None => RedisTopology::parse(&common::single_url()).unwrap(),
+    }
 }
 
 /// Entry point of the re-executed processes (ignored in a normal run).
@@ -51,7 +63,7 @@ fn crash_process() {
     common::worker::serve(PLAN_ENV, |plan: Plan| async move {
         let cache = Cache::builder()
             .namespace(&plan.namespace)
-            .redis_url(&common::single_url())
+            .redis(topology(&plan.cluster))
             .build()
             .await
             .unwrap();
@@ -173,16 +185,32 @@ fn subset_sum(amounts: &[i64], target: i64) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_equals_acknowledged_writes_after_repeated_kill_9() {
+    crash_loop(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_database_equals_acknowledged_writes_after_repeated_kill_9() {
+    crash_loop(Some(stratacache_testkit::shared_cluster().seed_urls())).await;
+}
+
+async fn crash_loop(cluster: Option<Vec<String>>) {
     let db = Scratch::new("crash").await;
     let namespace = common::namespace("wb-crash");
     let dir = std::env::temp_dir().join(&namespace);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut redis = redis::Client::open(common::single_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
+    // The queue as this process sees it (no worker here until the end).
+    let cache = Cache::builder()
+        .namespace(&namespace)
+        .redis(topology(&cluster))
+        .build()
         .await
         .unwrap();
-    let stream = format!("{namespace}:write-behind:crash");
+    let wb = WriteBehind::builder(cache, db.sink())
+        .name("crash")
+        .claim_idle(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
     let mut logs = Vec::new();
     let mut rounds_with_pending = 0;
     for round in 0..ROUNDS {
@@ -191,6 +219,7 @@ async fn database_equals_acknowledged_writes_after_repeated_kill_9() {
         let plan = |role| Plan {
             namespace: namespace.clone(),
             prefix: db.prefix(),
+            cluster: cluster.clone(),
             role,
         };
         let mut producer = common::worker::spawn(
@@ -216,31 +245,14 @@ async fn database_equals_acknowledged_writes_after_repeated_kill_9() {
             child.wait().unwrap();
         }
         // Entries a killed worker had read and not acknowledged.
-        let pending: (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
-            .arg(&stream)
-            .arg("write-behind")
-            .query_async(&mut redis)
-            .await
-            .unwrap_or((0, redis::Value::Nil, redis::Value::Nil, redis::Value::Nil));
-        if pending.0 > 0 {
+        let pending = wb.queue_status().await.map_or(0, |s| s.pending);
+        if pending > 0 {
             rounds_with_pending += 1;
         }
-        eprintln!("round {round}: producer killed at {kill_producer} ms, worker at {kill_worker} ms, {} pending", pending.0);
+        eprintln!("round {round}: producer killed at {kill_producer} ms, worker at {kill_worker} ms, {pending} pending");
     }
 
     // A last worker drains the queue, claiming what the killed ones held.
-    let cache = Cache::builder()
-        .namespace(&namespace)
-        .redis_url(&common::single_url())
-        .build()
-        .await
-        .unwrap();
-    let wb = WriteBehind::builder(cache, db.sink())
-        .name("crash")
-        .claim_idle(Duration::from_millis(300))
-        .build()
-        .await
-        .unwrap();
     let worker = wb.spawn_worker();
     assert!(
         common::eventually(Duration::from_secs(60), || async {
@@ -304,7 +316,8 @@ async fn database_equals_acknowledged_writes_after_repeated_kill_9() {
         }
     }
     eprintln!(
-        "{ROUNDS} rounds: {acked_writes} acknowledged writes on {} keys, {doubtful} in doubt (\u{2265}{doubtful_applied} of them applied), {rounds_with_pending} rounds left entries pending",
+        "{} — {ROUNDS} rounds: {acked_writes} acknowledged writes on {} keys, {doubtful} in doubt (\u{2265}{doubtful_applied} of them applied), {rounds_with_pending} rounds left entries pending",
+        if cluster.is_some() { "Cluster" } else { "single node" },
         per_key.len()
     );
     assert!(

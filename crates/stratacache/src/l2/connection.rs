@@ -13,6 +13,9 @@ use super::sentinel::SentinelMaster;
 use super::tls::{self, RedisTls};
 use super::topology::RedisTopology;
 
+/// How long `CLUSTER NODES` may take from one node.
+const SEED_TIMEOUT: Duration = Duration::from_millis(500);
+
 #[derive(Clone)]
 pub(crate) enum Connection {
     Single {
@@ -88,16 +91,13 @@ impl Connection {
                     tls: tls.cloned().map(Arc::new),
                 })
             }
-            RedisTopology::Sentinel { .. } if tls.is_some() => Err(RedisError::from((
-                redis::ErrorKind::InvalidClientConfig,
-                "custom TLS certificates are not supported with Sentinel yet; use a public CA",
-            ))),
             RedisTopology::Sentinel {
                 sentinels,
                 master_name,
                 master_url,
             } => Ok(Connection::Sentinel(
-                SentinelMaster::connect(sentinels, master_name, master_url, manager_config).await?,
+                SentinelMaster::connect(sentinels, master_name, master_url, manager_config, tls)
+                    .await?,
             )),
         }
     }
@@ -246,10 +246,24 @@ impl Connection {
         else {
             return Ok(Vec::new());
         };
-        let nodes: String = redis::cmd("CLUSTER")
-            .arg("NODES")
-            .query_async(&mut connection.clone())
-            .await?;
+        let routed = tokio::time::timeout(
+            SEED_TIMEOUT,
+            redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query_async::<String>(&mut connection.clone()),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(RedisError::from(std::io::Error::from(
+                std::io::ErrorKind::TimedOut,
+            )))
+        });
+        let nodes = match routed {
+            Ok(nodes) => nodes,
+            // Sent to any node, it can go to a dead one for a while after a
+            // failover (redis-rs keeps picking it): ask the seeds instead.
+            Err(err) => self.cluster_nodes_from_seeds().await.ok_or(err)?,
+        };
         let seed = seeds.first().map(String::as_str).unwrap_or("redis://");
         let (scheme, rest) = seed.split_once("://").unwrap_or(("redis", ""));
         let userinfo = rest
@@ -263,6 +277,29 @@ impl Connection {
                 slots,
             })
             .collect())
+    }
+
+    /// `CLUSTER NODES` from the first seed that answers in time.
+    async fn cluster_nodes_from_seeds(&self) -> Option<String> {
+        let Connection::Cluster { seeds, tls, .. } = self else {
+            return None;
+        };
+        for seed in seeds.iter() {
+            let Ok(client) = tls::client(seed, tls.as_deref()) else {
+                continue;
+            };
+            let ask = async {
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query_async::<String>(&mut conn)
+                    .await
+            };
+            if let Ok(Ok(nodes)) = tokio::time::timeout(SEED_TIMEOUT, ask).await {
+                return Some(nodes);
+            }
+        }
+        None
     }
 
     /// Wakes when the connection moves to another master (Sentinel only).

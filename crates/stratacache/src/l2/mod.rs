@@ -363,7 +363,8 @@ impl L2 {
     /// sharded subscription to it must be made.
     pub(crate) async fn shard_owner_url(&self, channel: &str) -> Option<String> {
         let slot = crate::keys::hash_slot(channel.as_bytes());
-        tokio::time::timeout(self.timeout, self.connection.slot_owner_url(slot))
+        // Room for asking the seeds one by one when the routed query fails.
+        tokio::time::timeout(self.timeout * 3, self.connection.slot_owner_url(slot))
             .await
             .ok()?
             .ok()?

@@ -28,6 +28,8 @@ use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{ConnectionInfo, IntoConnectionInfo, RedisError, RedisResult};
+
+use super::tls::{self, RedisTls};
 use tokio::sync::watch;
 
 const RESOLVE_INTERVAL: Duration = Duration::from_millis(200);
@@ -53,16 +55,22 @@ impl SentinelMaster {
         master_name: &str,
         master_url: &str,
         manager_config: ConnectionManagerConfig,
+        tls: Option<&RedisTls>,
     ) -> RedisResult<Arc<Self>> {
         let master_info = master_url.into_connection_info()?;
-        let node_info = SentinelNodeConnectionInfo::default()
-            .set_redis_connection_info(master_info.redis_settings().clone());
-        let mut client = SentinelClient::build(
-            sentinels.to_vec(),
-            String::from(master_name),
-            Some(node_info),
-            SentinelServerType::Master,
-        )?;
+        let mut client = match tls {
+            None => {
+                let node_info = SentinelNodeConnectionInfo::default()
+                    .set_redis_connection_info(master_info.redis_settings().clone());
+                SentinelClient::build(
+                    sentinels.to_vec(),
+                    String::from(master_name),
+                    Some(node_info),
+                    SentinelServerType::Master,
+                )?
+            }
+            Some(tls) => tls::sentinel_client(sentinels, master_name, &master_info, tls)?,
+        };
         let master = client.async_get_client().await?;
         let info = master.get_connection_info().clone();
         let manager = ConnectionManager::new_lazy_with_config(master, manager_config.clone())?;
@@ -78,6 +86,7 @@ impl SentinelMaster {
             Arc::downgrade(&this),
             sentinels.to_vec(),
             master_name.to_string(),
+            tls.cloned().map(Arc::new),
         );
         Ok(this)
     }
@@ -219,14 +228,15 @@ fn spawn_announcement_listeners(
     master: Weak<SentinelMaster>,
     sentinels: Vec<String>,
     name: String,
+    tls: Option<Arc<RedisTls>>,
 ) {
     for url in sentinels {
-        let (master, name) = (master.clone(), name.clone());
+        let (master, name, tls) = (master.clone(), name.clone(), tls.clone());
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
             let mut resubscribing = false;
             while master.strong_count() > 0 {
-                if listen_for_switches(&master, &url, &name, resubscribing).await {
+                if listen_for_switches(&master, &url, &name, tls.as_deref(), resubscribing).await {
                     backoff = Duration::from_millis(50);
                     resubscribing = true;
                 }
@@ -242,9 +252,12 @@ async fn listen_for_switches(
     master: &Weak<SentinelMaster>,
     url: &str,
     name: &str,
+    tls: Option<&RedisTls>,
     resubscribing: bool,
 ) -> bool {
-    let Ok(client) = redis::Client::open(url) else {
+    // A `rediss://` Sentinel is reached with the deployment's CA.
+    let tls = tls.filter(|_| url.starts_with("rediss://"));
+    let Ok(client) = tls::client(url, tls) else {
         return false;
     };
     let Ok(Ok(mut pubsub)) =

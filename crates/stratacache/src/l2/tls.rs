@@ -86,6 +86,78 @@ pub(crate) fn cluster_certificates(tls: &RedisTls) -> redis::TlsCertificates {
     tls.certificates()
 }
 
+/// A Sentinel client that reaches the master (and its replicas) with
+/// `tls`'s certificates when `master` is `rediss://`, and every Sentinel
+/// given as `rediss://` with them too (then all of them must be).
+#[cfg(feature = "tls")]
+pub(crate) fn sentinel_client(
+    sentinels: &[String],
+    master_name: &str,
+    master: &redis::ConnectionInfo,
+    tls: &RedisTls,
+) -> RedisResult<redis::sentinel::SentinelClient> {
+    use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+    use redis::{ConnectionAddr, IntoConnectionInfo, TlsMode};
+
+    let infos = sentinels
+        .iter()
+        .map(|url| url.as_str().into_connection_info())
+        .collect::<RedisResult<Vec<_>>>()?;
+    let is_tls = |addr: &ConnectionAddr| matches!(addr, ConnectionAddr::TcpTls { .. });
+    let tls_sentinels = infos.iter().filter(|i| is_tls(i.addr())).count();
+    if tls_sentinels != 0 && tls_sentinels != infos.len() {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "either every Sentinel is reached over TLS (rediss://) or none",
+        )));
+    }
+    let mut builder = SentinelClientBuilder::new(
+        infos.iter().map(|i| i.addr().clone()),
+        master_name,
+        SentinelServerType::Master,
+    )?;
+    let settings = master.redis_settings();
+    builder = builder
+        .set_client_to_redis_db(settings.db())
+        .set_client_to_redis_protocol(settings.protocol());
+    if let Some(user) = settings.username() {
+        builder = builder.set_client_to_redis_username(user);
+    }
+    if let Some(password) = settings.password() {
+        builder = builder.set_client_to_redis_password(password);
+    }
+    if is_tls(master.addr()) {
+        builder = builder
+            .set_client_to_redis_tls_mode(TlsMode::Secure)
+            .set_client_to_redis_certificates(tls.certificates());
+    }
+    if let Some(first) = infos.first() {
+        let s = first.redis_settings();
+        if let Some(user) = s.username() {
+            builder = builder.set_client_to_sentinel_username(user);
+        }
+        if let Some(password) = s.password() {
+            builder = builder.set_client_to_sentinel_password(password);
+        }
+    }
+    if tls_sentinels != 0 {
+        builder = builder
+            .set_client_to_sentinel_tls_mode(TlsMode::Secure)
+            .set_client_to_sentinel_certificates(tls.certificates());
+    }
+    builder.build()
+}
+
+#[cfg(not(feature = "tls"))]
+pub(crate) fn sentinel_client(
+    _: &[String],
+    _: &str,
+    _: &redis::ConnectionInfo,
+    _: &RedisTls,
+) -> RedisResult<redis::sentinel::SentinelClient> {
+    Err(not_built_with_tls())
+}
+
 #[cfg(not(feature = "tls"))]
 pub(crate) fn not_built_with_tls() -> redis::RedisError {
     redis::RedisError::from((

@@ -12,6 +12,7 @@ use std::sync::LazyLock;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::acks::ReplicaAcks;
 use crate::l2::{L2Error, L2};
 
 /// Most writes per script.
@@ -66,7 +67,7 @@ pub(crate) enum Answer {
     NeedsSeed,
 }
 
-type Reply = oneshot::Sender<Result<Answer, L2Error>>;
+pub(crate) type Reply = oneshot::Sender<Result<Answer, L2Error>>;
 
 /// The sending side; the task runs while a handle exists.
 pub(crate) struct Combiner {
@@ -74,9 +75,16 @@ pub(crate) struct Combiner {
 }
 
 impl Combiner {
-    pub(crate) fn spawn(l2: Arc<L2>, stream: String) -> Combiner {
+    /// `streams`: the queue's one stream on a single node, its shards on a
+    /// Cluster. `acks`: the replica acknowledgement after each entry, if asked for.
+    pub(crate) fn spawn(
+        l2: Arc<L2>,
+        streams: Vec<String>,
+        cluster: bool,
+        acks: Option<Arc<ReplicaAcks>>,
+    ) -> Combiner {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(l2, stream, rx));
+        tokio::spawn(run(l2, streams, cluster, acks, rx));
         Combiner { tx }
     }
 
@@ -144,15 +152,39 @@ return out
     )
 });
 
-async fn run(l2: Arc<L2>, stream: String, mut rx: mpsc::Receiver<(Op, Reply)>) {
+async fn run(
+    l2: Arc<L2>,
+    streams: Vec<String>,
+    cluster: bool,
+    acks: Option<Arc<ReplicaAcks>>,
+    mut rx: mpsc::Receiver<(Op, Reply)>,
+) {
     let mut batch = Vec::with_capacity(MAX_WRITES);
+    let confirm = |shard: usize| {
+        let acks = acks.clone();
+        async move {
+            match acks {
+                Some(acks) => acks.confirm(shard).await,
+                None => Ok(()),
+            }
+        }
+    };
     while rx.recv_many(&mut batch, MAX_WRITES).await > 0 {
-        let (keys, args) = encode(&stream, &batch);
+        if cluster {
+            let writes = std::mem::replace(&mut batch, Vec::with_capacity(MAX_WRITES));
+            super::cluster::send(&l2, &streams, writes, confirm).await;
+            continue;
+        }
+        let (keys, args) = encode(&streams[0], &batch);
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let arg_refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
         let answer = l2
             .run_script::<Vec<redis::Value>>(&SCRIPT, &key_refs, &arg_refs, false)
             .await;
+        let answer = match answer {
+            Ok(items) => confirm(0).await.map(|()| items),
+            Err(err) => Err(err),
+        };
         match answer {
             Ok(items) if items.len() == batch.len() => {
                 for ((_, reply), item) in batch.drain(..).zip(items) {

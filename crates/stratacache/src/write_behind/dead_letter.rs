@@ -26,8 +26,11 @@ pub struct QueueStatus {
 }
 
 impl<S: Sink> WriteBehind<S> {
-    async fn admin(&self) -> Result<redis::aio::MultiplexedConnection, WriteBehindError> {
-        let client = self.shared.node_client();
+    async fn admin(
+        &self,
+        stream: &str,
+    ) -> Result<redis::aio::MultiplexedConnection, WriteBehindError> {
+        let client = self.shared.node_client(stream).await;
         let connect = client.get_multiplexed_async_connection();
         match tokio::time::timeout(ADMIN_TIMEOUT, connect).await {
             Ok(Ok(conn)) => Ok(conn),
@@ -47,35 +50,51 @@ impl<S: Sink> WriteBehind<S> {
         }
     }
 
-    /// Depth, pending entries, lag and dead letters, read from Redis now.
+    /// Depth, pending entries, lag and dead letters, read from Redis now
+    /// (on a Cluster: added up over the shards).
     pub async fn queue_status(&self) -> Result<QueueStatus, WriteBehindError> {
-        let mut conn = self.admin().await?;
-        let keys = &self.shared.keys;
-        let (depth, oldest, dead) = self.admin_query(queue_state(&mut conn, keys)).await?;
-        // XPENDING's summary; an error means no group yet (no worker ran).
-        let pending: u64 = redis::cmd("XPENDING")
-            .arg(&keys.stream)
-            .arg(&keys.group)
-            .query_async::<(u64, redis::Value, redis::Value, redis::Value)>(&mut conn)
-            .await
-            .map_or(0, |(n, _, _, _)| n);
-        Ok(QueueStatus {
-            depth,
-            pending,
-            lag: Duration::from_millis(oldest.map_or(0, |id| now_ms().saturating_sub(id.ms))),
-            dead_letters: dead,
-        })
+        let mut total = QueueStatus {
+            depth: 0,
+            pending: 0,
+            lag: Duration::ZERO,
+            dead_letters: 0,
+        };
+        for keys in &self.shared.shards {
+            let mut conn = self.admin(&keys.stream).await?;
+            let (depth, oldest, dead) = self.admin_query(queue_state(&mut conn, keys)).await?;
+            // XPENDING's summary; an error means no group yet (no worker ran).
+            let pending: u64 = redis::cmd("XPENDING")
+                .arg(&keys.stream)
+                .arg(&keys.group)
+                .query_async::<(u64, redis::Value, redis::Value, redis::Value)>(&mut conn)
+                .await
+                .map_or(0, |(n, _, _, _)| n);
+            let lag = Duration::from_millis(oldest.map_or(0, |id| now_ms().saturating_sub(id.ms)));
+            total.depth += depth;
+            total.pending += pending;
+            total.dead_letters += dead;
+            total.lag = total.lag.max(lag);
+        }
+        Ok(total)
     }
 
     /// Put up to `max` dead letters back on the queue (oldest first), with
     /// their original write ids: a write the sink applied after all is not
     /// applied again. Returns how many were moved.
     pub async fn replay_dead_letters(&self, max: usize) -> Result<usize, WriteBehindError> {
-        let mut conn = self.admin().await?;
-        let keys = &self.shared.keys;
-        let mut invocation = REPLAY_SCRIPT.redis().key(&keys.stream);
-        invocation.key(&keys.dead).arg(max.max(1));
-        let moved: i64 = self.admin_query(invocation.invoke_async(&mut conn)).await?;
+        let mut moved = 0i64;
+        for keys in &self.shared.shards {
+            let left = max.max(1) as i64 - moved;
+            if left <= 0 {
+                break;
+            }
+            let mut conn = self.admin(&keys.stream).await?;
+            let mut invocation = REPLAY_SCRIPT.redis().key(&keys.stream);
+            invocation.key(&keys.dead).arg(left);
+            moved += self
+                .admin_query(invocation.invoke_async::<i64>(&mut conn))
+                .await?;
+        }
         let m = &self.shared.metrics;
         WbMetrics::count(&m.counts.replayed, &m.replayed, moved as u64);
         tracing::info!(moved, queue = %self.shared.config.name, "write-behind: dead letters replayed");

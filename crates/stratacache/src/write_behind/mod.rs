@@ -28,10 +28,16 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Only a single Redis node (or a Sentinel-managed master) is supported: on a
-//! Cluster the cache entry and the stream live in different hash slots and
-//! cannot be written in one script, so [`WriteBehindBuilder::build`] refuses.
+//! On a single node (or a Sentinel-managed master) the cache entry and the
+//! stream entry are written by one script. On a Redis Cluster they live in
+//! different hash slots: the queue is split into [`WriteBehindConfig::shards`]
+//! streams (each its own hash slot, with its own consumer group and a worker
+//! task per shard), and a write takes three steps, each atomic in its slot
+//! (see `cluster.rs`). With [`WriteBehindBuilder::acknowledge_replicas`] a
+//! write is acknowledged only once replicas have it (`WAIT`).
 
+mod acks;
+mod cluster;
 mod coalesce;
 mod combine;
 mod dead_letter;
@@ -65,6 +71,7 @@ pub use sink::Sink;
 pub use stream::EntryId;
 pub use worker::WorkerHandle;
 
+use acks::ReplicaAcks;
 use combine::{Answer, Combiner, Op, Seed};
 use metrics::WbMetrics;
 use stream::new_write_id;
@@ -133,6 +140,14 @@ pub struct WriteBehindConfig {
     /// Lifetime of a counter's running total in Redis, renewed by each
     /// increment; when it lapses, the total is read from the sink again. Default 1 h.
     pub counter_ttl: Duration,
+    /// Streams of the queue on a Redis Cluster (each in its own hash slot; a
+    /// key always goes to the same one). Every process of a queue must use
+    /// the same number. Ignored on a single node (one stream). Default 8.
+    pub shards: usize,
+    /// Acknowledge a write only once this many replicas have its stream
+    /// entry (`WAIT`), within the timeout; else the write goes to the sink
+    /// directly, as when Redis fails. Default: none (asynchronous replication).
+    pub acknowledge_replicas: Option<(u32, Duration)>,
 }
 
 impl Default for WriteBehindConfig {
@@ -147,6 +162,8 @@ impl Default for WriteBehindConfig {
             claim_idle: Duration::from_secs(10),
             applied_retention: Duration::from_secs(3_600),
             counter_ttl: Duration::from_secs(3_600),
+            shards: 8,
+            acknowledge_replicas: None,
         }
     }
 }
@@ -196,6 +213,22 @@ impl<S: Sink> WriteBehindBuilder<S> {
         self.config.counter_ttl = d;
         self
     }
+    /// Streams of the queue on a Cluster (see [`WriteBehindConfig::shards`]).
+    pub fn shards(mut self, n: usize) -> Self {
+        self.config.shards = n;
+        self
+    }
+    /// Acknowledge a write only once `replicas` replicas have it (`WAIT`
+    /// after the enqueue, bounded by `timeout`). A write the replicas did not
+    /// confirm in time is applied to the sink before the call returns
+    /// ([`Written::Direct`]), or fails with [`WriteBehindError::NotApplied`]
+    /// if the sink fails too; its stream copy, if it survives, is skipped by
+    /// write id. Closes the loss of acknowledged writes at a failover, at the
+    /// cost of a round trip to the replicas per group commit.
+    pub fn acknowledge_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.config.acknowledge_replicas = Some((replicas, timeout));
+        self
+    }
     /// Every setting at once.
     pub fn config(mut self, config: WriteBehindConfig) -> Self {
         self.config = config;
@@ -209,7 +242,7 @@ impl<S: Sink> WriteBehindBuilder<S> {
         self
     }
 
-    /// Check the settings and Redis (persistence, not a Cluster) and build
+    /// Check the settings and Redis (persistence, Cluster or not) and build
     /// the queue. Warns (via `tracing`) when Redis has no AOF. Builds while
     /// Redis is down (writes then go to the sink directly).
     pub async fn build(self) -> Result<WriteBehind<S>, WriteBehindError> {
@@ -225,9 +258,9 @@ impl<S: Sink> WriteBehindBuilder<S> {
             ))
             .into());
         }
-        if c.batch_size == 0 || c.max_attempts == 0 || c.claim_idle.is_zero() {
+        if c.batch_size == 0 || c.max_attempts == 0 || c.claim_idle.is_zero() || c.shards == 0 {
             return Err(Error::config(
-                "write-behind batch_size, max_attempts and claim_idle must be above zero",
+                "write-behind batch_size, max_attempts, claim_idle and shards must be above zero",
             )
             .into());
         }
@@ -238,16 +271,17 @@ impl<S: Sink> WriteBehindBuilder<S> {
         let client = l2
             .node_client()
             .ok_or_else(|| Error::config("write-behind needs a Redis node to connect to"))?;
-        let (durability, cluster) = durability::inspect(&client, Duration::from_secs(2)).await;
-        if cluster {
-            return Err(Error::config(
-                "write-behind does not run on a Redis Cluster: the cache entry and the stream \
-                 would live in different hash slots and could not be written atomically",
-            )
-            .into());
-        }
+        let (durability, _) = durability::inspect(&client, Duration::from_secs(2)).await;
         durability::warn_if_weak(&durability, &c.name);
-        let keys = StreamKeys::new(tiers.keys().namespace(), &c.name);
+        let cluster = l2.is_cluster();
+        let namespace = tiers.keys().namespace();
+        let shards: Vec<StreamKeys> = if cluster {
+            (0..c.shards)
+                .map(|i| StreamKeys::shard(namespace, &c.name, i))
+                .collect()
+        } else {
+            vec![StreamKeys::new(namespace, &c.name)]
+        };
         let options = self
             .options
             .unwrap_or_else(|| self.cache.default_options().clone());
@@ -256,12 +290,20 @@ impl<S: Sink> WriteBehindBuilder<S> {
             return Err(Error::config("write-behind options must not skip L2").into());
         }
         let metrics = WbMetrics::new(tiers.keys().namespace(), &c.name);
-        let combiner = Combiner::spawn(Arc::clone(l2), keys.stream.clone());
+        let acks = c.acknowledge_replicas.map(|(replicas, timeout)| {
+            let markers = shards.iter().map(|k| k.wait.clone()).collect();
+            Arc::new(ReplicaAcks::new(Arc::clone(l2), markers, replicas, timeout))
+        });
+        let streams = shards.iter().map(|k| k.stream.clone()).collect();
+        let combiner = Combiner::spawn(Arc::clone(l2), streams, cluster, acks);
+        let shard_states = Mutex::new(vec![None; shards.len()]);
         Ok(WriteBehind {
             shared: Arc::new(Shared {
                 cache: self.cache,
                 sink: self.sink,
-                keys,
+                shards,
+                cluster,
+                shard_states,
                 config: self.config,
                 options,
                 metrics,
@@ -291,7 +333,12 @@ impl<S> Clone for WriteBehind<S> {
 pub(crate) struct Shared<S> {
     cache: Cache,
     sink: S,
-    keys: StreamKeys,
+    /// The queue's streams: one on a single node, `config.shards` on a Cluster.
+    shards: Vec<StreamKeys>,
+    cluster: bool,
+    /// Per stream, as its worker last read it: depth, oldest entry, dead
+    /// letters (the gauges add them up).
+    shard_states: Mutex<Vec<Option<stream::ShardState>>>,
     config: WriteBehindConfig,
     options: EntryOptions,
     metrics: WbMetrics,
@@ -305,14 +352,52 @@ pub(crate) struct Shared<S> {
 }
 
 impl<S> Shared<S> {
-    /// A client for the node that holds the stream: the current master
-    /// under Sentinel (re-resolved after a failover), else the one node.
-    fn node_client(&self) -> redis::Client {
-        self.cache
-            .tiers()
-            .l2()
-            .and_then(|l2| l2.node_client())
+    /// A client for the node that holds `stream`: on a Cluster the master
+    /// of its slot (looked up now), the current master under Sentinel
+    /// (re-resolved after a failover), else the one node.
+    async fn node_client(&self, stream: &str) -> redis::Client {
+        let l2 = self.cache.tiers().l2();
+        if self.cluster {
+            if let Some(l2) = l2 {
+                // Right after a failover the answer may not be there yet.
+                for _ in 0..3 {
+                    if let Some(client) = l2
+                        .shard_owner_url(stream)
+                        .await
+                        .and_then(|url| l2.client_for(&url))
+                    {
+                        return client;
+                    }
+                }
+            }
+        }
+        l2.and_then(|l2| l2.node_client())
             .unwrap_or_else(|| self.client.clone())
+    }
+
+    /// Record a stream's state and set the gauges to the queue's totals.
+    fn record_shard_state(&self, index: usize, state: stream::ShardState) {
+        let mut states = self.shard_states.lock().unwrap();
+        states[index] = Some(state);
+        let known = states.iter().flatten();
+        let (depth, dead) = known
+            .clone()
+            .fold((0, 0), |(d, x), s| (d + s.depth, x + s.dead));
+        let oldest = known.filter_map(|s| s.oldest).min();
+        let m = &self.metrics;
+        m.depth.set(depth as f64);
+        m.dead_depth.set(dead as f64);
+        m.lag
+            .set(oldest.map_or(0.0, |id| now_ms().saturating_sub(id.ms) as f64 / 1_000.0));
+    }
+
+    /// The oldest entry of the whole queue once every stream reported.
+    fn oldest_entry(&self) -> Option<Option<EntryId>> {
+        let states = self.shard_states.lock().unwrap();
+        if states.iter().any(Option::is_none) {
+            return None;
+        }
+        Some(states.iter().flatten().filter_map(|s| s.oldest).min())
     }
 }
 
@@ -520,14 +605,25 @@ impl<S: Sink> WriteBehind<S> {
         self.shared.metrics.snapshot()
     }
 
-    /// The stream's key in Redis (for operators: `XLEN`, `XINFO`).
+    /// The stream's key in Redis (for operators: `XLEN`, `XINFO`); on a
+    /// Cluster the first shard's (see [`stream_keys`](Self::stream_keys)).
     pub fn stream_key(&self) -> &str {
-        &self.shared.keys.stream
+        &self.shared.shards[0].stream
     }
 
-    /// The dead-letter stream's key in Redis.
+    /// Every stream of the queue: one on a single node, one per shard on a Cluster.
+    pub fn stream_keys(&self) -> Vec<&str> {
+        self.shared
+            .shards
+            .iter()
+            .map(|k| k.stream.as_str())
+            .collect()
+    }
+
+    /// The dead-letter stream's key in Redis; on a Cluster the first
+    /// shard's (each shard has its own, `<stream>:dead`).
     pub fn dead_letter_key(&self) -> &str {
-        &self.shared.keys.dead
+        &self.shared.shards[0].dead
     }
 
     /// The sink.

@@ -153,12 +153,15 @@ fn netstring(input: &[u8]) -> Option<(&[u8], &[u8])> {
     (end <= input.len()).then(|| (&input[start..end], &input[end..]))
 }
 
-/// The Redis keys of one write-behind queue.
+/// The Redis keys of one write-behind stream: the queue's only stream on a
+/// single node, one of its shards on a Cluster.
 #[derive(Debug, Clone)]
 pub(crate) struct StreamKeys {
     pub(crate) stream: String,
     pub(crate) dead: String,
     pub(crate) group: String,
+    /// The key a replica acknowledgement writes before `WAIT` (same node).
+    pub(crate) wait: String,
 }
 
 impl StreamKeys {
@@ -166,18 +169,45 @@ impl StreamKeys {
         // No braces: these are not cache entries, and no prefix invalidation
         // (`{namespace}:{prefix*`) may match them.
         let stream = format!("{namespace}:write-behind:{name}");
+        Self::with_stream(stream)
+    }
+
+    /// Shard `index` of a queue on a Cluster: the whole name is the hash
+    /// tag, so the stream, its dead letters and its acknowledgement key share
+    /// one slot, and shards spread over the masters. It starts with a brace,
+    /// so no prefix invalidation (`{namespace}:{prefix*`) matches it.
+    pub(crate) fn shard(namespace: &str, name: &str, index: usize) -> Self {
+        Self::with_stream(format!("{{{namespace}:write-behind:{name}:{index}}}"))
+    }
+
+    fn with_stream(stream: String) -> Self {
         Self {
             dead: format!("{stream}:dead"),
+            wait: format!("{stream}:ack"),
             stream,
             group: "write-behind".to_string(),
         }
     }
 }
 
+/// The shard of a stored key among `shards`: a function of its hash slot, so
+/// every write of a key goes to one stream, in order.
+pub(crate) fn shard_of(stored: &str, shards: usize) -> usize {
+    crate::keys::hash_slot(stored.as_bytes()) as usize % shards.max(1)
+}
+
 /// The key of a counter's running total, next to the cache entry of the
 /// same key (same hash slot, not an envelope: `get` never reads it).
 pub(crate) fn counter_key(stored: &str) -> String {
     format!("{stored}:total")
+}
+
+/// One stream's state, as a worker last read it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ShardState {
+    pub(crate) depth: u64,
+    pub(crate) oldest: Option<EntryId>,
+    pub(crate) dead: u64,
 }
 
 /// The queue's state in one round trip: its length, its oldest entry, the

@@ -15,7 +15,9 @@ use redis::RedisError;
 use super::coalesce::Batch;
 use super::metrics::WbMetrics;
 use super::sink::Sink;
-use super::stream::{self, EntryId, StreamEntry, ACK_SCRIPT, DEAD_LETTER_SCRIPT};
+use super::stream::{
+    self, EntryId, ShardState, StreamEntry, StreamKeys, ACK_SCRIPT, DEAD_LETTER_SCRIPT,
+};
 use super::Shared;
 use crate::clock::system_now_ms as now_ms;
 use crate::error::BoxError;
@@ -33,7 +35,8 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 /// [`shutdown`](Self::shutdown) stops it gracefully.
 pub struct WorkerHandle {
     stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
+    /// One task per stream of the queue (one per shard on a Cluster).
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     consumer: String,
 }
 
@@ -41,13 +44,17 @@ impl WorkerHandle {
     /// Stop reading, apply and acknowledge what was already read, then return.
     pub async fn shutdown(self) {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = self.task.await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
     }
 
     /// Stop at once, like a crash: what was read and not acknowledged stays
     /// pending and is claimed by another worker after `claim_idle`.
     pub fn abort(self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 
     /// This worker's consumer name in the group.
@@ -59,21 +66,31 @@ impl WorkerHandle {
 pub(crate) fn spawn<S: Sink>(shared: Arc<Shared<S>>) -> WorkerHandle {
     let consumer = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
     let stop = Arc::new(AtomicBool::new(false));
-    let worker = Worker {
-        shared,
-        consumer: consumer.clone(),
-        stop: Arc::clone(&stop),
-        conn: None,
-    };
+    let tasks = (0..shared.shards.len())
+        .map(|index| {
+            let worker = Worker {
+                shared: Arc::clone(&shared),
+                keys: shared.shards[index].clone(),
+                index,
+                consumer: consumer.clone(),
+                stop: Arc::clone(&stop),
+                conn: None,
+            };
+            tokio::spawn(worker.run())
+        })
+        .collect();
     WorkerHandle {
         stop,
-        task: tokio::spawn(worker.run()),
+        tasks,
         consumer,
     }
 }
 
 struct Worker<S> {
     shared: Arc<Shared<S>>,
+    /// The stream this task consumes (the queue's, or one shard's).
+    keys: StreamKeys,
+    index: usize,
     consumer: String,
     stop: Arc<AtomicBool>,
     conn: Option<ConnectionManager>,
@@ -122,10 +139,13 @@ impl<S: Sink> Worker<S> {
                 Ok(()) => failures = 0,
                 Err(err) => {
                     failures += 1;
-                    // The stream was deleted (or Redis restarted empty), or a
-                    // Sentinel failover moved the master: connect afresh.
-                    if matches!(err.code(), Some("NOGROUP" | "READONLY"))
-                        || err.is_connection_dropped()
+                    // The stream was deleted (or Redis restarted empty), a
+                    // Sentinel failover moved the master, or a Cluster moved
+                    // the stream's slot: connect afresh (to its new owner).
+                    if matches!(
+                        err.code(),
+                        Some("NOGROUP" | "READONLY" | "MOVED" | "ASK" | "CLUSTERDOWN" | "TRYAGAIN")
+                    ) || err.is_connection_dropped()
                         || err.is_io_error()
                     {
                         self.conn = None;
@@ -151,11 +171,14 @@ impl<S: Sink> Worker<S> {
             .set_number_of_retries(2);
         let mut conn = tokio::time::timeout(
             REDIS_TIMEOUT,
-            ConnectionManager::new_with_config(self.shared.node_client(), config),
+            ConnectionManager::new_with_config(
+                self.shared.node_client(&self.keys.stream).await,
+                config,
+            ),
         )
         .await
         .map_err(|_| RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
-        let keys = &self.shared.keys;
+        let keys = &self.keys;
         let created: Result<(), RedisError> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(&keys.stream)
@@ -176,7 +199,7 @@ impl<S: Sink> Worker<S> {
     /// dead) and process them; whether a full batch was claimed.
     async fn reclaim(&mut self) -> Result<bool, RedisError> {
         let mut conn = self.conn().await?;
-        let (keys, config) = (&self.shared.keys, &self.shared.config);
+        let (keys, config) = (&self.keys, &self.shared.config);
         let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
             .arg(&keys.stream)
             .arg(&keys.group)
@@ -199,7 +222,7 @@ impl<S: Sink> Worker<S> {
     /// `batch_interval` after the first one arrived.
     async fn gather(&mut self) -> Result<Vec<StreamId>, RedisError> {
         let mut conn = self.conn().await?;
-        let (keys, config) = (&self.shared.keys, &self.shared.config);
+        let (keys, config) = (&self.keys, &self.shared.config);
         let mut out: Vec<StreamId> = Vec::new();
         let mut deadline: Option<Instant> = None;
         loop {
@@ -366,9 +389,7 @@ impl<S: Sink> Worker<S> {
             let acked = async {
                 let mut conn = self.conn().await?;
                 let mut invocation = ACK_SCRIPT.redis().prepare_invoke();
-                invocation
-                    .key(&self.shared.keys.stream)
-                    .arg(&self.shared.keys.group);
+                invocation.key(&self.keys.stream).arg(&self.keys.group);
                 for id in &ids {
                     invocation.arg(id);
                 }
@@ -388,7 +409,7 @@ impl<S: Sink> Worker<S> {
 
     async fn dead_letter(&mut self, id: &str, reason: &str) -> Result<(), RedisError> {
         let mut conn = self.conn().await?;
-        let keys = &self.shared.keys;
+        let keys = &self.keys;
         DEAD_LETTER_SCRIPT
             .redis()
             .key(&keys.stream)
@@ -407,17 +428,30 @@ impl<S: Sink> Worker<S> {
     /// oldest entry's id, if any.
     async fn refresh_gauges(&mut self) -> Result<Option<EntryId>, RedisError> {
         let mut conn = self.conn().await?;
-        let (depth, oldest, dead) = stream::queue_state(&mut conn, &self.shared.keys).await?;
-        let m = &self.shared.metrics;
-        m.depth.set(depth as f64);
-        m.dead_depth.set(dead as f64);
-        m.lag
-            .set(oldest.map_or(0.0, |id| now_ms().saturating_sub(id.ms) as f64 / 1_000.0));
+        let (depth, oldest, dead) = stream::queue_state(&mut conn, &self.keys).await?;
+        self.shared.record_shard_state(
+            self.index,
+            ShardState {
+                depth,
+                oldest,
+                dead,
+            },
+        );
         Ok(oldest)
     }
 
-    /// Forget applied write ids that no delivery can concern any more.
+    /// Forget applied write ids that no delivery can concern any more: older
+    /// than the oldest entry of every stream of the queue (known once each
+    /// stream's worker reported), minus the retention.
     async fn prune(&self, oldest: Option<EntryId>) {
+        let oldest = if self.shared.shards.len() == 1 {
+            oldest
+        } else {
+            match self.shared.oldest_entry() {
+                Some(oldest) => oldest,
+                None => return,
+            }
+        };
         let horizon = oldest.map_or(now_ms(), |id| id.ms.min(now_ms()));
         let before =
             horizon.saturating_sub(self.shared.config.applied_retention.as_millis() as u64);
