@@ -11,6 +11,7 @@
 
 mod node;
 mod sides;
+mod sweep;
 mod zipf;
 
 use std::path::PathBuf;
@@ -84,6 +85,14 @@ pub struct PeersArgs {
     /// per hit) instead of `get_or_load_shared`.
     #[arg(long)]
     clone_reads: bool,
+    /// Run the workload at each of these caller counts, cold and warm, and
+    /// plot ops/s and p99 against callers (replaces `--callers`, `--cold`).
+    #[arg(long, value_delimiter = ',')]
+    sweep_callers: Vec<usize>,
+    /// Where to write the sweep's plot (default:
+    /// bench-results/peers-callers.svg in the repository).
+    #[arg(long)]
+    sweep_svg: Option<PathBuf>,
 }
 
 /// The sides, in report order.
@@ -163,7 +172,11 @@ pub async fn run(url: &str, args: &PeersArgs) -> Result<Value> {
         .flat_map(|i| side_keys(i, &side_ns(SIDES[i]), args.keys))
         .collect();
 
-    let result = measure(url, args, &side_ns).await;
+    let result = if args.sweep_callers.is_empty() {
+        measure(url, args, &side_ns).await
+    } else {
+        sweep::sweep(url, args, &side_ns).await
+    };
     match delete_keys(&mut conn, &written).await {
         Ok(n) => progress!("peers: deleted {n} keys"),
         Err(e) => progress!("peers: clean-up failed: {e:#}"),

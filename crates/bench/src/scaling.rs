@@ -5,7 +5,7 @@
 //! key is present (all hits). Writes the figures as JSON and a log–log SVG
 //! plot.
 
-mod svg;
+pub(crate) mod svg;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
