@@ -642,9 +642,8 @@ async fn writes_the_replicas_did_not_acknowledge_go_to_the_database_and_apply_on
 /// On a Cluster: the queue's shards are in different slots, and with two
 /// writers per key racing, Redis's entry and (after the worker) the
 /// database end with the same last write of each key, and every increment
-/// once. (Redis is read by another instance: this one's L1 keeps the value
-/// of whichever of two racing writes of a key finished last, which need not
-/// be the one Redis ordered last — on a single node too.)
+/// once; the writing instance's own L1 agrees with Redis (racing writes of
+/// one key leave it empty when their order cannot be told in the process).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_cluster_redis_and_the_database_agree_on_the_last_writes() {
     last_writes(stratacache::RedisTopology::Cluster(
@@ -711,6 +710,8 @@ async fn last_writes(topology: stratacache::RedisTopology) {
     for k in 0..8 {
         let v: u32 = reader.get(&format!("v{k}")).await.unwrap().unwrap();
         assert!(v % 1_000 == 39, "v{k}: {v} is a last write");
+        let own: Option<u32> = wb.get(&format!("v{k}")).await.unwrap();
+        assert_eq!(own, Some(v), "v{k}: the writer's L1 follows Redis");
         cached.insert(format!("v{k}"), v.to_string());
     }
     for k in 0..4 {

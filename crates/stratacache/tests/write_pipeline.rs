@@ -643,3 +643,144 @@ async fn an_entry_of_another_version_is_a_miss_and_left_alone() {
         "nothing was taken for damage"
     );
 }
+
+// 15. Writes of one key racing on one instance: its L1 ends with what Redis
+// ordered last (or nothing, and a read goes to Redis), never with the write
+// that merely finished last in the process; the other instances agree once
+// the backplane has delivered. Each variant: many rounds, a fresh key each,
+// `RACE_TASKS` tasks released together on the first instance.
+const RACE_ROUNDS: u64 = 150;
+const RACE_TASKS: u64 = 8;
+
+/// One racing write: (key, task number, value).
+type RacingWrite =
+    Arc<dyn Fn(String, u64, u64) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
+async fn racing_writes_follow_redis(test: &str, nodes: &[Cache], write: RacingWrite) {
+    let (writer, others) = (&nodes[0], &nodes[1..]);
+    let redis_only = opts().skip_l1(true);
+    let mut diverged = Vec::new();
+    for round in 0..RACE_ROUNDS {
+        let key = format!("race:{round}");
+        // Every instance holds an older value in L1 first.
+        writer.set(&key, &0u64, &opts()).await.unwrap();
+        for other in others {
+            assert!(
+                eventually(Duration::from_secs(2), || async {
+                    other.get::<u64>(&key).await.unwrap() == Some(0)
+                })
+                .await
+            );
+        }
+        let start = Arc::new(tokio::sync::Barrier::new(RACE_TASKS as usize));
+        let tasks: Vec<_> = (1..=RACE_TASKS)
+            .map(|task| {
+                let (write, start, key) = (write.clone(), start.clone(), key.clone());
+                tokio::spawn(async move {
+                    start.wait().await;
+                    write(key, task, round * 100 + task).await;
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let in_redis: Option<u64> = others[0].get_with(&key, &redis_only).await.unwrap();
+        let local: Option<u64> = writer.get(&key).await.unwrap();
+        if local != in_redis {
+            diverged.push((round, local, in_redis));
+        }
+    }
+    // The other instances: every key as Redis holds it, once messages landed.
+    let mut others_diverged = Vec::new();
+    for round in 0..RACE_ROUNDS {
+        let key = format!("race:{round}");
+        let in_redis: Option<u64> = others[0].get_with(&key, &redis_only).await.unwrap();
+        for (i, other) in others.iter().enumerate() {
+            let agreed = eventually(Duration::from_secs(2), || async {
+                other.get::<u64>(&key).await.unwrap() == in_redis
+            })
+            .await;
+            if !agreed {
+                others_diverged.push((i + 1, round, in_redis));
+            }
+        }
+    }
+    assert!(
+        diverged.is_empty() && others_diverged.is_empty(),
+        "{test}: the writer's L1 disagreed with Redis in {}/{RACE_ROUNDS} rounds \
+         (round, L1, Redis): {diverged:?}; other instances: {others_diverged:?}",
+        diverged.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_sets_of_one_key_leave_l1_as_redis_ordered_them() {
+    let nodes = instances_on(&common::single_url(), "race-set", 3).await;
+    let cache = nodes[0].clone();
+    let write: RacingWrite = Arc::new(move |key, _, value| {
+        let cache = cache.clone();
+        Box::pin(async move { cache.set(&key, &value, &opts()).await.unwrap() })
+    });
+    racing_writes_follow_redis("set", &nodes, write).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_sets_and_deletes_of_one_key_leave_l1_as_redis_ordered_them() {
+    let nodes = instances_on(&common::single_url(), "race-delete", 3).await;
+    let cache = nodes[0].clone();
+    let write: RacingWrite = Arc::new(move |key, task, value| {
+        let cache = cache.clone();
+        Box::pin(async move {
+            if task % 3 == 0 {
+                cache.delete(&key).await.unwrap();
+            } else {
+                cache.set(&key, &value, &opts()).await.unwrap();
+            }
+        })
+    });
+    racing_writes_follow_redis("set and delete", &nodes, write).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_write_throughs_of_one_key_leave_l1_as_redis_ordered_them() {
+    let nodes = instances_on(&common::single_url(), "race-write-through", 3).await;
+    let cache = nodes[0].clone();
+    let write: RacingWrite = Arc::new(move |key, _, value| {
+        let cache = cache.clone();
+        Box::pin(async move {
+            cache
+                .write_through(
+                    &key,
+                    &opts(),
+                    || async move { Ok::<_, std::io::Error>(value) },
+                )
+                .await
+                .unwrap();
+        })
+    });
+    racing_writes_follow_redis("write-through", &nodes, write).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_write_behind_sets_of_one_key_leave_l1_as_redis_ordered_them() {
+    let db = wb_pg::Scratch::new("wb_race").await;
+    let nodes = instances_on(&common::single_url(), "race-write-behind", 3).await;
+    let wb = WriteBehind::builder(nodes[0].clone(), db.sink())
+        .name("race")
+        .build()
+        .await
+        .unwrap();
+    let write: RacingWrite = {
+        let wb = wb.clone();
+        Arc::new(move |key, _, value| {
+            let wb = wb.clone();
+            Box::pin(async move {
+                wb.set(&key, &value).await.unwrap();
+            })
+        })
+    };
+    racing_writes_follow_redis("write-behind", &nodes, write).await;
+    drop(wb);
+    db.drop_schema().await;
+}

@@ -51,9 +51,13 @@ impl InvalidationLog {
         self.seq.load(Ordering::Acquire)
     }
 
-    pub(crate) fn key_invalidated(&self, inner_key: &str) {
+    /// `inner_key` is written or deleted; returns the invalidation's
+    /// position (a write asks [`unchanged_since`](Self::unchanged_since) it
+    /// later to learn whether another write of the key overlapped it).
+    pub(crate) fn key_invalidated(&self, inner_key: &str) -> u64 {
         let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
         self.slot(inner_key).fetch_max(seq, Ordering::AcqRel);
+        seq
     }
 
     /// A tag, prefix or namespace invalidation, or a loss of trust in L1;

@@ -9,11 +9,14 @@
 //!    the cache's clock (`clock`): strictly increasing, and past every stamp
 //!    heard from another instance. An entry created after an invalidation is
 //!    never hidden by it.
-//! 2. **Mark before, keep only your own.** A key write marks the
-//!    invalidation log before anything changes, puts its value into L1 only
-//!    once Redis took it (or failed: then L1 is where it lives), marks again
-//!    and keeps only its own L1 entry: a read that began before the write
-//!    cannot leave what it read in L1 after it ([`Pipeline::write_keys`]).
+//! 2. **Mark before, keep only your own — and only if alone.** A key write
+//!    marks the invalidation log before anything changes, puts its value
+//!    into L1 only once Redis took it (or failed: then L1 is where it
+//!    lives), marks again and keeps only its own L1 entry: a read that began
+//!    before the write cannot leave what it read in L1 after it. If another
+//!    write or delete of the key marked the log while this one's Redis step
+//!    ran, the process cannot tell which Redis ordered last: neither stays
+//!    in L1, and the next read takes Redis's ([`Pipeline::write_keys`]).
 //! 3. **The old copy is gone before the announcement.** A write Redis
 //!    refused deletes the old L2 copy (UNLINK works even when Redis refuses
 //!    writes) before other instances are told to drop theirs; a tag or
@@ -141,9 +144,7 @@ impl Pipeline {
         let l1 = tiers.l1().filter(|_| !opts.skip_l1);
         // Before anything changes: a read of these keys that began earlier
         // cannot put what it read into L1 from now on.
-        for write in &batch {
-            self.mark(&write.stored);
-        }
+        let marks: Vec<u64> = batch.iter().map(|w| self.mark(&w.stored)).collect();
         let writes: Vec<Write> = batch
             .iter()
             .map(|w| Write {
@@ -164,11 +165,14 @@ impl Pipeline {
         let keep = !matches!(outcome, Some(Step::Refused));
         let position = tiers.log().mark();
         let mut keys = Vec::with_capacity(batch.len());
-        for KeyWrite {
-            stored,
-            value,
-            prepared,
-        } in batch
+        for (
+            KeyWrite {
+                stored,
+                value,
+                prepared,
+            },
+            marked,
+        ) in batch.into_iter().zip(marks)
         {
             let own = l1.filter(|_| keep).map(|l1| {
                 let entry = L1Entry::new(
@@ -180,6 +184,19 @@ impl Pipeline {
                 )
                 .checked_at(position);
                 l1.insert(stored.clone(), entry, &tiers.metrics().global)
+            });
+            // Another write or delete of the key here (or one heard from
+            // another instance) overlapped this one's Redis step: which of
+            // them Redis ordered last cannot be told in this process, so
+            // none stays in L1 and the next read takes Redis's. Asked after
+            // the insert, before marking again: of two overlapping writes,
+            // each sees the other's mark or is removed by its sweep below.
+            // Without a Redis step, L1's order is the only order.
+            let own = own.filter(|_| {
+                outcome.is_none()
+                    || tiers
+                        .log()
+                        .unchanged_since(tiers.keys().inner_of(&stored), marked)
             });
             self.mark(&stored);
             if let Some(l1) = l1 {
@@ -458,11 +475,13 @@ impl Pipeline {
 
     /// Mark `stored` written in the log (reads that began before cannot fill
     /// L1 with what they read).
-    fn mark(&self, stored: &str) {
-        self.tiers
+    fn mark(&self, stored: &str) -> u64 {
+        let position = self
+            .tiers
             .log()
             .key_invalidated(self.keys().inner_of(stored));
         self.flights.forget(stored);
+        position
     }
 
     /// This instance stops serving and joining loads of `stored`.
