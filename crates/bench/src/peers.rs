@@ -261,10 +261,13 @@ async fn measure(url: &str, args: &PeersArgs, side_ns: &dyn Fn(&str) -> String) 
         args.keys, args.theta, args.callers, args.loader_ms, args.warmup_calls, args.rounds, slice
     );
     let warmup_calls = if args.cold { 0 } else { args.warmup_calls };
+    // At least 64 callers warm up, so that a sweep's single caller does
+    // not spend minutes on 1 ms loads before it measures.
+    let warmup_callers = args.callers.max(64);
     for (name, side) in &rust {
         if warmup_calls > 0 && wanted(args, name) {
             let w = side
-                .drive(&zipf, args.callers, Budget::Calls(warmup_calls), 0)
+                .drive(&zipf, warmup_callers, Budget::Calls(warmup_calls), 0)
                 .await?;
             progress!(
                 "peers: warmed {name}: {} calls at {:.0}/s, {} loads",
