@@ -85,7 +85,7 @@ pub mod inspect;
 pub use breaker::{BreakerConfig, BreakerState};
 pub use cache::{Cache, CacheBuilder, L1Stats};
 pub use codec::Codec;
-pub use error::{BoxError, Error, Result};
+pub use error::{BoxError, Error, RedisError, Result};
 pub use freshness::EagerRefresh;
 pub use l1::L1Config;
 pub use l2::{RedisTls, RedisTopology};
