@@ -13,6 +13,25 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///
 /// Redis being unavailable is deliberately *not* an error of reads: a read that
 /// cannot reach Redis falls back to L1 and the loader, and is counted in metrics.
+///
+/// ```no_run
+/// # async fn demo(cache: stratacache::Cache) {
+/// use stratacache::{EntryOptions, Error};
+///
+/// let opts = EntryOptions::new();
+/// let read = cache
+///     .get_or_load("row:1", &opts, || async {
+///         Err::<String, _>(std::io::Error::other("database down"))
+///     })
+///     .await;
+/// match read {
+///     Ok(value) => println!("{value}"),
+///     Err(Error::Loader(cause)) => eprintln!("the database failed: {cause}"),
+///     Err(Error::LoaderTimeout(after)) => eprintln!("the database took over {after:?}"),
+///     Err(other) => eprintln!("{other}"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

@@ -103,3 +103,8 @@ pub use warm::{WarmProgress, WarmReport, WarmSettings};
 pub mod simulation {
     pub use crate::l2::sim::{Health, SimRedis};
 }
+
+/// The README's quick start, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
