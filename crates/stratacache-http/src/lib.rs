@@ -205,3 +205,8 @@ pub use safety::{DEFAULT_BYPASS_HEADERS, DEFAULT_KEYED_HEADERS};
 pub use service::HttpCache;
 #[cfg(feature = "sessions")]
 pub use session_store::RedisSessionStore;
+
+/// The README's quick start, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -11,6 +11,23 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 /// Circuit breaker settings.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), stratacache::Error> {
+/// use std::time::Duration;
+/// use stratacache::{BreakerConfig, BreakerState, Cache};
+///
+/// let cache = Cache::builder()
+///     .redis_url("redis://127.0.0.1:6379")
+///     .breaker(BreakerConfig {
+///         failure_threshold: 3,
+///         probe_interval: Duration::from_millis(500),
+///     })
+///     .build()
+///     .await?;
+/// assert_eq!(cache.breaker_state(), Some(BreakerState::Closed));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakerConfig {
     /// Consecutive failed Redis calls that open the breaker.

@@ -13,6 +13,25 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///
 /// Redis being unavailable is deliberately *not* an error of reads: a read that
 /// cannot reach Redis falls back to L1 and the loader, and is counted in metrics.
+///
+/// ```no_run
+/// # async fn demo(cache: stratacache::Cache) {
+/// use stratacache::{EntryOptions, Error};
+///
+/// let opts = EntryOptions::new();
+/// let read = cache
+///     .get_or_load("row:1", &opts, || async {
+///         Err::<String, _>(std::io::Error::other("database down"))
+///     })
+///     .await;
+/// match read {
+///     Ok(value) => println!("{value}"),
+///     Err(Error::Loader(cause)) => eprintln!("the database failed: {cause}"),
+///     Err(Error::LoaderTimeout(after)) => eprintln!("the database took over {after:?}"),
+///     Err(other) => eprintln!("{other}"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -62,7 +81,7 @@ pub enum Error {
     /// A Redis call failed. Only returned by operations whose whole point is
     /// Redis (for example an explicit invalidation); reads never return it.
     #[error("redis: {0}")]
-    Redis(Arc<redis::RedisError>),
+    Redis(RedisError),
     /// A Redis call did not answer within the configured timeout.
     #[error("redis did not answer within {0:?}")]
     RedisTimeout(Duration),
@@ -85,11 +104,59 @@ impl Error {
     pub(crate) fn config(msg: impl Into<String>) -> Self {
         Error::Config(msg.into())
     }
+
+    /// Not a `From` impl: the Redis client's types stay out of the public API.
+    pub(crate) fn redis(err: redis::RedisError) -> Self {
+        Error::Redis(RedisError::new(Arc::new(err)))
+    }
 }
 
-impl From<redis::RedisError> for Error {
-    fn from(err: redis::RedisError) -> Self {
-        Error::Redis(Arc::new(err))
+/// A failed Redis call, as carried by [`Error::Redis`].
+///
+/// Opaque on purpose: the Redis client library's error type is not part of
+/// this crate's API, so upgrading that library is not a breaking change here.
+/// It displays the client's message; [`source`](std::error::Error::source)
+/// gives the error beneath it, if any (an I/O error, for example).
+#[derive(Clone)]
+pub struct RedisError(Arc<redis::RedisError>);
+
+impl RedisError {
+    pub(crate) fn new(err: Arc<redis::RedisError>) -> Self {
+        Self(err)
+    }
+
+    /// Whether the call timed out (as opposed to being refused or failing).
+    pub fn is_timeout(&self) -> bool {
+        self.0.is_timeout()
+    }
+
+    /// Whether the connection to Redis was refused, dropped or is unusable.
+    pub fn is_connection_error(&self) -> bool {
+        self.0.is_connection_dropped() || self.0.is_connection_refusal() || self.0.is_io_error()
+    }
+
+    /// The error code Redis answered with (`READONLY`, `NOSCRIPT`, `WRONGTYPE`,
+    /// …), if Redis itself answered with an error.
+    pub fn code(&self) -> Option<&str> {
+        self.0.code()
+    }
+}
+
+impl std::fmt::Display for RedisError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl std::fmt::Debug for RedisError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::error::Error for RedisError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
     }
 }
 

@@ -85,7 +85,7 @@ pub mod inspect;
 pub use breaker::{BreakerConfig, BreakerState};
 pub use cache::{Cache, CacheBuilder, L1Stats};
 pub use codec::Codec;
-pub use error::{BoxError, Error, Result};
+pub use error::{BoxError, Error, RedisError, Result};
 pub use freshness::EagerRefresh;
 pub use l1::L1Config;
 pub use l2::{RedisTls, RedisTopology};
@@ -103,3 +103,8 @@ pub use warm::{WarmProgress, WarmReport, WarmSettings};
 pub mod simulation {
     pub use crate::l2::sim::{Health, SimRedis};
 }
+
+/// The README's quick start, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

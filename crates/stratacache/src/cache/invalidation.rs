@@ -45,6 +45,12 @@ impl Cache {
 
     /// Invalidate every entry of the namespace, in every instance, without
     /// SCAN or FLUSHALL: one stamp (a namespace version bump).
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: stratacache::Cache) -> Result<(), stratacache::Error> {
+    /// cache.clear().await?; // every entry of this cache's namespace, on every instance
+    /// # Ok(()) }
+    /// ```
     pub async fn clear(&self) -> Result<()> {
         self.writes().clear().await
     }
@@ -55,6 +61,13 @@ impl Cache {
     /// Keys too long to be stored as themselves (over `max_key_len`, stored
     /// as a digest) are deleted when their readable head matches: a prefix
     /// longer than that head deletes every such key sharing it.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: stratacache::Cache) -> Result<(), stratacache::Error> {
+    /// let deleted = cache.invalidate_prefix("report:2024-").await?;
+    /// println!("{deleted} keys deleted");
+    /// # Ok(()) }
+    /// ```
     pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64> {
         self.writes().invalidate_prefix(prefix).await
     }
@@ -66,6 +79,13 @@ impl Cache {
     ///
     /// An error means Redis could not be told; the key is gone from this
     /// instance's L1 and is invalidated (with its version) when Redis is back.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: stratacache::Cache) -> Result<(), stratacache::Error> {
+    /// // After `UPDATE prices SET price = 101.5, version = 18 WHERE symbol = 'ACME'`:
+    /// cache.invalidate_version("price:ACME", 18).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn invalidate_version(&self, key: &str, version: u64) -> Result<()> {
         let stored = self.tiers().keys().stored(key)?;
         self.writes().raise_floor(&stored, version).await

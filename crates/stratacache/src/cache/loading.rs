@@ -104,6 +104,23 @@ impl Cache {
     /// Cache-aside for values that may not exist: the loader returns
     /// `Ok(None)` for an absent value, which is cached as a negative entry
     /// for `negative_ttl`, so repeated lookups of missing ids stay off the database.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: stratacache::Cache) -> Result<(), stratacache::Error> {
+    /// use std::time::Duration;
+    /// use stratacache::EntryOptions;
+    ///
+    /// let opts = EntryOptions::new()
+    ///     .ttl(Duration::from_secs(300))
+    ///     .negative_ttl(Duration::from_secs(30));
+    /// let user: Option<String> = cache
+    ///     .get_or_load_optional("user:404", &opts, || async {
+    ///         Ok::<_, std::io::Error>(None) // SELECT … found no row
+    ///     })
+    ///     .await?;
+    /// assert_eq!(user, None); // and the next 30 s of lookups do not reach the database
+    /// # Ok(()) }
+    /// ```
     pub async fn get_or_load_optional<V, F, Fut, E>(
         &self,
         key: &str,
@@ -129,6 +146,25 @@ impl Cache {
     /// ETag ([`LoadContext`]) and decides how its result is cached — TTL,
     /// tags, ETag, not at all, or "not modified" ([`Loaded`]). The answer says
     /// whether the value is stale ([`Fetched::is_stale`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: stratacache::Cache) -> Result<(), stratacache::Error> {
+    /// use std::time::Duration;
+    /// use stratacache::{EntryOptions, Loaded};
+    ///
+    /// let opts = EntryOptions::new().ttl(Duration::from_secs(60)).stale_for(Duration::from_secs(600));
+    /// let fetched = cache
+    ///     .get_or_load_entry("quote:ACME", &opts, |ctx| async move {
+    ///         // A conditional fetch: the source says whether the value changed.
+    ///         if ctx.etag() == Some("v7") {
+    ///             return Ok::<_, std::io::Error>(Loaded::not_modified());
+    ///         }
+    ///         Ok(Loaded::value(191.2_f64).etag("v7").ttl(Duration::from_secs(5)).tags(["ACME"]))
+    ///     })
+    ///     .await?;
+    /// println!("{:?} (stale: {})", fetched.value(), fetched.is_stale());
+    /// # Ok(()) }
+    /// ```
     pub async fn get_or_load_entry<V, F, Fut, E>(
         &self,
         key: &str,
@@ -148,6 +184,22 @@ impl Cache {
     /// database, and returns it as stored), then put the value in both tiers.
     /// If the cache cannot take it, the key is invalidated instead, so the
     /// cache never keeps the value the write replaced.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: stratacache::Cache) -> Result<(), stratacache::Error> {
+    /// use std::time::Duration;
+    /// use stratacache::EntryOptions;
+    ///
+    /// let opts = EntryOptions::new().ttl(Duration::from_secs(60));
+    /// let saved: String = cache
+    ///     .write_through("user:42:name", &opts, || async {
+    ///         // UPDATE users SET name = 'Ada' WHERE id = 42 RETURNING name
+    ///         Ok::<_, std::io::Error>("Ada".to_string())
+    ///     })
+    ///     .await?;
+    /// assert_eq!(cache.get::<String>("user:42:name").await?, Some(saved));
+    /// # Ok(()) }
+    /// ```
     pub async fn write_through<V, F, Fut, E>(
         &self,
         key: &str,

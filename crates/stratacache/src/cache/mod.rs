@@ -169,6 +169,20 @@ impl Cache {
     /// The fresh value under `key`, if any. A cached "absent" marker reads as `None`.
     ///
     /// Never fails because of Redis: an unreachable, slow or broken Redis is a miss.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: stratacache::Cache) -> Result<(), stratacache::Error> {
+    /// use std::time::Duration;
+    /// use stratacache::EntryOptions;
+    ///
+    /// let opts = EntryOptions::new().ttl(Duration::from_secs(60));
+    /// cache.set("greeting", &"hello".to_string(), &opts).await?;
+    /// assert_eq!(cache.get::<String>("greeting").await?, Some("hello".to_string()));
+    /// assert!(cache.exists("greeting").await?);
+    /// cache.delete("greeting").await?;
+    /// assert_eq!(cache.get::<String>("greeting").await?, None);
+    /// # Ok(()) }
+    /// ```
     pub async fn get<V: CacheValue>(&self, key: &str) -> Result<Option<V>> {
         let opts = &self.inner.defaults;
         self.get_with(key, opts).await
@@ -213,6 +227,18 @@ impl Cache {
 
     /// Many keys at once: L1 first, then the rest from L2 in one round trip.
     /// The result is in the order of `keys`.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: stratacache::Cache) -> Result<(), stratacache::Error> {
+    /// use std::time::Duration;
+    /// use stratacache::EntryOptions;
+    ///
+    /// let opts = EntryOptions::new().ttl(Duration::from_secs(60));
+    /// cache.set_many(&[("price:A", 1.5), ("price:B", 2.25)], &opts).await?;
+    /// let prices: Vec<Option<f64>> = cache.get_many(&["price:A", "price:B", "price:C"]).await?;
+    /// assert_eq!(prices, vec![Some(1.5), Some(2.25), None]);
+    /// # Ok(()) }
+    /// ```
     pub async fn get_many<V: CacheValue>(&self, keys: &[&str]) -> Result<Vec<Option<V>>> {
         let opts = &self.inner.defaults;
         self.get_many_with(keys, opts).await
@@ -314,6 +340,18 @@ impl Cache {
     }
 
     /// How long the entry under `key` stays fresh, or `None` if there is none.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: stratacache::Cache) -> Result<(), stratacache::Error> {
+    /// use std::time::Duration;
+    /// use stratacache::EntryOptions;
+    ///
+    /// let opts = EntryOptions::new().ttl(Duration::from_secs(60));
+    /// cache.set("session:7", &7u64, &opts).await?;
+    /// let left = cache.ttl("session:7").await?.expect("just written");
+    /// assert!(left <= Duration::from_secs(60));
+    /// # Ok(()) }
+    /// ```
     pub async fn ttl(&self, key: &str) -> Result<Option<Duration>> {
         let now = self.tiers().clock().now_ms();
         Ok(self

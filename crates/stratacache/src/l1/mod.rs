@@ -39,6 +39,18 @@ use footprint::block;
 const MOKA_PER_ENTRY: usize = 440;
 
 /// L1 settings.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), stratacache::Error> {
+/// use stratacache::{Cache, L1Config};
+///
+/// let cache = Cache::builder()
+///     .redis_url("redis://127.0.0.1:6379")
+///     .l1(L1Config { max_bytes: 256 << 20, max_entries: 100_000 })
+///     .build()
+///     .await?;
+/// # let _ = cache; Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct L1Config {
     /// Upper bound of the memory L1 may hold, in bytes: each entry is

@@ -74,7 +74,7 @@ impl From<L2Error> for Error {
         match err {
             L2Error::Unavailable => Error::RedisUnavailable,
             L2Error::Timeout(t) => Error::RedisTimeout(t),
-            L2Error::Redis(e) => Error::Redis(e),
+            L2Error::Redis(e) => Error::Redis(crate::error::RedisError::new(e)),
         }
     }
 }
@@ -461,13 +461,13 @@ impl L2 {
             .connection
             .master_clients()
             .await
-            .map_err(Error::from)?
+            .map_err(Error::redis)?
         {
             let conn =
                 tokio::time::timeout(self.timeout, client.get_multiplexed_async_connection())
                     .await
                     .map_err(|_| Error::RedisTimeout(self.timeout))?
-                    .map_err(Error::from)?;
+                    .map_err(Error::redis)?;
             nodes.push(Node::Redis(conn));
         }
         Ok(nodes)
@@ -489,7 +489,7 @@ impl L2 {
         tokio::time::timeout(self.timeout, run)
             .await
             .map_err(|_| Error::RedisTimeout(self.timeout))?
-            .map_err(Error::from)
+            .map_err(Error::redis)
     }
 
     pub(crate) async fn ping(&self) -> Result<(), L2Error> {

@@ -34,7 +34,7 @@ impl<S: Sink> WriteBehind<S> {
         let connect = client.get_multiplexed_async_connection();
         match tokio::time::timeout(ADMIN_TIMEOUT, connect).await {
             Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(WriteBehindError::Redis(e.into())),
+            Ok(Err(e)) => Err(WriteBehindError::Redis(Error::redis(e))),
             Err(_) => Err(WriteBehindError::Redis(Error::RedisTimeout(ADMIN_TIMEOUT))),
         }
     }
@@ -45,7 +45,7 @@ impl<S: Sink> WriteBehind<S> {
     ) -> Result<T, WriteBehindError> {
         match tokio::time::timeout(ADMIN_TIMEOUT, query).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(WriteBehindError::Redis(e.into())),
+            Ok(Err(e)) => Err(WriteBehindError::Redis(Error::redis(e))),
             Err(_) => Err(WriteBehindError::Redis(Error::RedisTimeout(ADMIN_TIMEOUT))),
         }
     }

@@ -15,7 +15,7 @@ use crate::error::BoxError;
 /// A batch may overlap an earlier one only partly (entries are regrouped when
 /// a dead worker's entries are reclaimed), so the check is per write, not per
 /// batch: [`Batch::new_writes`] does the filtering once the sink knows which
-/// ids are new. [`PostgresSink`](crate::write_behind::PostgresSink) is the
+/// ids are new. `write_behind::PostgresSink` (feature `postgres`) is the
 /// implementation that ships with the library.
 pub trait Sink: Send + Sync + 'static {
     /// Apply a coalesced batch in one transaction, recording its write ids.
@@ -36,8 +36,8 @@ pub trait Sink: Send + Sync + 'static {
     /// `max_backoff` apart) for as long as the outage lasts, and never
     /// dead-lettered: an outage is not a bad write. The default says no, so
     /// every failure counts towards `max_attempts`.
-    /// [`PostgresSink`](crate::write_behind::PostgresSink) answers with
-    /// [`is_connection_error`](crate::write_behind::is_connection_error).
+    /// `write_behind::PostgresSink` (feature `postgres`) answers with
+    /// `write_behind::is_connection_error`.
     fn is_unavailable(&self, err: &BoxError) -> bool {
         let _ = err;
         false
