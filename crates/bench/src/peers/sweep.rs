@@ -51,7 +51,12 @@ pub(super) async fn sweep(
             "after the warm-up"
         };
         panels.push(panel(&format!("ops/s, {start}"), "ops/s", points, |p| p.2));
-        panels.push(panel(&format!("p99, {start}"), "p99 latency, µs", points, |p| p.3));
+        panels.push(panel(
+            &format!("p99, {start}"),
+            "p99 latency, µs",
+            points,
+            |p| p.3,
+        ));
     }
     let plot = svg::render(
         &format!(
