@@ -784,3 +784,27 @@ async fn racing_write_behind_sets_of_one_key_leave_l1_as_redis_ordered_them() {
     drop(wb);
     db.drop_schema().await;
 }
+
+/// A batch is one writer: two of its keys that share a slot of the
+/// invalidation log do not count as writes of each other, so every key of a
+/// large `set_many` stays in L1 (5,000 keys share some of the log's 65,536
+/// slots in nearly every run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_of_a_large_batch_stays_in_l1() {
+    let cache = instance(&common::single_url(), &common::namespace("batch-l1")).await;
+    let keys: Vec<String> = (0..5_000).map(|i| format!("row:{i}")).collect();
+    let entries: Vec<(&str, u64)> = keys
+        .iter()
+        .zip(0u64..)
+        .map(|(k, i)| (k.as_str(), i))
+        .collect();
+    cache.set_many(&entries, &opts()).await.unwrap();
+    assert_eq!(cache.l1_stats().unwrap().entries, 5_000);
+    for (key, value) in entries.iter().step_by(97) {
+        let only_l1 = EntryOptions::new().ttl(TTL).skip_l2(true);
+        assert_eq!(
+            cache.get_with::<u64>(key, &only_l1).await.unwrap(),
+            Some(*value)
+        );
+    }
+}

@@ -87,7 +87,13 @@ impl InvalidationLog {
     /// (Broad invalidations do not count: an entry filled after one is
     /// checked against it when it is read; see `invalidation::stamps`.)
     pub(crate) fn unchanged_since(&self, inner_key: &str, since: u64) -> bool {
-        self.slot(inner_key).load(Ordering::Acquire) <= since
+        self.last_write(inner_key) <= since
+    }
+
+    /// The position of the last write or delete of `inner_key` (or of a key
+    /// sharing its slot).
+    pub(crate) fn last_write(&self, inner_key: &str) -> u64 {
+        self.slot(inner_key).load(Ordering::Acquire)
     }
 }
 

@@ -164,7 +164,11 @@ impl Pipeline {
         // entry stays — none if Redis knows a newer version or refused it.
         let keep = !matches!(outcome, Some(Step::Refused));
         let position = tiers.log().mark();
-        let mut keys = Vec::with_capacity(batch.len());
+        // The batch's own first marks, ascending: a key of the batch that
+        // shares a log slot with another key of the batch is not "written
+        // by someone else" because of it.
+        let own_marks = marks.clone();
+        let mut kept = Vec::with_capacity(batch.len());
         for (
             KeyWrite {
                 stored,
@@ -189,15 +193,19 @@ impl Pipeline {
             // another instance) overlapped this one's Redis step: which of
             // them Redis ordered last cannot be told in this process, so
             // none stays in L1 and the next read takes Redis's. Asked after
-            // the insert, before marking again: of two overlapping writes,
+            // the insert, before marking again (every key of the batch is
+            // asked before any is marked again, so the batch's second marks
+            // do not count against its own keys): of two overlapping writes,
             // each sees the other's mark or is removed by its sweep below.
             // Without a Redis step, L1's order is the only order.
             let own = own.filter(|_| {
-                outcome.is_none()
-                    || tiers
-                        .log()
-                        .unchanged_since(tiers.keys().inner_of(&stored), marked)
+                let last = tiers.log().last_write(tiers.keys().inner_of(&stored));
+                outcome.is_none() || last <= marked || own_marks.binary_search(&last).is_ok()
             });
+            kept.push((stored, own));
+        }
+        let mut keys = Vec::with_capacity(kept.len());
+        for (stored, own) in kept {
             self.mark(&stored);
             if let Some(l1) = l1 {
                 l1.remove_unless(&stored, own.as_ref());
