@@ -36,55 +36,51 @@ use crate::codec::envelope::EntryMeta;
 use crate::keys::{lease_key, waiting_key};
 use crate::l2::{L2Error, Write, L2};
 
-static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        local won = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2])
+/// Reads the value key into `value`. A key of another type (a list, a hash
+/// … written by someone else) holds no entry of ours, and the fill must be
+/// able to land: it is cleared and read as nothing.
+const READ_VALUE: &str = r"
         local value = redis.pcall('GET', KEYS[1])
         if type(value) == 'table' and value.err then
-            -- Not a string (a list, a hash … written by someone else): no
-            -- entry of ours can be there, and the fill must be able to land.
             redis.call('UNLINK', KEYS[1])
             value = false
         end
-        if won then return {1, value} end
-        -- Every lease of ours has an expiry, so one without (planted by
-        -- hand, or by a foreign client) has no holder to wait for and would
-        -- block the key for good: take it over.
+";
+
+/// Takes the lease if it is free: replies `{1, value}`.
+const TAKE_FREE_LEASE: &str = r"
+        if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1, value} end
+";
+
+/// The lease is held. Every lease of ours has an expiry, so one without
+/// (planted by hand, or by a foreign client) has no holder to wait for and
+/// would block the key for good: it is taken over (`{1, value}`). Otherwise
+/// the key is marked awaited, so the holder's fill wakes this instance
+/// (`{0, value}`).
+const TAKE_OVER_OR_AWAIT: &str = r"
         if redis.call('PTTL', KEYS[2]) == -1 then
             redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
             return {1, value}
         end
         redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
         return {0, value}
-        ",
-    )
-});
+";
+
+/// Take the lease, and read the value as it is at that instant. Replies
+/// `{1, value}` lease won, `{0, value}` held by another (key marked awaited).
+static ACQUIRE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(format!("{READ_VALUE}{TAKE_FREE_LEASE}{TAKE_OVER_OR_AWAIT}")));
 
 /// A read that takes the lease when it finds nothing: a miss costs the same
 /// round trip as a plain `GET`, and the load that follows needs no second one
 /// to take the lease. A value found is returned without taking the lease (the
 /// caller judges it; a stale one is refreshed through [`ACQUIRE`]). Replies
-/// `{2, value}` found, `{1, nil}` lease won, `{0, nil}` lease held by another
-/// (the key is marked awaited).
+/// `{2, value}` found, `{1, false}` lease won, `{0, false}` lease held by
+/// another (the key is marked awaited).
 static READ_OR_ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        local value = redis.pcall('GET', KEYS[1])
-        if type(value) == 'table' and value.err then
-            redis.call('UNLINK', KEYS[1])
-            value = false
-        end
-        if value then return {2, value} end
-        if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1, false} end
-        if redis.call('PTTL', KEYS[2]) == -1 then
-            redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-            return {1, false}
-        end
-        redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
-        return {0, false}
-        ",
-    )
+    Script::new(format!(
+        "{READ_VALUE}        if value then return {{2, value}} end\n{TAKE_FREE_LEASE}{TAKE_OVER_OR_AWAIT}"
+    ))
 });
 
 /// The guard of every write through a lease (KEYS[2] is the lease, ARGV[1]

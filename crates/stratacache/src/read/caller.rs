@@ -15,7 +15,7 @@ use crate::coalesce::{Progress, Role};
 use crate::error::{BoxError, Error, Result};
 use crate::metrics::PolicyMetrics;
 use crate::options::EntryOptions;
-use crate::tiers::{entry_value, CacheValue, Known, L2Read};
+use crate::tiers::{entry_shared, entry_value, CacheValue, Known, L2Read};
 
 impl Loads {
     /// The value under `key`, or what `loader` returns for it (see the
@@ -204,10 +204,7 @@ impl Loads {
         let Some(hit) = tiers.l1_hit(&inner_key, opts) else {
             return Ok(None);
         };
-        let Some(value) = hit.entry.value.clone() else {
-            return Ok(None);
-        };
-        let Ok(value) = value.downcast::<V>() else {
+        let Some(value) = entry_shared::<V>(&hit.entry) else {
             return Ok(None);
         };
         let now = tiers.clock().now_ms();

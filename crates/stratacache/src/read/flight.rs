@@ -192,34 +192,8 @@ impl Loads {
                 }
             }
             if try_now {
-                let (lease, current) =
-                    match lease::acquire(l2, judge.stored, opts.lock_timeout).await {
-                        // Redis is failing: load here rather than wait on it.
-                        Err(err) if err.is_unavailable() => return Ok(Next::RedisFailed),
-                        // Redis refused the script: load, without a lease.
-                        Err(_) => return Ok(Next::LoadUnguarded),
-                        Ok(Acquired::Won { lease, current }) => (Some(lease), current),
-                        Ok(Acquired::Lost { current }) => (None, current),
-                    };
-                if let Some(bytes) = current {
-                    if let L2Read::Found(entry) =
-                        tiers.judge_l2::<V>(judge.stored, &bytes, opts).await
-                    {
-                        if let Some(done) = judge.entry(entry, known) {
-                            if let Some(lease) = lease {
-                                lease.release(l2).await;
-                            }
-                            return Ok(Next::Done(done));
-                        }
-                    }
-                }
-                if lease.is_some() {
-                    return Ok(Next::Load(lease));
-                }
-                if judge.mode == Mode::Refresh {
-                    // Another instance is refreshing this key already.
-                    let current = known.take().and_then(|(value, _, _)| value);
-                    return Ok(Next::Done(Fetched::fresh(current)));
+                if let Some(next) = self.try_lease(l2, judge, known).await {
+                    return Ok(next);
                 }
             }
             try_now = true;
@@ -243,5 +217,45 @@ impl Loads {
             };
             backoff = (backoff * 2).min(MAX_WAIT_BACKOFF);
         }
+    }
+
+    /// One try at the key's lease, reading the value in the same step.
+    /// `Some`: the wait is over (this caller loads, a value found answers, or
+    /// Redis is failing); `None`: another instance holds the lease.
+    async fn try_lease<V: CacheValue>(
+        &self,
+        l2: &Arc<L2>,
+        judge: &Judge<'_, V>,
+        known: &mut Option<Known<V>>,
+    ) -> Option<Next<V>> {
+        let opts = judge.opts;
+        let (lease, current) = match lease::acquire(l2, judge.stored, opts.lock_timeout).await {
+            // Redis is failing: load here rather than wait on it.
+            Err(err) if err.is_unavailable() => return Some(Next::RedisFailed),
+            // Redis refused the script: load, without a lease.
+            Err(_) => return Some(Next::LoadUnguarded),
+            Ok(Acquired::Won { lease, current }) => (Some(lease), current),
+            Ok(Acquired::Lost { current }) => (None, current),
+        };
+        if let Some(bytes) = current {
+            if let L2Read::Found(entry) = self.tiers.judge_l2::<V>(judge.stored, &bytes, opts).await
+            {
+                if let Some(done) = judge.entry(entry, known) {
+                    if let Some(lease) = lease {
+                        lease.release(l2).await;
+                    }
+                    return Some(Next::Done(done));
+                }
+            }
+        }
+        if lease.is_some() {
+            return Some(Next::Load(lease));
+        }
+        if judge.mode == Mode::Refresh {
+            // Another instance is refreshing this key already.
+            let current = known.take().and_then(|(value, _, _)| value);
+            return Some(Next::Done(Fetched::fresh(current)));
+        }
+        None
     }
 }

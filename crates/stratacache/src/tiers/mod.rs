@@ -372,3 +372,9 @@ pub(crate) fn entry_value<V: CacheValue>(entry: &L1Entry) -> Option<Found<V>> {
         Some(value) => value.downcast_ref::<V>().map(|v| Some(v.clone())),
     }
 }
+
+/// The value an L1 entry holds, shared rather than cloned: `None` when it
+/// holds an absent marker or a value of another type.
+pub(crate) fn entry_shared<V: CacheValue>(entry: &L1Entry) -> Option<Arc<V>> {
+    entry.value.clone()?.downcast::<V>().ok()
+}
