@@ -185,7 +185,10 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<Shared> {
     }
     let seed = db::seed::seeded(db.pool()).await.unwrap_or(None);
     let policies = policies(config)?;
-    let session_ttl = policies.get(Policy::Session.name())?.options().get_ttl();
+    let session_ttl = policies
+        .get(Policy::Session.name())?
+        .options()
+        .configured_ttl();
     let caching = caching(config, &policies).await?;
     let listing_cache = match caching.cache() {
         Some(cache) => Some(http_response_cache::layer(

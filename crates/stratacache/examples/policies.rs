@@ -36,7 +36,7 @@ async fn main() -> Result<(), stratacache::Error> {
             "{:<12} {:?} ttl={:?}",
             policy.name(),
             policy.strategy(),
-            policy.options().get_ttl()
+            policy.options().configured_ttl()
         );
     }
     let profile = cache.policy("profile")?;
@@ -45,7 +45,9 @@ async fn main() -> Result<(), stratacache::Error> {
         .await?;
     println!(
         "profile: {:?}",
-        cache.get_with::<String>("user:1:profile", profile).await?
+        cache
+            .get_with_options::<String>("user:1:profile", profile)
+            .await?
     );
 
     match Policies::from_toml_str("[policies.bad]\nttl = \"soon\"") {

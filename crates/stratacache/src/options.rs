@@ -63,7 +63,7 @@ impl Consistency {
 ///     .l1_ttl(Duration::from_secs(5))    // re-check Redis at least every 5 s
 ///     .negative_ttl(Duration::from_secs(10))
 ///     .tags(["user:42"]);
-/// assert_eq!(opts.get_ttl(), Duration::from_secs(60));
+/// assert_eq!(opts.configured_ttl(), Duration::from_secs(60));
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct EntryOptions {
@@ -325,17 +325,57 @@ impl EntryOptions {
         self
     }
 
-    /// The configured TTL.
-    pub fn get_ttl(&self) -> Duration {
+    /// The TTL these options give an entry (before jitter; a loader's
+    /// [`Loaded::ttl`](crate::Loaded::ttl) may override it). The getters of
+    /// the options are named `configured_*`: the setters hold the plain
+    /// names ([`ttl`](Self::ttl)), and the time an entry has left is
+    /// [`Cache::ttl`](crate::Cache::ttl).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use stratacache::EntryOptions;
+    ///
+    /// let opts = EntryOptions::new().ttl(Duration::from_secs(60));
+    /// assert_eq!(opts.configured_ttl(), Duration::from_secs(60));
+    /// ```
+    pub fn configured_ttl(&self) -> Duration {
         self.ttl
     }
 
-    /// The configured tags.
-    pub fn get_tags(&self) -> &[String] {
+    /// The tags these options give an entry (a loader's
+    /// [`Loaded::tags`](crate::Loaded::tags) may replace them).
+    ///
+    /// ```
+    /// use stratacache::EntryOptions;
+    ///
+    /// let opts = EntryOptions::new().tags(["user:42", "profiles"]);
+    /// assert_eq!(opts.configured_tags(), ["user:42", "profiles"]);
+    /// ```
+    pub fn configured_tags(&self) -> &[String] {
         &self.tags
     }
 
+    /// The TTL these options give an entry.
+    #[deprecated(since = "0.2.0", note = "renamed to `configured_ttl`")]
+    pub fn get_ttl(&self) -> Duration {
+        self.configured_ttl()
+    }
+
+    /// The tags these options give an entry.
+    #[deprecated(since = "0.2.0", note = "renamed to `configured_tags`")]
+    pub fn get_tags(&self) -> &[String] {
+        self.configured_tags()
+    }
+
     /// The policy these options came from, if any.
+    ///
+    /// ```
+    /// use stratacache::{EntryOptions, Policy, Strategy};
+    ///
+    /// assert_eq!(EntryOptions::new().policy_name(), None);
+    /// let profile = Policy::new("profile", Strategy::CacheAside, EntryOptions::new());
+    /// assert_eq!(profile.options().policy_name(), Some("profile"));
+    /// ```
     pub fn policy_name(&self) -> Option<&str> {
         self.policy.as_deref()
     }

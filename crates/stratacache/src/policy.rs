@@ -17,7 +17,7 @@
 //! "#).unwrap();
 //! let price = policies.get("stock_price").unwrap();
 //! assert_eq!(price.strategy(), Strategy::WriteThrough);
-//! assert_eq!(price.options().get_ttl().as_secs(), 2);
+//! assert_eq!(price.options().configured_ttl().as_secs(), 2);
 //! ```
 
 use std::collections::BTreeMap;

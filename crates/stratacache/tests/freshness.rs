@@ -71,7 +71,7 @@ async fn instances_share_one_load_through_the_lease(target: Target) {
         tasks.push(tokio::spawn(async move {
             let started = Instant::now();
             let got = cache
-                .get_or_load_entry("cold", &opts, loader)
+                .get_or_load_with_context("cold", &opts, loader)
                 .await
                 .unwrap();
             (got, started.elapsed())
@@ -98,10 +98,10 @@ async fn a_stale_entry_is_returned_at_once_and_refreshed_once_across_instances(t
         .ttl(ms(300))
         .stale_for(Duration::from_secs(30));
     let calls = Arc::new(AtomicUsize::new(0));
-    a.get_or_load_entry("overview", &opts, counting(&calls, ms(0), 1u32))
+    a.get_or_load_with_context("overview", &opts, counting(&calls, ms(0), 1u32))
         .await
         .unwrap();
-    b.get_or_load_entry("overview", &opts, counting(&calls, ms(0), 1u32))
+    b.get_or_load_with_context("overview", &opts, counting(&calls, ms(0), 1u32))
         .await
         .unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -114,7 +114,7 @@ async fn a_stale_entry_is_returned_at_once_and_refreshed_once_across_instances(t
         tasks.push(tokio::spawn(async move {
             let started = Instant::now();
             let got = cache
-                .get_or_load_entry("overview", &opts, loader)
+                .get_or_load_with_context("overview", &opts, loader)
                 .await
                 .unwrap();
             (got, started.elapsed())
@@ -133,7 +133,7 @@ async fn a_stale_entry_is_returned_at_once_and_refreshed_once_across_instances(t
     assert!(
         common::eventually(Duration::from_secs(3), || async {
             let got = b
-                .get_or_load_entry("overview", &opts, counting(&calls, ms(0), 3u32))
+                .get_or_load_with_context("overview", &opts, counting(&calls, ms(0), 3u32))
                 .await
                 .unwrap();
             !got.is_stale() && got.value() == Some(&2)
@@ -177,7 +177,7 @@ async fn fail_safe_serves_stale_while_the_source_fails_then_its_error(target: Ta
     };
     for _ in 0..20 {
         let got = cache
-            .get_or_load_entry("quote", &opts, failing(&attempts))
+            .get_or_load_with_context("quote", &opts, failing(&attempts))
             .await
             .unwrap();
         assert!(got.is_stale());
@@ -198,7 +198,7 @@ async fn fail_safe_serves_stale_while_the_source_fails_then_its_error(target: Ta
     // After the throttle the source is tried again (and still fails).
     tokio::time::sleep(ms(350)).await;
     let got = cache
-        .get_or_load_entry("quote", &opts, failing(&attempts))
+        .get_or_load_with_context("quote", &opts, failing(&attempts))
         .await
         .unwrap();
     assert!(got.is_stale());
@@ -207,7 +207,7 @@ async fn fail_safe_serves_stale_while_the_source_fails_then_its_error(target: Ta
     // Past the stale window the caller gets the loader's error.
     tokio::time::sleep(ms(1500)).await;
     match cache
-        .get_or_load_entry("quote", &opts, failing(&attempts))
+        .get_or_load_with_context("quote", &opts, failing(&attempts))
         .await
     {
         Err(Error::Loader(e)) => assert_eq!(e.to_string(), "database down"),
@@ -215,7 +215,7 @@ async fn fail_safe_serves_stale_while_the_source_fails_then_its_error(target: Ta
     }
     // The source recovers: fresh again.
     let got = cache
-        .get_or_load_entry("quote", &opts, |_| async {
+        .get_or_load_with_context("quote", &opts, |_| async {
             Ok::<_, std::io::Error>(Loaded::value(8))
         })
         .await
@@ -232,14 +232,14 @@ async fn past_the_soft_timeout_the_stale_value_is_served_and_the_load_finishes(t
         .soft_timeout(ms(100));
     let calls = Arc::new(AtomicUsize::new(0));
     cache
-        .get_or_load_entry("slow", &opts, counting(&calls, ms(0), 1u32))
+        .get_or_load_with_context("slow", &opts, counting(&calls, ms(0), 1u32))
         .await
         .unwrap();
     tokio::time::sleep(ms(250)).await;
 
     let started = Instant::now();
     let got = cache
-        .get_or_load_entry("slow", &opts, counting(&calls, ms(400), 2u32))
+        .get_or_load_with_context("slow", &opts, counting(&calls, ms(400), 2u32))
         .await
         .unwrap();
     let took = started.elapsed();
@@ -266,7 +266,7 @@ async fn past_the_hard_timeout_without_stale_data_the_caller_gets_a_timeout(targ
     let calls = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let result = cache
-        .get_or_load_entry("stuck", &opts, counting(&calls, ms(800), 1u32))
+        .get_or_load_with_context("stuck", &opts, counting(&calls, ms(800), 1u32))
         .await;
     assert!(
         matches!(result, Err(Error::LoaderTimeout(t)) if t == ms(150)),
@@ -276,7 +276,7 @@ async fn past_the_hard_timeout_without_stale_data_the_caller_gets_a_timeout(targ
     // The load goes on holding its lease: the next caller does not load the
     // slow source again, it waits (up to its own hard timeout) for the fill.
     let next = other
-        .get_or_load_entry("stuck", &opts, counting(&calls, ms(0), 2u32))
+        .get_or_load_with_context("stuck", &opts, counting(&calls, ms(0), 2u32))
         .await;
     assert!(matches!(next, Err(Error::WaitTimeout(_))), "{next:?}");
     // And the load that timed out fills the cache once it finishes.
@@ -302,7 +302,7 @@ async fn a_not_modified_answer_renews_the_entry_without_rewriting_the_value(targ
     let big = "x".repeat(5_000);
     let first = big.clone();
     cache
-        .get_or_load_entry("doc", &opts, |_| async move {
+        .get_or_load_with_context("doc", &opts, |_| async move {
             Ok::<_, std::io::Error>(Loaded::value(first).etag("v1"))
         })
         .await
@@ -315,7 +315,7 @@ async fn a_not_modified_answer_renews_the_entry_without_rewriting_the_value(targ
     let seen = Arc::new(std::sync::Mutex::new(None));
     let seen_in_loader = seen.clone();
     let got = cache
-        .get_or_load_entry("doc", &opts, move |ctx: LoadContext<String>| async move {
+        .get_or_load_with_context("doc", &opts, move |ctx: LoadContext<String>| async move {
             *seen_in_loader.lock().unwrap() =
                 Some((ctx.stale().map(String::len), ctx.etag().map(String::from)));
             Ok::<_, std::io::Error>(Loaded::not_modified())
@@ -358,14 +358,14 @@ async fn refresh_ahead_replaces_hot_entries_before_they_expire(target: Target) {
         .eager_refresh(EagerRefresh::AfterFraction(0.5));
     let calls = Arc::new(AtomicUsize::new(0));
     cache
-        .get_or_load_entry("trending", &opts, counting(&calls, ms(0), 1u32))
+        .get_or_load_with_context("trending", &opts, counting(&calls, ms(0), 1u32))
         .await
         .unwrap();
     tokio::time::sleep(ms(350)).await;
     // Past half the TTL: answered from the cache at once, refresh started.
     let started = Instant::now();
     let got = cache
-        .get_or_load_entry("trending", &opts, counting(&calls, ms(100), 2u32))
+        .get_or_load_with_context("trending", &opts, counting(&calls, ms(100), 2u32))
         .await
         .unwrap();
     assert_eq!(got.value(), Some(&1));
@@ -373,7 +373,7 @@ async fn refresh_ahead_replaces_hot_entries_before_they_expire(target: Target) {
     assert!(started.elapsed() < ms(50));
     tokio::time::sleep(ms(200)).await;
     let got = cache
-        .get_or_load_entry("trending", &opts, counting(&calls, ms(0), 3u32))
+        .get_or_load_with_context("trending", &opts, counting(&calls, ms(0), 3u32))
         .await
         .unwrap();
     assert_eq!(got.value(), Some(&2), "replaced before it expired");
@@ -395,7 +395,7 @@ async fn xfetch_refreshes_once_before_expiry(target: Target) {
     let calls = Arc::new(AtomicUsize::new(0));
     // A 150 ms load: δ = 150 ms, so reads in the last few hundred ms refresh early.
     cache
-        .get_or_load_entry("hot", &opts, counting(&calls, ms(150), 1u32))
+        .get_or_load_with_context("hot", &opts, counting(&calls, ms(150), 1u32))
         .await
         .unwrap();
     tokio::time::sleep(ms(200)).await;
@@ -404,7 +404,7 @@ async fn xfetch_refreshes_once_before_expiry(target: Target) {
     for _ in 0..100 {
         let started = Instant::now();
         let got = cache
-            .get_or_load_entry("hot", &opts, counting(&calls, ms(150), 2u32))
+            .get_or_load_with_context("hot", &opts, counting(&calls, ms(150), 2u32))
             .await
             .unwrap();
         assert!(!got.is_stale());

@@ -139,7 +139,7 @@ async fn clear_invalidates_the_namespace_in_constant_time(target: Target) {
         a.set(&format!("k{i}"), &i, &opts).await.unwrap();
     }
     assert_eq!(b.get::<u32>("k1").await.unwrap(), Some(1));
-    a.clear().await.unwrap();
+    a.invalidate_all().await.unwrap();
     assert!(
         common::eventually(Duration::from_millis(100), || async {
             b.get::<u32>("k1").await.unwrap().is_none()
@@ -472,7 +472,7 @@ async fn no_read_well_after_an_acknowledged_delete_serves_the_old_value() {
                 let began = Instant::now();
                 let db = db.clone();
                 let fetched = cache
-                    .get_or_load_entry(&format!("row:{key}"), &opts, move |_| async move {
+                    .get_or_load_with_context(&format!("row:{key}"), &opts, move |_| async move {
                         // The "SELECT": the version as of now, answered a
                         // little later (a write may commit meanwhile).
                         let version = db[key].load(std::sync::atomic::Ordering::SeqCst);

@@ -6,6 +6,7 @@
 //! of a read or a write: it validates the call and hands it over.
 
 mod builder;
+mod deprecated;
 mod invalidation;
 mod loading;
 
@@ -161,7 +162,15 @@ impl Cache {
         }
     }
 
-    /// Drop every L1 entry of this instance (L2 is untouched).
+    /// Drop every L1 entry of this instance; Redis and the other instances
+    /// are untouched. To invalidate the whole namespace everywhere, see
+    /// [`invalidate_all`](Self::invalidate_all).
+    ///
+    /// ```no_run
+    /// # fn demo(cache: stratacache::Cache) {
+    /// cache.clear_l1(); // the next reads of this instance go to Redis
+    /// # }
+    /// ```
     pub fn clear_l1(&self) {
         self.writes().distrust_l1();
     }
@@ -185,11 +194,24 @@ impl Cache {
     /// ```
     pub async fn get<V: CacheValue>(&self, key: &str) -> Result<Option<V>> {
         let opts = &self.inner.defaults;
-        self.get_with(key, opts).await
+        self.get_with_options(key, opts).await
     }
 
-    /// [`get`](Self::get) with per-call options (`skip_l1`, `skip_l2`, the policy label).
-    pub async fn get_with<V: CacheValue>(
+    /// [`get`](Self::get) with per-call options (`skip_l1`, `skip_l2`, the
+    /// policy label). It never loads: for a read that loads on a miss, see
+    /// [`get_or_load`](Self::get_or_load).
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: stratacache::Cache) -> Result<(), stratacache::Error> {
+    /// use stratacache::EntryOptions;
+    ///
+    /// // Ask Redis, whatever this instance's L1 holds.
+    /// let redis_only = EntryOptions::new().skip_l1(true);
+    /// let name: Option<String> = cache.get_with_options("user:42:name", &redis_only).await?;
+    /// # let _ = name;
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_with_options<V: CacheValue>(
         &self,
         key: &str,
         opts: &EntryOptions,
@@ -241,11 +263,22 @@ impl Cache {
     /// ```
     pub async fn get_many<V: CacheValue>(&self, keys: &[&str]) -> Result<Vec<Option<V>>> {
         let opts = &self.inner.defaults;
-        self.get_many_with(keys, opts).await
+        self.get_many_with_options(keys, opts).await
     }
 
-    /// [`get_many`](Self::get_many) with per-call options.
-    pub async fn get_many_with<V: CacheValue>(
+    /// [`get_many`](Self::get_many) with per-call options. It never loads:
+    /// for batched reads that load what is missing, see
+    /// [`Resource::get_many`](crate::Resource::get_many).
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: stratacache::Cache) -> Result<(), stratacache::Error> {
+    /// let prices = cache.policy("stock_price")?;   // counted under policy="stock_price"
+    /// let found: Vec<Option<f64>> =
+    ///     cache.get_many_with_options(&["price:A", "price:B"], prices).await?;
+    /// # let _ = found;
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_many_with_options<V: CacheValue>(
         &self,
         keys: &[&str],
         opts: &EntryOptions,

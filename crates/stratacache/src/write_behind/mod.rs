@@ -554,7 +554,7 @@ impl<S: Sink> WriteBehind<S> {
     /// acknowledged write, also before it reached the sink), else the sink.
     pub async fn get<V: CacheValue>(&self, key: &str) -> Result<Option<V>, WriteBehindError> {
         let s = &*self.shared;
-        if let Some(v) = s.cache.get_with::<V>(key, &s.options).await? {
+        if let Some(v) = s.cache.get_with_options::<V>(key, &s.options).await? {
             return Ok(Some(v));
         }
         match s
