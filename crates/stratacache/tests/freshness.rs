@@ -21,6 +21,7 @@ against_every_target!(
     a_not_modified_answer_renews_the_entry_without_rewriting_the_value,
     refresh_ahead_replaces_hot_entries_before_they_expire,
     xfetch_refreshes_once_before_expiry,
+    a_read_without_a_loader_may_take_a_stale_value_and_says_so,
 );
 
 fn ms(n: u64) -> Duration {
@@ -420,4 +421,64 @@ async fn xfetch_refreshes_once_before_expiry(target: Target) {
     }
     tokio::time::sleep(ms(250)).await;
     assert_eq!(calls.load(Ordering::SeqCst), 2, "exactly one early refresh");
+}
+
+async fn a_read_without_a_loader_may_take_a_stale_value_and_says_so(target: Target) {
+    let (writer, reader) = two_instances(target, "allow-stale").await;
+    // An instance without L1: every answer of its comes from Redis.
+    let redis_only = Cache::builder()
+        .namespace(writer.namespace())
+        .redis(target.topology())
+        .redis_timeout(Duration::from_secs(2))
+        .without_l1()
+        .build()
+        .await
+        .unwrap();
+    let opts = EntryOptions::new().ttl(ms(400)).stale_for(ms(800));
+    let read = |cache: &Cache| {
+        let cache = cache.clone();
+        async move { cache.get_allow_stale::<u32>("quote").await.unwrap() }
+    };
+
+    // Missing: nothing to say.
+    for cache in [&writer, &reader, &redis_only] {
+        assert_eq!(read(cache).await, None);
+    }
+    writer.set("quote", &7u32, &opts).await.unwrap();
+    let written = Instant::now();
+    // Fresh: from the writer's L1, from Redis into the reader's L1, from Redis only.
+    for cache in [&writer, &reader, &redis_only] {
+        let found = read(cache).await.expect("fresh entry");
+        assert!(!found.is_stale());
+        assert_eq!(found.value(), Some(&7));
+    }
+    // Past its fresh time, within its stale window: `get` sees nothing,
+    // `get_allow_stale` the old value, marked stale — from L1 and from Redis.
+    tokio::time::sleep(ms(550).saturating_sub(written.elapsed())).await;
+    for cache in [&writer, &reader, &redis_only] {
+        assert_eq!(cache.get::<u32>("quote").await.unwrap(), None);
+        let found = read(cache).await.expect("stale entry");
+        assert!(found.is_stale());
+        assert_eq!(found.value(), Some(&7));
+    }
+    // Past the stale window: gone everywhere.
+    tokio::time::sleep(ms(1350).saturating_sub(written.elapsed())).await;
+    for cache in [&writer, &reader, &redis_only] {
+        assert_eq!(read(cache).await, None);
+    }
+
+    // A value cached as absent is an answer: no value, and not stale.
+    let absent: Option<u32> = writer
+        .get_or_load_optional("ghost", &opts, || async { Ok::<_, std::io::Error>(None) })
+        .await
+        .unwrap();
+    assert_eq!(absent, None);
+    for cache in [&writer, &redis_only] {
+        let found = cache
+            .get_allow_stale::<u32>("ghost")
+            .await
+            .unwrap()
+            .expect("an absent marker");
+        assert_eq!((found.value(), found.is_stale()), (None, false));
+    }
 }

@@ -1,14 +1,16 @@
 //! The [`Cache`] handle: the public face of the tiers (`tiers`), the read
 //! path (`read`) and the write pipeline (`write`).
 //!
-//! Key-value operations are here; loading ([`loading`]) and invalidation
-//! ([`invalidation`]) have files of their own. Nothing here orders the steps
+//! Key-value operations are here; loading ([`loading`]), invalidation
+//! ([`invalidation`]) and the read that accepts stale values ([`stale`])
+//! have files of their own. Nothing here orders the steps
 //! of a read or a write: it validates the call and hands it over.
 
 mod builder;
 mod deprecated;
 mod invalidation;
 mod loading;
+mod stale;
 
 use std::sync::Arc;
 use std::time::Duration;
