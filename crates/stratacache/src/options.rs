@@ -89,6 +89,9 @@ pub struct EntryOptions {
     /// After a failed refresh, how long the stale value is served before the
     /// next attempt.
     pub(crate) fail_safe_throttle: Duration,
+    /// Whether this call may be answered with a stale value instead of a
+    /// load's result (fail-safe, stale-while-revalidate, soft timeout).
+    pub(crate) fail_safe: bool,
     /// Take a lease in Redis so one instance loads for all (on by default).
     pub(crate) distributed_lease: bool,
     /// What keeps a fill that began before an invalidation from landing after it.
@@ -163,6 +166,7 @@ impl Default for EntryOptions {
             hard_timeout: None,
             lock_timeout: Duration::from_secs(5),
             fail_safe_throttle: Duration::from_secs(5),
+            fail_safe: true,
             distributed_lease: true,
             consistency: Consistency::Lease,
             tags: Vec::new(),
@@ -262,6 +266,54 @@ impl EntryOptions {
     pub fn fail_safe_throttle(mut self, throttle: Duration) -> Self {
         self.checked.reset();
         self.fail_safe_throttle = throttle;
+        self
+    }
+
+    /// Whether a call may be answered with a stale value instead of its
+    /// load's result (on by default). Off, the call gets what the loader
+    /// returns or its error: a failing loader's error, [`Error::LoaderTimeout`]
+    /// past `hard_timeout`, [`Error::WaitTimeout`] when another instance's
+    /// load does not finish in time — never the stale value, not even one
+    /// another call kept by fail-safe. Stale-while-revalidate and
+    /// `soft_timeout` answer with stale values too, so they are off for the
+    /// call as well: it waits for the load. The stale value stays cached
+    /// for the calls that accept it, and reads that ask for it
+    /// ([`Cache::get_allow_stale`]) still get it.
+    ///
+    /// One limit: a call that joins a load already running for the key in
+    /// this process (single-flight) shares its outcome, and the options of
+    /// the call that started it decide what a failure gives. If that call
+    /// has fail-safe on, a joining call with fail-safe off is answered with
+    /// the stale value too ([`Cache::get_or_load_with_context`] says it is
+    /// stale).
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: stratacache::Cache) -> Result<(), stratacache::Error> {
+    /// use std::time::Duration;
+    /// use stratacache::{EntryOptions, Error};
+    ///
+    /// let shown = EntryOptions::new().ttl(Duration::from_secs(5)).stale_for(Duration::from_secs(600));
+    /// // Placing an order needs the current price or an error, not the last one known.
+    /// let checkout = shown.clone().fail_safe(false);
+    /// match cache
+    ///     .get_or_load("price:ACME", &checkout, || async {
+    ///         Err::<f64, _>(std::io::Error::other("pricing service down"))
+    ///     })
+    ///     .await
+    /// {
+    ///     Err(Error::Loader(why)) => println!("cannot price the order: {why}"),
+    ///     other => println!("{other:?}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`Error::LoaderTimeout`]: crate::Error::LoaderTimeout
+    /// [`Error::WaitTimeout`]: crate::Error::WaitTimeout
+    /// [`Cache::get_allow_stale`]: crate::Cache::get_allow_stale
+    /// [`Cache::get_or_load_with_context`]: crate::Cache::get_or_load_with_context
+    pub fn fail_safe(mut self, enabled: bool) -> Self {
+        self.checked.reset();
+        self.fail_safe = enabled;
         self
     }
 

@@ -134,6 +134,7 @@ struct PolicySpec {
     lock_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     fail_safe_throttle: Option<Duration>,
+    fail_safe: Option<bool>,
     distributed_lease: Option<bool>,
     consistency: Option<String>,
     schema_version: Option<u32>,
@@ -165,6 +166,9 @@ impl PolicySpec {
         }
         if let Some(v) = self.fail_safe_throttle {
             opts.fail_safe_throttle = v;
+        }
+        if let Some(v) = self.fail_safe {
+            opts.fail_safe = v;
         }
         if let Some(v) = self.distributed_lease {
             opts.distributed_lease = v;
@@ -236,6 +240,7 @@ impl PolicySpec {
             "hard_timeout" => self.hard_timeout = Some(duration()?),
             "lock_timeout" => self.lock_timeout = Some(duration()?),
             "fail_safe_throttle" => self.fail_safe_throttle = Some(duration()?),
+            "fail_safe" => self.fail_safe = Some(value.parse().map_err(|_| bad("not a bool"))?),
             "distributed_lease" => {
                 self.distributed_lease = Some(value.parse().map_err(|_| bad("not a bool"))?)
             }
@@ -392,6 +397,7 @@ mod tests {
             fail_safe_throttle = "30s"
             eager_refresh = "xfetch:2"
             distributed_lease = false
+            fail_safe = false
             "#,
         )
         .unwrap();
@@ -403,6 +409,7 @@ mod tests {
         assert_eq!(o.fail_safe_throttle, Duration::from_secs(30));
         assert_eq!(o.eager_refresh, Some(EagerRefresh::XFetch { beta: 2.0 }));
         assert!(!o.distributed_lease);
+        assert!(!o.fail_safe);
         let err = Policies::from_toml_str("[policies.a]\neager_refresh = \"2.5\"").unwrap_err();
         assert!(err.to_string().contains("eager_refresh"), "{err}");
         let err =

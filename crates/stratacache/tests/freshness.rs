@@ -22,6 +22,7 @@ against_every_target!(
     refresh_ahead_replaces_hot_entries_before_they_expire,
     xfetch_refreshes_once_before_expiry,
     a_read_without_a_loader_may_take_a_stale_value_and_says_so,
+    with_fail_safe_off_a_failing_load_returns_its_error,
 );
 
 fn ms(n: u64) -> Duration {
@@ -481,4 +482,79 @@ async fn a_read_without_a_loader_may_take_a_stale_value_and_says_so(target: Targ
             .expect("an absent marker");
         assert_eq!((found.value(), found.is_stale()), (None, false));
     }
+}
+
+async fn with_fail_safe_off_a_failing_load_returns_its_error(target: Target) {
+    let (cache, other) = two_instances(target, "fail-safe-off").await;
+    let opts = EntryOptions::new()
+        .ttl(ms(200))
+        .stale_for(Duration::from_secs(30))
+        .fail_safe_throttle(Duration::from_secs(30));
+    let strict = opts.clone().fail_safe(false);
+    let value: u32 = cache
+        .get_or_load("quote", &opts, || async { Ok::<_, std::io::Error>(7) })
+        .await
+        .unwrap();
+    assert_eq!(value, 7);
+    tokio::time::sleep(ms(250)).await;
+
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let failing = |attempts: &Arc<AtomicUsize>| {
+        let attempts = attempts.clone();
+        move || async move {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            Err::<u32, _>(std::io::Error::other("database down"))
+        }
+    };
+    let is_database_down = |result: Result<u32, Error>| matches!(&result, Err(Error::Loader(e)) if e.to_string() == "database down");
+
+    // A stale value is at hand, but this call wants the source or its error:
+    // no stale-while-revalidate either, it waits for the load.
+    let result = cache
+        .get_or_load("quote", &strict, failing(&attempts))
+        .await;
+    assert!(is_database_down(result.clone()), "{result:?}");
+    assert_eq!(attempts.load(Ordering::SeqCst), 1);
+    // The stale value is still cached for the calls that accept it.
+    let stale = cache
+        .get_allow_stale::<u32>("quote")
+        .await
+        .unwrap()
+        .expect("kept");
+    assert!(stale.is_stale() && stale.value() == Some(&7));
+
+    // With fail-safe on, the same failure is answered with the stale value,
+    // which is then kept by fail-safe for `fail_safe_throttle`…
+    let lenient = cache
+        .get_or_load_with_context(
+            "quote",
+            &opts.clone().soft_timeout(Duration::from_secs(1)),
+            {
+                let load = failing(&attempts);
+                move |_| async move { load().await.map(Loaded::value) }
+            },
+        )
+        .await
+        .unwrap();
+    assert!(lenient.is_stale() && lenient.value() == Some(&7));
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    // …but not served to a call with fail-safe off, here or on another
+    // instance: each tries the source again and gets its error.
+    for instance in [&cache, &other] {
+        let result = instance
+            .get_or_load("quote", &strict, failing(&attempts))
+            .await;
+        assert!(is_database_down(result.clone()), "{result:?}");
+    }
+    assert_eq!(attempts.load(Ordering::SeqCst), 4);
+
+    // Past the hard timeout: a timeout, not the stale value.
+    let slow = strict.clone().hard_timeout(ms(100));
+    let result = cache
+        .get_or_load("quote", &slow, || async {
+            tokio::time::sleep(ms(400)).await;
+            Ok::<u32, std::io::Error>(8)
+        })
+        .await;
+    assert!(matches!(result, Err(Error::LoaderTimeout(_))), "{result:?}");
 }
