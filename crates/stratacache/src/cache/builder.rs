@@ -242,9 +242,26 @@ impl CacheBuilder {
 
     /// How long [`build`](Self::build) waits for the invalidation backplane
     /// to be subscribed (default: the connect timeout plus one Redis
-    /// timeout). Zero: return at once — L1 entries made before the first
-    /// subscription are then dropped when it comes, since invalidations sent
-    /// meanwhile were not heard. See also [`Cache::wait_for_backplane`].
+    /// timeout); once subscribed, the cache hears every invalidation the
+    /// other instances make. `build` does not fail when the time runs out:
+    /// the subscription goes on in the background. Zero: return at once —
+    /// L1 entries made before the first subscription are then dropped when
+    /// it comes, since invalidations sent meanwhile were not heard. See also
+    /// [`Cache::wait_for_backplane`] and [`Cache::backplane_connected`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), stratacache::Error> {
+    /// use std::time::Duration;
+    /// use stratacache::Cache;
+    ///
+    /// let cache = Cache::builder()
+    ///     .redis_url("redis://127.0.0.1:6379")
+    ///     .wait_for_backplane(Duration::from_secs(5))
+    ///     .build()
+    ///     .await?;
+    /// assert_eq!(cache.backplane_connected(), Some(true)); // if Redis answered within 5 s
+    /// # Ok(()) }
+    /// ```
     pub fn wait_for_backplane(mut self, within: Duration) -> Self {
         self.backplane_wait = Some(within);
         self

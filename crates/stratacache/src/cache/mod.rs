@@ -120,15 +120,47 @@ impl Cache {
     }
 
     /// Whether this instance currently hears the invalidation backplane
-    /// (`None` without L2).
+    /// (`None` without L2): while it does not, its L1 serves only young
+    /// entries as fresh, since it may miss invalidations.
+    ///
+    /// ```no_run
+    /// # fn demo(cache: stratacache::Cache) {
+    /// // A readiness probe: L1 is coherent with the other instances.
+    /// let ready = cache.backplane_connected() != Some(false);
+    /// # let _ = ready;
+    /// # }
+    /// ```
     pub fn backplane_connected(&self) -> Option<bool> {
         self.tiers().trust().connected()
     }
 
-    /// Wait until this instance hears the invalidation backplane, at most
-    /// `within`; whether it does (`true` without L2). `build` already waits
-    /// briefly; this is for a start while Redis was unreachable, or for
-    /// tests and health checks.
+    /// Wait until this instance hears the invalidation backplane (its
+    /// subscription to the other instances' invalidations is in place), at
+    /// most `within`; whether it does (`true` without L2). From then on
+    /// every write, delete or invalidation made on another instance reaches
+    /// this one's L1.
+    ///
+    /// [`build`](CacheBuilder::build) already waits, briefly (see
+    /// [`CacheBuilder::wait_for_backplane`]); this is for a cache built while
+    /// Redis was unreachable, or built without waiting, and for health checks
+    /// and tests.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), stratacache::Error> {
+    /// use std::time::Duration;
+    /// use stratacache::Cache;
+    ///
+    /// let cache = Cache::builder()
+    ///     .redis_url("redis://127.0.0.1:6379")
+    ///     .wait_for_backplane(Duration::ZERO) // start serving at once
+    ///     .build()
+    ///     .await?;
+    /// // … later, before taking traffic that must see the other instances' writes:
+    /// if !cache.wait_for_backplane(Duration::from_secs(2)).await {
+    ///     eprintln!("not subscribed yet: L1 serves only young entries as fresh");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn wait_for_backplane(&self, within: Duration) -> bool {
         self.tiers().trust().wait_connected(within).await
     }
