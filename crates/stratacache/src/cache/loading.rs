@@ -18,6 +18,13 @@ impl Cache {
     /// through a lease in Redis, across instances — the loader runs once and
     /// all of them get its result, or its error.
     ///
+    /// The loader is `'static` because a load may outlive this call (its
+    /// caller gone while others wait, a stale answer, `hard_timeout`; see
+    /// "Why a loader is `'static`" in ARCHITECTURE.md): move into it clones of
+    /// the handles it uses. For data read in many places, a
+    /// [`Resource`](crate::Resource) holds its [`Loader`](crate::Loader) once
+    /// and lends it to every load (`Loader::load(&self, key)`).
+    ///
     /// ```no_run
     /// # async fn demo(cache: stratacache::Cache) -> Result<(), stratacache::Error> {
     /// use std::time::Duration;
