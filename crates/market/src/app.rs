@@ -155,13 +155,13 @@ async fn caching(config: &ServeConfig, policies: &Policies) -> anyhow::Result<Ca
         .redis_timeout(config.redis_timeout)
         .metrics(true);
     for policy in policies.iter() {
-        builder = builder.policy(policy.name(), policy.strategy(), policy.options().clone());
+        builder = builder.policy(policy.name(), policy.options().clone());
     }
     // The same entries, refreshed after writes, counted apart (`crate::parts`).
     for refresh in Policy::ALL {
         if let Some(original) = refresh.refreshes() {
             let policy = policies.get(original.name())?;
-            builder = builder.policy(refresh.name(), policy.strategy(), policy.options().clone());
+            builder = builder.policy(refresh.name(), policy.options().clone());
         }
     }
     Ok(Caching::on(builder.build().await?))

@@ -10,7 +10,6 @@ const POLICIES: &str = r#"
 jitter = 0.1
 
 [policies.stock_price]
-strategy = "write-through"
 ttl = "2s"
 
 [policies.session]
@@ -33,9 +32,8 @@ async fn main() -> Result<(), stratacache::Error> {
         .await?;
     for policy in cache.policies().iter() {
         println!(
-            "{:<12} {:?} ttl={:?}",
+            "{:<12} ttl={:?}",
             policy.name(),
-            policy.strategy(),
             policy.options().configured_ttl()
         );
     }

@@ -422,10 +422,10 @@ impl EntryOptions {
     /// The policy these options came from, if any.
     ///
     /// ```
-    /// use stratacache::{EntryOptions, Policy, Strategy};
+    /// use stratacache::{EntryOptions, Policy};
     ///
     /// assert_eq!(EntryOptions::new().policy_name(), None);
-    /// let profile = Policy::new("profile", Strategy::CacheAside, EntryOptions::new());
+    /// let profile = Policy::new("profile", EntryOptions::new());
     /// assert_eq!(profile.options().policy_name(), Some("profile"));
     /// ```
     pub fn policy_name(&self) -> Option<&str> {
