@@ -75,7 +75,7 @@ use acks::ReplicaAcks;
 use combine::{Answer, Combiner, Op, Seed};
 use metrics::WbMetrics;
 use stream::new_write_id;
-pub(crate) use stream::{counter_key, StreamKeys};
+pub(crate) use stream::{counter_key, queue_state, StreamKeys};
 
 /// What can go wrong in a write-behind call.
 #[derive(Debug, thiserror::Error)]
