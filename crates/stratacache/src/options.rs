@@ -407,13 +407,24 @@ impl EntryOptions {
         &self.tags
     }
 
-    /// The TTL these options give an entry.
+    /// Renamed [`configured_ttl`](Self::configured_ttl).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let opts = stratacache::EntryOptions::new().ttl(Duration::from_secs(60));
+    /// assert_eq!(opts.configured_ttl(), Duration::from_secs(60));
+    /// ```
     #[deprecated(since = "0.2.0", note = "renamed to `configured_ttl`")]
     pub fn get_ttl(&self) -> Duration {
         self.configured_ttl()
     }
 
-    /// The tags these options give an entry.
+    /// Renamed [`configured_tags`](Self::configured_tags).
+    ///
+    /// ```
+    /// let opts = stratacache::EntryOptions::new().tags(["user:42"]);
+    /// assert_eq!(opts.configured_tags(), ["user:42"]);
+    /// ```
     #[deprecated(since = "0.2.0", note = "renamed to `configured_tags`")]
     pub fn get_tags(&self) -> &[String] {
         self.configured_tags()
