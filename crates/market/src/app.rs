@@ -155,13 +155,13 @@ async fn caching(config: &ServeConfig, policies: &Policies) -> anyhow::Result<Ca
         .redis_timeout(config.redis_timeout)
         .metrics(true);
     for policy in policies.iter() {
-        builder = builder.policy(policy.name(), policy.strategy(), policy.options().clone());
+        builder = builder.policy(policy.name(), policy.options().clone());
     }
     // The same entries, refreshed after writes, counted apart (`crate::parts`).
     for refresh in Policy::ALL {
         if let Some(original) = refresh.refreshes() {
             let policy = policies.get(original.name())?;
-            builder = builder.policy(refresh.name(), policy.strategy(), policy.options().clone());
+            builder = builder.policy(refresh.name(), policy.options().clone());
         }
     }
     Ok(Caching::on(builder.build().await?))
@@ -185,7 +185,10 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<Shared> {
     }
     let seed = db::seed::seeded(db.pool()).await.unwrap_or(None);
     let policies = policies(config)?;
-    let session_ttl = policies.get(Policy::Session.name())?.options().get_ttl();
+    let session_ttl = policies
+        .get(Policy::Session.name())?
+        .options()
+        .configured_ttl();
     let caching = caching(config, &policies).await?;
     let listing_cache = match caching.cache() {
         Some(cache) => Some(http_response_cache::layer(

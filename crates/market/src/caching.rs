@@ -223,7 +223,7 @@ impl Caching {
         let opts = self.options_or_policy(opts, policy)?;
         let counters = Arc::clone(&self.counters);
         let fetched = cache
-            .get_or_load_entry(key, &opts, move |_| async move {
+            .get_or_load_with_context(key, &opts, move |_| async move {
                 counters.load(policy);
                 Ok::<_, ApiError>(match loader().await? {
                     Some((value, version)) => Loaded::value(value).version(version),
@@ -341,7 +341,7 @@ impl Caching {
     /// The options of `policy` with `tag` added.
     pub fn options_tagged(&self, policy: Policy, tag: String) -> Result<EntryOptions, ApiError> {
         let opts = self.options(policy)?;
-        let mut tags = opts.get_tags().to_vec();
+        let mut tags = opts.configured_tags().to_vec();
         tags.push(tag);
         Ok(opts.tags(tags))
     }

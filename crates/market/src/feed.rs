@@ -144,9 +144,9 @@ pub fn spawn(db: &Db, caching: &Caching) -> Result<Option<Feed>, ApiError> {
     if caching.cache().is_none() {
         return Ok(None);
     }
-    let quotes_every = interval_for(caching.options(Policy::StockPrice)?.get_ttl());
-    let books_every = interval_for(caching.options(Policy::MarketDepth)?.get_ttl());
-    let windows_every = interval_for(caching.options(Policy::PriceWindow)?.get_ttl());
+    let quotes_every = interval_for(caching.options(Policy::StockPrice)?.configured_ttl());
+    let books_every = interval_for(caching.options(Policy::MarketDepth)?.configured_ttl());
+    let windows_every = interval_for(caching.options(Policy::PriceWindow)?.configured_ttl());
     let tasks = vec![
         tokio::spawn(run(Kind::Quotes, quotes_every, db.clone(), caching.clone())),
         tokio::spawn(run(Kind::Books, books_every, db.clone(), caching.clone())),

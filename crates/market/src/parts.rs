@@ -167,7 +167,7 @@ pub async fn portfolio(
         Some(cache) => {
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
             let opts = from_redis(caching, Policy::PriceWindow)?;
-            cache.get_many_with(&keys, &opts).await?
+            cache.get_many_with_options(&keys, &opts).await?
         }
         None => vec![None; keys.len()],
     };

@@ -9,7 +9,8 @@ use std::fmt;
 /// The policy file compiled in, used unless `--policies` names another.
 pub const FILE: &str = include_str!("../market-policies.toml");
 
-/// A cache policy: the entry options and strategy of one kind of data.
+/// A cache policy: the entry options of one kind of data (the pattern is
+/// the call each route makes; `market-policies.toml` notes it per policy).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Policy {
     /// `GET /api/instruments?sector=&exchange=` (the HTTP response cache).
@@ -167,6 +168,12 @@ mod tests {
         let mut expected: Vec<&str> = Policy::in_file().map(Policy::name).collect();
         expected.sort_unstable();
         assert_eq!(in_file, expected);
+    }
+
+    #[test]
+    fn the_policy_file_is_accepted_by_the_cache() {
+        let policies = stratacache::Policies::from_toml_str(FILE).unwrap();
+        assert!(policies.get(Policy::StockPrice.name()).is_ok());
     }
 
     #[test]

@@ -88,7 +88,7 @@ pub async fn user_data(state: &AppState) -> anyhow::Result<Warmed> {
     let profile_opts = state.caching.options(Policy::Profile)?;
     let watchlist_opts = state.caching.options(Policy::Watchlist)?;
     let tagged = |opts: &stratacache::EntryOptions, user_id: i64| {
-        let mut tags = opts.get_tags().to_vec();
+        let mut tags = opts.configured_tags().to_vec();
         tags.push(keys::user_tag(user_id));
         opts.clone().tags(tags)
     };

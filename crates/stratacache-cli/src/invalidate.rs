@@ -83,7 +83,7 @@ pub async fn run(args: InvalidateArgs) -> Result<u8> {
             println!("invalidated prefix {prefix:?} in namespace {ns:?}: {n} Redis key(s) deleted, every instance's L1 told");
         }
         if args.all {
-            cache.clear().await?;
+            cache.invalidate_all().await?;
             println!("cleared namespace {ns:?} on every instance");
         }
         Ok::<_, stratacache::Error>(())

@@ -1,7 +1,7 @@
 //! A cacheable request on its way through the cache.
 //!
 //! The resource spec (its `Vary` list, or "pass") → the stored key →
-//! `get_or_load_entry`, whose loader ([`crate::fill`]) calls the handler
+//! `get_or_load_with_context`, whose loader ([`crate::fill`]) calls the handler
 //! once for every caller that misses the same key at once (and, through
 //! stratacache's lease, for every instance). A stored response is checked
 //! against the request it is about to answer, then [`crate::reuse`] says
@@ -121,7 +121,7 @@ impl Lookup {
                 move |_: LoadContext<Outcome>| lookup.load(inner, slot, spec, names)
             };
             let fetched = match cache
-                .get_or_load_entry(&response_key, &lookup.rule.options, loader)
+                .get_or_load_with_context(&response_key, &lookup.rule.options, loader)
                 .await
             {
                 Ok(fetched) => fetched,

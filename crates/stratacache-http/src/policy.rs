@@ -144,9 +144,9 @@ impl RouteRule {
     /// [`stale_for`](Self::stale_for) on the rule, where the layer can
     /// check it against what each response allows.
     pub fn from_options(options: EntryOptions) -> Self {
-        let ttl = options.get_ttl();
+        let ttl = options.configured_ttl();
         Self {
-            tags: options.get_tags().to_vec(),
+            tags: options.configured_tags().to_vec(),
             options: options.stale_for(Duration::ZERO),
             ..Self::new()
         }

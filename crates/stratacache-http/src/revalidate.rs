@@ -86,7 +86,7 @@ impl Lookup {
         };
         let cache = &self.config.cache;
         let outcome = match cache
-            .get_or_load_entry(&validation_key, &options, loader)
+            .get_or_load_with_context(&validation_key, &options, loader)
             .await
         {
             Ok(fetched) => fetched.into_value().unwrap_or(Revalidated::Unusable),

@@ -38,7 +38,7 @@ async fn main() -> Result<(), stratacache::Error> {
         for _ in 0..5 {
             let (up, queries) = (database_up.clone(), queries.clone());
             let price = cache
-                .get_or_load_entry("price:ACME", &opts, move |_| async move {
+                .get_or_load_with_context("price:ACME", &opts, move |_| async move {
                     queries.fetch_add(1, Ordering::SeqCst);
                     if up.load(Ordering::SeqCst) {
                         Ok(Loaded::value(100 + second))

@@ -10,7 +10,6 @@ const POLICIES: &str = r#"
 jitter = 0.1
 
 [policies.stock_price]
-strategy = "write-through"
 ttl = "2s"
 
 [policies.session]
@@ -33,10 +32,9 @@ async fn main() -> Result<(), stratacache::Error> {
         .await?;
     for policy in cache.policies().iter() {
         println!(
-            "{:<12} {:?} ttl={:?}",
+            "{:<12} ttl={:?}",
             policy.name(),
-            policy.strategy(),
-            policy.options().get_ttl()
+            policy.options().configured_ttl()
         );
     }
     let profile = cache.policy("profile")?;
@@ -45,7 +43,9 @@ async fn main() -> Result<(), stratacache::Error> {
         .await?;
     println!(
         "profile: {:?}",
-        cache.get_with::<String>("user:1:profile", profile).await?
+        cache
+            .get_with_options::<String>("user:1:profile", profile)
+            .await?
     );
 
     match Policies::from_toml_str("[policies.bad]\nttl = \"soon\"") {

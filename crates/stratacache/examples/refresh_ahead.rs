@@ -25,7 +25,7 @@ async fn main() -> Result<(), stratacache::Error> {
     while started.elapsed() < Duration::from_secs(4) {
         let read = Instant::now();
         let trending = cache
-            .get_or_load_entry("trending", &opts, |_| async {
+            .get_or_load_with_context("trending", &opts, |_| async {
                 tokio::time::sleep(Duration::from_millis(150)).await;
                 let at = std::time::SystemTime::now();
                 Ok::<_, std::io::Error>(Loaded::value(format!("{at:?}")))

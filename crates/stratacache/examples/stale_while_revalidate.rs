@@ -22,7 +22,7 @@ async fn main() -> Result<(), stratacache::Error> {
     for round in 1..=4 {
         let started = Instant::now();
         let overview = cache
-            .get_or_load_entry("market:overview", &opts, move |_| async move {
+            .get_or_load_with_context("market:overview", &opts, move |_| async move {
                 tokio::time::sleep(Duration::from_millis(300)).await; // an expensive aggregate
                 Ok::<_, std::io::Error>(Loaded::value(format!("overview #{round}")))
             })

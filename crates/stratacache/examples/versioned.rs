@@ -32,7 +32,7 @@ async fn main() -> Result<(), stratacache::Error> {
         let (cache, opts, row) = (cache.clone(), opts.clone(), row.clone());
         async move {
             cache
-                .get_or_load_entry(key, &opts, move |_| async move {
+                .get_or_load_with_context(key, &opts, move |_| async move {
                     let (version, price) = row.lock().unwrap().clone();
                     tokio::time::sleep(Duration::from_millis(300)).await;
                     Ok::<_, std::io::Error>(Loaded::value(price).version(version))
@@ -53,7 +53,7 @@ async fn main() -> Result<(), stratacache::Error> {
 
     // The next read loads version 2, which lands.
     let fresh = cache
-        .get_or_load_entry(key, &opts, {
+        .get_or_load_with_context(key, &opts, {
             let row = row.clone();
             move |_| async move {
                 let (version, price) = row.lock().unwrap().clone();

@@ -23,9 +23,9 @@ use std::borrow::Cow;
 
 use crate::codec::envelope::{self, DecodeError};
 use crate::codec::Codec;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::keys::{self, KeySpace, DEFAULT_MAX_KEY_LEN};
-use crate::write_behind::{counter_key, StreamKeys};
+use crate::write_behind::{counter_key, EntryId, StreamKeys};
 
 /// The Redis keys that belong to one cache key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +103,52 @@ pub fn write_behind_keys(namespace: &str, queue: &str) -> QueueKeys {
         dead_letters: keys.dead,
         group: keys.group,
     }
+}
+
+/// A write-behind queue's state in Redis (one stream: a queue, or one
+/// shard of a queue on a Cluster).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueState {
+    /// Stream entries not yet applied, read by a worker or not.
+    pub depth: u64,
+    /// The oldest of them: its id's `ms` is when it was queued.
+    pub oldest: Option<EntryId>,
+    /// Entries in the dead-letter stream.
+    pub dead_letters: u64,
+}
+
+/// Read the state of the queue with keys `keys` in one round trip (`XLEN`,
+/// `XRANGE … COUNT 1`, `XLEN` of the dead letters), on `conn`: a
+/// connection of the tool's own to the node holding the queue. The workers
+/// read their gauges with the same pipeline.
+///
+/// Unlike the rest of the library's API, this takes a connection of the
+/// Redis client (`redis` 1.x): tools that inspect a namespace already talk
+/// to each node themselves.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use stratacache::inspect::{queue_state, write_behind_keys};
+///
+/// let client = redis::Client::open("redis://127.0.0.1:6379")?;
+/// let mut conn = client.get_multiplexed_async_connection().await?;
+/// let state = queue_state(&mut conn, &write_behind_keys("shop", "views")).await?;
+/// println!("{} to apply, {} dead letters", state.depth, state.dead_letters);
+/// # Ok(()) }
+/// ```
+pub async fn queue_state(
+    conn: &mut impl redis::aio::ConnectionLike,
+    keys: &QueueKeys,
+) -> Result<QueueState> {
+    let (depth, oldest, dead_letters) =
+        crate::write_behind::queue_state(conn, &keys.stream, &keys.dead_letters)
+            .await
+            .map_err(Error::redis)?;
+    Ok(QueueState {
+        depth,
+        oldest,
+        dead_letters,
+    })
 }
 
 /// What a key of the namespace is, judged by its name alone.

@@ -90,7 +90,7 @@ pub use freshness::EagerRefresh;
 pub use l1::L1Config;
 pub use l2::{RedisTls, RedisTopology};
 pub use options::{Consistency, EntryOptions, MAX_DURATION};
-pub use policy::{Policies, Policy, Strategy};
+pub use policy::{Policies, Policy};
 pub use read::{Fetched, LoadContext, Loaded};
 pub use resource::{Loader, Resource, ResourceKey};
 pub use tiers::CacheValue;

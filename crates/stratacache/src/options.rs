@@ -63,7 +63,7 @@ impl Consistency {
 ///     .l1_ttl(Duration::from_secs(5))    // re-check Redis at least every 5 s
 ///     .negative_ttl(Duration::from_secs(10))
 ///     .tags(["user:42"]);
-/// assert_eq!(opts.get_ttl(), Duration::from_secs(60));
+/// assert_eq!(opts.configured_ttl(), Duration::from_secs(60));
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct EntryOptions {
@@ -89,6 +89,9 @@ pub struct EntryOptions {
     /// After a failed refresh, how long the stale value is served before the
     /// next attempt.
     pub(crate) fail_safe_throttle: Duration,
+    /// Whether this call may be answered with a stale value instead of a
+    /// load's result (fail-safe, stale-while-revalidate, soft timeout).
+    pub(crate) fail_safe: bool,
     /// Take a lease in Redis so one instance loads for all (on by default).
     pub(crate) distributed_lease: bool,
     /// What keeps a fill that began before an invalidation from landing after it.
@@ -163,6 +166,7 @@ impl Default for EntryOptions {
             hard_timeout: None,
             lock_timeout: Duration::from_secs(5),
             fail_safe_throttle: Duration::from_secs(5),
+            fail_safe: true,
             distributed_lease: true,
             consistency: Consistency::Lease,
             tags: Vec::new(),
@@ -265,6 +269,54 @@ impl EntryOptions {
         self
     }
 
+    /// Whether a call may be answered with a stale value instead of its
+    /// load's result (on by default). Off, the call gets what the loader
+    /// returns or its error: a failing loader's error, [`Error::LoaderTimeout`]
+    /// past `hard_timeout`, [`Error::WaitTimeout`] when another instance's
+    /// load does not finish in time — never the stale value, not even one
+    /// another call kept by fail-safe. Stale-while-revalidate and
+    /// `soft_timeout` answer with stale values too, so they are off for the
+    /// call as well: it waits for the load. The stale value stays cached
+    /// for the calls that accept it, and reads that ask for it
+    /// ([`Cache::get_allow_stale`]) still get it.
+    ///
+    /// One limit: a call that joins a load already running for the key in
+    /// this process (single-flight) shares its outcome, and the options of
+    /// the call that started it decide what a failure gives. If that call
+    /// has fail-safe on, a joining call with fail-safe off is answered with
+    /// the stale value too ([`Cache::get_or_load_with_context`] says it is
+    /// stale).
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: stratacache::Cache) -> Result<(), stratacache::Error> {
+    /// use std::time::Duration;
+    /// use stratacache::{EntryOptions, Error};
+    ///
+    /// let shown = EntryOptions::new().ttl(Duration::from_secs(5)).stale_for(Duration::from_secs(600));
+    /// // Placing an order needs the current price or an error, not the last one known.
+    /// let checkout = shown.clone().fail_safe(false);
+    /// match cache
+    ///     .get_or_load("price:ACME", &checkout, || async {
+    ///         Err::<f64, _>(std::io::Error::other("pricing service down"))
+    ///     })
+    ///     .await
+    /// {
+    ///     Err(Error::Loader(why)) => println!("cannot price the order: {why}"),
+    ///     other => println!("{other:?}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`Error::LoaderTimeout`]: crate::Error::LoaderTimeout
+    /// [`Error::WaitTimeout`]: crate::Error::WaitTimeout
+    /// [`Cache::get_allow_stale`]: crate::Cache::get_allow_stale
+    /// [`Cache::get_or_load_with_context`]: crate::Cache::get_or_load_with_context
+    pub fn fail_safe(mut self, enabled: bool) -> Self {
+        self.checked.reset();
+        self.fail_safe = enabled;
+        self
+    }
+
     /// Whether to coordinate loads across instances with a Redis lease (on by
     /// default; in-process single-flight always applies).
     pub fn distributed_lease(mut self, enabled: bool) -> Self {
@@ -325,17 +377,68 @@ impl EntryOptions {
         self
     }
 
-    /// The configured TTL.
-    pub fn get_ttl(&self) -> Duration {
+    /// The TTL these options give an entry (before jitter; a loader's
+    /// [`Loaded::ttl`](crate::Loaded::ttl) may override it). The getters of
+    /// the options are named `configured_*`: the setters hold the plain
+    /// names ([`ttl`](Self::ttl)), and the time an entry has left is
+    /// [`Cache::ttl`](crate::Cache::ttl).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use stratacache::EntryOptions;
+    ///
+    /// let opts = EntryOptions::new().ttl(Duration::from_secs(60));
+    /// assert_eq!(opts.configured_ttl(), Duration::from_secs(60));
+    /// ```
+    pub fn configured_ttl(&self) -> Duration {
         self.ttl
     }
 
-    /// The configured tags.
-    pub fn get_tags(&self) -> &[String] {
+    /// The tags these options give an entry (a loader's
+    /// [`Loaded::tags`](crate::Loaded::tags) may replace them).
+    ///
+    /// ```
+    /// use stratacache::EntryOptions;
+    ///
+    /// let opts = EntryOptions::new().tags(["user:42", "profiles"]);
+    /// assert_eq!(opts.configured_tags(), ["user:42", "profiles"]);
+    /// ```
+    pub fn configured_tags(&self) -> &[String] {
         &self.tags
     }
 
+    /// Renamed [`configured_ttl`](Self::configured_ttl).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let opts = stratacache::EntryOptions::new().ttl(Duration::from_secs(60));
+    /// assert_eq!(opts.configured_ttl(), Duration::from_secs(60));
+    /// ```
+    #[deprecated(since = "0.2.0", note = "renamed to `configured_ttl`")]
+    pub fn get_ttl(&self) -> Duration {
+        self.configured_ttl()
+    }
+
+    /// Renamed [`configured_tags`](Self::configured_tags).
+    ///
+    /// ```
+    /// let opts = stratacache::EntryOptions::new().tags(["user:42"]);
+    /// assert_eq!(opts.configured_tags(), ["user:42"]);
+    /// ```
+    #[deprecated(since = "0.2.0", note = "renamed to `configured_tags`")]
+    pub fn get_tags(&self) -> &[String] {
+        self.configured_tags()
+    }
+
     /// The policy these options came from, if any.
+    ///
+    /// ```
+    /// use stratacache::{EntryOptions, Policy};
+    ///
+    /// assert_eq!(EntryOptions::new().policy_name(), None);
+    /// let profile = Policy::new("profile", EntryOptions::new());
+    /// assert_eq!(profile.options().policy_name(), Some("profile"));
+    /// ```
     pub fn policy_name(&self) -> Option<&str> {
         self.policy.as_deref()
     }

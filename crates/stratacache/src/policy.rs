@@ -1,13 +1,19 @@
 //! Named policies: one per kind of data (`"stock_price"`, `"portfolio"` …),
-//! each holding entry options and the caching strategy, loaded from code, a
-//! TOML file or the environment.
+//! each holding entry options, loaded from code, a TOML file or the
+//! environment.
+//!
+//! A policy has no strategy. The caching pattern is the call a service makes
+//! — `get_or_load` (cache-aside), a `Resource` (read-through),
+//! `write_through`, a `WriteBehind` queue, `eager_refresh` in the options
+//! (refresh-ahead) — and a label the cache never read would only suggest
+//! otherwise. Policy files that still say `strategy = "…"` are refused with
+//! an error that says so.
 //!
 //! ```
-//! use stratacache::{Policies, Strategy};
+//! use stratacache::Policies;
 //!
 //! let policies = Policies::from_toml_str(r#"
 //!     [policies.stock_price]
-//!     strategy = "write-through"
 //!     ttl = "2s"
 //!
 //!     [policies.portfolio]
@@ -16,8 +22,7 @@
 //!     stale_for = "5m"
 //! "#).unwrap();
 //! let price = policies.get("stock_price").unwrap();
-//! assert_eq!(price.strategy(), Strategy::WriteThrough);
-//! assert_eq!(price.options().get_ttl().as_secs(), 2);
+//! assert_eq!(price.options().configured_ttl().as_secs(), 2);
 //! ```
 
 use std::collections::BTreeMap;
@@ -31,69 +36,38 @@ use crate::error::{Error, Result};
 use crate::freshness::EagerRefresh;
 use crate::options::{Consistency, EntryOptions};
 
-/// How an application uses the cache for one kind of data. The cache itself
-/// behaves the same for every strategy; the strategy documents intent and lets
-/// services (and their dashboards) pick the matching operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-#[non_exhaustive]
-pub enum Strategy {
-    /// Read the cache, load on a miss (`get_or_load`).
-    #[default]
-    CacheAside,
-    /// The application talks only to a [`Resource`](crate::Resource).
-    ReadThrough,
-    /// Writes go to the database, then to both tiers.
-    WriteThrough,
-    /// Writes go to the cache and a durable queue, the database later.
-    WriteBehind,
-    /// Entries are refreshed before they expire.
-    RefreshAhead,
-}
+/// Why a policy's `strategy` is refused: it was read, and changed nothing.
+const STRATEGY_REMOVED: &str = "`strategy` is no longer a policy field: it changed nothing at \
+     run time (the call you make is the pattern: get_or_load, a Resource, write_through, a \
+     WriteBehind queue, eager_refresh for refresh-ahead); remove it";
 
-impl Strategy {
-    fn parse(s: &str) -> Result<Self> {
-        Ok(
-            match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
-                "cache-aside" => Strategy::CacheAside,
-                "read-through" => Strategy::ReadThrough,
-                "write-through" => Strategy::WriteThrough,
-                "write-behind" => Strategy::WriteBehind,
-                "refresh-ahead" => Strategy::RefreshAhead,
-                other => return Err(Error::config(format!("unknown strategy {other:?}"))),
-            },
-        )
-    }
-}
-
-/// A named set of entry options with a strategy.
+/// A named set of entry options.
+///
+/// ```
+/// use std::time::Duration;
+/// use stratacache::{EntryOptions, Policy};
+///
+/// let price = Policy::new("stock_price", EntryOptions::new().ttl(Duration::from_secs(2)));
+/// assert_eq!(price.name(), "stock_price");
+/// assert_eq!(price.options().policy_name(), Some("stock_price")); // its metrics label
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     name: Arc<str>,
-    strategy: Strategy,
     options: EntryOptions,
 }
 
 impl Policy {
     /// A policy named `name`; its options carry the name as their metrics label.
-    pub fn new(name: &str, strategy: Strategy, mut options: EntryOptions) -> Self {
+    pub fn new(name: &str, mut options: EntryOptions) -> Self {
         let name: Arc<str> = Arc::from(name);
         options.policy = Some(name.clone());
-        Self {
-            name,
-            strategy,
-            options,
-        }
+        Self { name, options }
     }
 
     /// The policy's name.
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// The policy's strategy.
-    pub fn strategy(&self) -> Strategy {
-        self.strategy
     }
 
     /// The policy's entry options (labelled with its name).
@@ -112,7 +86,8 @@ pub struct Policies {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicySpec {
-    strategy: Option<Strategy>,
+    /// Refused (see [`STRATEGY_REMOVED`]); read only to say so.
+    strategy: Option<toml::Value>,
     #[serde(default, with = "humantime_serde")]
     ttl: Option<Duration>,
     jitter: Option<f64>,
@@ -134,6 +109,7 @@ struct PolicySpec {
     lock_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     fail_safe_throttle: Option<Duration>,
+    fail_safe: Option<bool>,
     distributed_lease: Option<bool>,
     consistency: Option<String>,
     schema_version: Option<u32>,
@@ -150,6 +126,9 @@ struct PolicyFile {
 
 impl PolicySpec {
     fn apply(&self, base: &EntryOptions) -> Result<EntryOptions> {
+        if self.strategy.is_some() {
+            return Err(Error::config(STRATEGY_REMOVED));
+        }
         let mut opts = base.clone();
         if let Some(v) = &self.eager_refresh {
             opts.eager_refresh = Some(EagerRefresh::parse(v)?);
@@ -165,6 +144,9 @@ impl PolicySpec {
         }
         if let Some(v) = self.fail_safe_throttle {
             opts.fail_safe_throttle = v;
+        }
+        if let Some(v) = self.fail_safe {
+            opts.fail_safe = v;
         }
         if let Some(v) = self.distributed_lease {
             opts.distributed_lease = v;
@@ -207,7 +189,7 @@ impl PolicySpec {
         let bad = |what: &str| Error::config(format!("{field}={value:?}: {what}"));
         let duration = || humantime::parse_duration(value).map_err(|e| bad(&e.to_string()));
         match field {
-            "strategy" => self.strategy = Some(Strategy::parse(value)?),
+            "strategy" => return Err(bad(STRATEGY_REMOVED)),
             "ttl" => self.ttl = Some(duration()?),
             "l1_ttl" => self.l1_ttl = Some(duration()?),
             "negative_ttl" => self.negative_ttl = Some(duration()?),
@@ -236,6 +218,7 @@ impl PolicySpec {
             "hard_timeout" => self.hard_timeout = Some(duration()?),
             "lock_timeout" => self.lock_timeout = Some(duration()?),
             "fail_safe_throttle" => self.fail_safe_throttle = Some(duration()?),
+            "fail_safe" => self.fail_safe = Some(value.parse().map_err(|_| bad("not a bool"))?),
             "distributed_lease" => {
                 self.distributed_lease = Some(value.parse().map_err(|_| bad("not a bool"))?)
             }
@@ -279,17 +262,18 @@ impl Policies {
 
     /// Parse policies from TOML: an optional `[defaults]` table and one
     /// `[policies.NAME]` table per policy, each with the fields of
-    /// [`EntryOptions`] (durations as `"2s"`, `"5m"`) and `strategy`.
+    /// [`EntryOptions`] (durations as `"2s"`, `"5m"`).
     pub fn from_toml_str(text: &str) -> Result<Self> {
         let file: PolicyFile =
             toml::from_str(text).map_err(|e| Error::config(format!("policy file: {e}")))?;
-        let defaults = file.defaults.apply(&EntryOptions::default())?;
+        let defaults = file
+            .defaults
+            .apply(&EntryOptions::default())
+            .map_err(|e| Error::config(format!("[defaults]: {e}")))?;
         let mut policies = Policies::new();
         for (name, spec) in &file.policies {
-            let strategy = spec.strategy.or(file.defaults.strategy).unwrap_or_default();
             policies.insert(Policy::new(
                 name,
-                strategy,
                 spec.apply(&defaults)
                     .map_err(|e| Error::config(format!("policy {name:?}: {e}")))?,
             ))?;
@@ -340,12 +324,11 @@ impl Policies {
                 .map_err(|e| Error::config(format!("{name}: {e}")))?;
         }
         for (name, spec) in specs {
-            let (strategy, base) = match self.by_name.get(&name) {
-                Some(p) => (p.strategy, p.options.clone()),
-                None => (Strategy::default(), EntryOptions::default()),
+            let base = match self.by_name.get(&name) {
+                Some(p) => p.options.clone(),
+                None => EntryOptions::default(),
             };
-            let strategy = spec.strategy.unwrap_or(strategy);
-            self.insert(Policy::new(&name, strategy, spec.apply(&base)?))?;
+            self.insert(Policy::new(&name, spec.apply(&base)?))?;
         }
         Ok(())
     }
@@ -392,6 +375,7 @@ mod tests {
             fail_safe_throttle = "30s"
             eager_refresh = "xfetch:2"
             distributed_lease = false
+            fail_safe = false
             "#,
         )
         .unwrap();
@@ -403,6 +387,7 @@ mod tests {
         assert_eq!(o.fail_safe_throttle, Duration::from_secs(30));
         assert_eq!(o.eager_refresh, Some(EagerRefresh::XFetch { beta: 2.0 }));
         assert!(!o.distributed_lease);
+        assert!(!o.fail_safe);
         let err = Policies::from_toml_str("[policies.a]\neager_refresh = \"2.5\"").unwrap_err();
         assert!(err.to_string().contains("eager_refresh"), "{err}");
         let err =
@@ -436,7 +421,18 @@ mod tests {
         for (text, needle) in [
             ("[policies.a]\nttl = \"soon\"", "ttl"),
             ("[policies.a]\nttl = \"1s\"\nbogus = 1", "bogus"),
-            ("[policies.a]\nstrategy = \"yolo\"", "strategy"),
+            (
+                "[policies.a]\nstrategy = \"yolo\"",
+                "no longer a policy field",
+            ),
+            (
+                "[policies.a]\nstrategy = \"write-through\"",
+                "no longer a policy field",
+            ),
+            (
+                "[defaults]\nstrategy = \"cache-aside\"",
+                "no longer a policy field",
+            ),
             ("[policies.a]\nttl = \"0s\"", "ttl must be greater"),
             ("[policies.a]\nttl = \"1s\"\nl1_ttl = \"2s\"", "l1_ttl"),
             ("[policies", "policy file"),
@@ -456,10 +452,6 @@ mod tests {
                     "APP__POLICIES__PORTFOLIO__TTL".to_string(),
                     "90s".to_string(),
                 ),
-                (
-                    "APP__POLICIES__STOCK_PRICE__STRATEGY".into(),
-                    "write_through".into(),
-                ),
                 ("APP__POLICIES__STOCK_PRICE__TTL".into(), "2s".into()),
                 (
                     "APP__POLICIES__STOCK_PRICE__TAGS".into(),
@@ -474,12 +466,22 @@ mod tests {
             Duration::from_secs(90)
         );
         let price = p.get("stock_price").unwrap();
-        assert_eq!(price.strategy(), Strategy::WriteThrough);
+        assert_eq!(price.options().ttl, Duration::from_secs(2));
         assert_eq!(price.options().tags, vec!["prices", "market"]);
 
         let err = p
             .overlay_vars("app", [("APP__POLICIES__X__TTL".into(), "never".into())])
             .unwrap_err();
         assert!(err.to_string().contains("APP__POLICIES__X__TTL"), "{err}");
+        let err = p
+            .overlay_vars(
+                "app",
+                [("APP__POLICIES__X__STRATEGY".into(), "write_through".into())],
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("no longer a policy field"),
+            "{err}"
+        );
     }
 }

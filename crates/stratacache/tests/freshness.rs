@@ -21,6 +21,8 @@ against_every_target!(
     a_not_modified_answer_renews_the_entry_without_rewriting_the_value,
     refresh_ahead_replaces_hot_entries_before_they_expire,
     xfetch_refreshes_once_before_expiry,
+    a_read_without_a_loader_may_take_a_stale_value_and_says_so,
+    with_fail_safe_off_a_failing_load_returns_its_error,
 );
 
 fn ms(n: u64) -> Duration {
@@ -71,7 +73,7 @@ async fn instances_share_one_load_through_the_lease(target: Target) {
         tasks.push(tokio::spawn(async move {
             let started = Instant::now();
             let got = cache
-                .get_or_load_entry("cold", &opts, loader)
+                .get_or_load_with_context("cold", &opts, loader)
                 .await
                 .unwrap();
             (got, started.elapsed())
@@ -98,10 +100,10 @@ async fn a_stale_entry_is_returned_at_once_and_refreshed_once_across_instances(t
         .ttl(ms(300))
         .stale_for(Duration::from_secs(30));
     let calls = Arc::new(AtomicUsize::new(0));
-    a.get_or_load_entry("overview", &opts, counting(&calls, ms(0), 1u32))
+    a.get_or_load_with_context("overview", &opts, counting(&calls, ms(0), 1u32))
         .await
         .unwrap();
-    b.get_or_load_entry("overview", &opts, counting(&calls, ms(0), 1u32))
+    b.get_or_load_with_context("overview", &opts, counting(&calls, ms(0), 1u32))
         .await
         .unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -114,7 +116,7 @@ async fn a_stale_entry_is_returned_at_once_and_refreshed_once_across_instances(t
         tasks.push(tokio::spawn(async move {
             let started = Instant::now();
             let got = cache
-                .get_or_load_entry("overview", &opts, loader)
+                .get_or_load_with_context("overview", &opts, loader)
                 .await
                 .unwrap();
             (got, started.elapsed())
@@ -133,7 +135,7 @@ async fn a_stale_entry_is_returned_at_once_and_refreshed_once_across_instances(t
     assert!(
         common::eventually(Duration::from_secs(3), || async {
             let got = b
-                .get_or_load_entry("overview", &opts, counting(&calls, ms(0), 3u32))
+                .get_or_load_with_context("overview", &opts, counting(&calls, ms(0), 3u32))
                 .await
                 .unwrap();
             !got.is_stale() && got.value() == Some(&2)
@@ -177,7 +179,7 @@ async fn fail_safe_serves_stale_while_the_source_fails_then_its_error(target: Ta
     };
     for _ in 0..20 {
         let got = cache
-            .get_or_load_entry("quote", &opts, failing(&attempts))
+            .get_or_load_with_context("quote", &opts, failing(&attempts))
             .await
             .unwrap();
         assert!(got.is_stale());
@@ -198,7 +200,7 @@ async fn fail_safe_serves_stale_while_the_source_fails_then_its_error(target: Ta
     // After the throttle the source is tried again (and still fails).
     tokio::time::sleep(ms(350)).await;
     let got = cache
-        .get_or_load_entry("quote", &opts, failing(&attempts))
+        .get_or_load_with_context("quote", &opts, failing(&attempts))
         .await
         .unwrap();
     assert!(got.is_stale());
@@ -207,7 +209,7 @@ async fn fail_safe_serves_stale_while_the_source_fails_then_its_error(target: Ta
     // Past the stale window the caller gets the loader's error.
     tokio::time::sleep(ms(1500)).await;
     match cache
-        .get_or_load_entry("quote", &opts, failing(&attempts))
+        .get_or_load_with_context("quote", &opts, failing(&attempts))
         .await
     {
         Err(Error::Loader(e)) => assert_eq!(e.to_string(), "database down"),
@@ -215,7 +217,7 @@ async fn fail_safe_serves_stale_while_the_source_fails_then_its_error(target: Ta
     }
     // The source recovers: fresh again.
     let got = cache
-        .get_or_load_entry("quote", &opts, |_| async {
+        .get_or_load_with_context("quote", &opts, |_| async {
             Ok::<_, std::io::Error>(Loaded::value(8))
         })
         .await
@@ -232,14 +234,14 @@ async fn past_the_soft_timeout_the_stale_value_is_served_and_the_load_finishes(t
         .soft_timeout(ms(100));
     let calls = Arc::new(AtomicUsize::new(0));
     cache
-        .get_or_load_entry("slow", &opts, counting(&calls, ms(0), 1u32))
+        .get_or_load_with_context("slow", &opts, counting(&calls, ms(0), 1u32))
         .await
         .unwrap();
     tokio::time::sleep(ms(250)).await;
 
     let started = Instant::now();
     let got = cache
-        .get_or_load_entry("slow", &opts, counting(&calls, ms(400), 2u32))
+        .get_or_load_with_context("slow", &opts, counting(&calls, ms(400), 2u32))
         .await
         .unwrap();
     let took = started.elapsed();
@@ -266,7 +268,7 @@ async fn past_the_hard_timeout_without_stale_data_the_caller_gets_a_timeout(targ
     let calls = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let result = cache
-        .get_or_load_entry("stuck", &opts, counting(&calls, ms(800), 1u32))
+        .get_or_load_with_context("stuck", &opts, counting(&calls, ms(800), 1u32))
         .await;
     assert!(
         matches!(result, Err(Error::LoaderTimeout(t)) if t == ms(150)),
@@ -276,7 +278,7 @@ async fn past_the_hard_timeout_without_stale_data_the_caller_gets_a_timeout(targ
     // The load goes on holding its lease: the next caller does not load the
     // slow source again, it waits (up to its own hard timeout) for the fill.
     let next = other
-        .get_or_load_entry("stuck", &opts, counting(&calls, ms(0), 2u32))
+        .get_or_load_with_context("stuck", &opts, counting(&calls, ms(0), 2u32))
         .await;
     assert!(matches!(next, Err(Error::WaitTimeout(_))), "{next:?}");
     // And the load that timed out fills the cache once it finishes.
@@ -302,7 +304,7 @@ async fn a_not_modified_answer_renews_the_entry_without_rewriting_the_value(targ
     let big = "x".repeat(5_000);
     let first = big.clone();
     cache
-        .get_or_load_entry("doc", &opts, |_| async move {
+        .get_or_load_with_context("doc", &opts, |_| async move {
             Ok::<_, std::io::Error>(Loaded::value(first).etag("v1"))
         })
         .await
@@ -315,7 +317,7 @@ async fn a_not_modified_answer_renews_the_entry_without_rewriting_the_value(targ
     let seen = Arc::new(std::sync::Mutex::new(None));
     let seen_in_loader = seen.clone();
     let got = cache
-        .get_or_load_entry("doc", &opts, move |ctx: LoadContext<String>| async move {
+        .get_or_load_with_context("doc", &opts, move |ctx: LoadContext<String>| async move {
             *seen_in_loader.lock().unwrap() =
                 Some((ctx.stale().map(String::len), ctx.etag().map(String::from)));
             Ok::<_, std::io::Error>(Loaded::not_modified())
@@ -358,14 +360,14 @@ async fn refresh_ahead_replaces_hot_entries_before_they_expire(target: Target) {
         .eager_refresh(EagerRefresh::AfterFraction(0.5));
     let calls = Arc::new(AtomicUsize::new(0));
     cache
-        .get_or_load_entry("trending", &opts, counting(&calls, ms(0), 1u32))
+        .get_or_load_with_context("trending", &opts, counting(&calls, ms(0), 1u32))
         .await
         .unwrap();
     tokio::time::sleep(ms(350)).await;
     // Past half the TTL: answered from the cache at once, refresh started.
     let started = Instant::now();
     let got = cache
-        .get_or_load_entry("trending", &opts, counting(&calls, ms(100), 2u32))
+        .get_or_load_with_context("trending", &opts, counting(&calls, ms(100), 2u32))
         .await
         .unwrap();
     assert_eq!(got.value(), Some(&1));
@@ -373,7 +375,7 @@ async fn refresh_ahead_replaces_hot_entries_before_they_expire(target: Target) {
     assert!(started.elapsed() < ms(50));
     tokio::time::sleep(ms(200)).await;
     let got = cache
-        .get_or_load_entry("trending", &opts, counting(&calls, ms(0), 3u32))
+        .get_or_load_with_context("trending", &opts, counting(&calls, ms(0), 3u32))
         .await
         .unwrap();
     assert_eq!(got.value(), Some(&2), "replaced before it expired");
@@ -395,7 +397,7 @@ async fn xfetch_refreshes_once_before_expiry(target: Target) {
     let calls = Arc::new(AtomicUsize::new(0));
     // A 150 ms load: δ = 150 ms, so reads in the last few hundred ms refresh early.
     cache
-        .get_or_load_entry("hot", &opts, counting(&calls, ms(150), 1u32))
+        .get_or_load_with_context("hot", &opts, counting(&calls, ms(150), 1u32))
         .await
         .unwrap();
     tokio::time::sleep(ms(200)).await;
@@ -404,7 +406,7 @@ async fn xfetch_refreshes_once_before_expiry(target: Target) {
     for _ in 0..100 {
         let started = Instant::now();
         let got = cache
-            .get_or_load_entry("hot", &opts, counting(&calls, ms(150), 2u32))
+            .get_or_load_with_context("hot", &opts, counting(&calls, ms(150), 2u32))
             .await
             .unwrap();
         assert!(!got.is_stale());
@@ -420,4 +422,139 @@ async fn xfetch_refreshes_once_before_expiry(target: Target) {
     }
     tokio::time::sleep(ms(250)).await;
     assert_eq!(calls.load(Ordering::SeqCst), 2, "exactly one early refresh");
+}
+
+async fn a_read_without_a_loader_may_take_a_stale_value_and_says_so(target: Target) {
+    let (writer, reader) = two_instances(target, "allow-stale").await;
+    // An instance without L1: every answer of its comes from Redis.
+    let redis_only = Cache::builder()
+        .namespace(writer.namespace())
+        .redis(target.topology())
+        .redis_timeout(Duration::from_secs(2))
+        .without_l1()
+        .build()
+        .await
+        .unwrap();
+    let opts = EntryOptions::new().ttl(ms(400)).stale_for(ms(800));
+    let read = |cache: &Cache| {
+        let cache = cache.clone();
+        async move { cache.get_allow_stale::<u32>("quote").await.unwrap() }
+    };
+
+    // Missing: nothing to say.
+    for cache in [&writer, &reader, &redis_only] {
+        assert_eq!(read(cache).await, None);
+    }
+    writer.set("quote", &7u32, &opts).await.unwrap();
+    let written = Instant::now();
+    // Fresh: from the writer's L1, from Redis into the reader's L1, from Redis only.
+    for cache in [&writer, &reader, &redis_only] {
+        let found = read(cache).await.expect("fresh entry");
+        assert!(!found.is_stale());
+        assert_eq!(found.value(), Some(&7));
+    }
+    // Past its fresh time, within its stale window: `get` sees nothing,
+    // `get_allow_stale` the old value, marked stale — from L1 and from Redis.
+    tokio::time::sleep(ms(550).saturating_sub(written.elapsed())).await;
+    for cache in [&writer, &reader, &redis_only] {
+        assert_eq!(cache.get::<u32>("quote").await.unwrap(), None);
+        let found = read(cache).await.expect("stale entry");
+        assert!(found.is_stale());
+        assert_eq!(found.value(), Some(&7));
+    }
+    // Past the stale window: gone everywhere.
+    tokio::time::sleep(ms(1350).saturating_sub(written.elapsed())).await;
+    for cache in [&writer, &reader, &redis_only] {
+        assert_eq!(read(cache).await, None);
+    }
+
+    // A value cached as absent is an answer: no value, and not stale.
+    let absent: Option<u32> = writer
+        .get_or_load_optional("ghost", &opts, || async { Ok::<_, std::io::Error>(None) })
+        .await
+        .unwrap();
+    assert_eq!(absent, None);
+    for cache in [&writer, &redis_only] {
+        let found = cache
+            .get_allow_stale::<u32>("ghost")
+            .await
+            .unwrap()
+            .expect("an absent marker");
+        assert_eq!((found.value(), found.is_stale()), (None, false));
+    }
+}
+
+async fn with_fail_safe_off_a_failing_load_returns_its_error(target: Target) {
+    let (cache, other) = two_instances(target, "fail-safe-off").await;
+    let opts = EntryOptions::new()
+        .ttl(ms(200))
+        .stale_for(Duration::from_secs(30))
+        .fail_safe_throttle(Duration::from_secs(30));
+    let strict = opts.clone().fail_safe(false);
+    let value: u32 = cache
+        .get_or_load("quote", &opts, || async { Ok::<_, std::io::Error>(7) })
+        .await
+        .unwrap();
+    assert_eq!(value, 7);
+    tokio::time::sleep(ms(250)).await;
+
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let failing = |attempts: &Arc<AtomicUsize>| {
+        let attempts = attempts.clone();
+        move || async move {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            Err::<u32, _>(std::io::Error::other("database down"))
+        }
+    };
+    let is_database_down = |result: Result<u32, Error>| matches!(&result, Err(Error::Loader(e)) if e.to_string() == "database down");
+
+    // A stale value is at hand, but this call wants the source or its error:
+    // no stale-while-revalidate either, it waits for the load.
+    let result = cache
+        .get_or_load("quote", &strict, failing(&attempts))
+        .await;
+    assert!(is_database_down(result.clone()), "{result:?}");
+    assert_eq!(attempts.load(Ordering::SeqCst), 1);
+    // The stale value is still cached for the calls that accept it.
+    let stale = cache
+        .get_allow_stale::<u32>("quote")
+        .await
+        .unwrap()
+        .expect("kept");
+    assert!(stale.is_stale() && stale.value() == Some(&7));
+
+    // With fail-safe on, the same failure is answered with the stale value,
+    // which is then kept by fail-safe for `fail_safe_throttle`…
+    let lenient = cache
+        .get_or_load_with_context(
+            "quote",
+            &opts.clone().soft_timeout(Duration::from_secs(1)),
+            {
+                let load = failing(&attempts);
+                move |_| async move { load().await.map(Loaded::value) }
+            },
+        )
+        .await
+        .unwrap();
+    assert!(lenient.is_stale() && lenient.value() == Some(&7));
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    // …but not served to a call with fail-safe off, here or on another
+    // instance: each tries the source again and gets its error.
+    for instance in [&cache, &other] {
+        let result = instance
+            .get_or_load("quote", &strict, failing(&attempts))
+            .await;
+        assert!(is_database_down(result.clone()), "{result:?}");
+    }
+    assert_eq!(attempts.load(Ordering::SeqCst), 4);
+
+    // Past the hard timeout: a timeout, not the stale value.
+    let slow = strict.clone().hard_timeout(ms(100));
+    let result = cache
+        .get_or_load("quote", &slow, || async {
+            tokio::time::sleep(ms(400)).await;
+            Ok::<u32, std::io::Error>(8)
+        })
+        .await;
+    assert!(matches!(result, Err(Error::LoaderTimeout(_))), "{result:?}");
 }

@@ -235,7 +235,7 @@ async fn an_oversized_set_is_refused_and_the_earlier_value_stays() {
 fn malformed_policy_files_are_refused_with_a_config_error() {
     for text in [
         "[policies.p\nttl = \"1m\"",
-        "[policies.p]\nstrategy = \"write-sideways\"",
+        "[policies.p]\nstrategy = \"write-through\"",
         "[policies.p]\nttl = \"banana\"",
         "[policies.p]\nttl = -5",
         "[policies.p]\nttl = \"99999999999999999999y\"",

@@ -15,8 +15,9 @@ use tokio::sync::Notify;
 against_every_target!(
     a_tag_invalidation_hides_every_tagged_entry_from_every_instance,
     a_prefix_invalidation_deletes_the_keys_everywhere,
-    clear_invalidates_the_namespace_in_constant_time,
+    invalidate_all_invalidates_the_namespace_in_constant_time,
     a_load_that_began_before_a_delete_never_lands_after_it,
+    once_it_has_waited_for_the_backplane_an_instance_hears_the_others_writes,
 );
 
 async fn a_tag_invalidation_hides_every_tagged_entry_from_every_instance(target: Target) {
@@ -131,15 +132,15 @@ async fn a_prefix_invalidation_deletes_the_keys_everywhere(target: Target) {
     assert_eq!(a.invalidate_prefix("odd*").await.unwrap(), 1);
 }
 
-async fn clear_invalidates_the_namespace_in_constant_time(target: Target) {
-    let caches = common::instances(target, "clear", 2).await;
+async fn invalidate_all_invalidates_the_namespace_in_constant_time(target: Target) {
+    let caches = common::instances(target, "invalidate-all", 2).await;
     let (a, b) = (&caches[0], &caches[1]);
     let opts = EntryOptions::new().ttl(Duration::from_secs(600));
     for i in 0..500 {
         a.set(&format!("k{i}"), &i, &opts).await.unwrap();
     }
     assert_eq!(b.get::<u32>("k1").await.unwrap(), Some(1));
-    a.clear().await.unwrap();
+    a.invalidate_all().await.unwrap();
     assert!(
         common::eventually(Duration::from_millis(100), || async {
             b.get::<u32>("k1").await.unwrap().is_none()
@@ -158,10 +159,66 @@ async fn clear_invalidates_the_namespace_in_constant_time(target: Target) {
         None,
         "an instance started later knows too"
     );
-    // Entries written after the clear are served.
+    // Entries written after the invalidation are served.
     tokio::time::sleep(Duration::from_millis(5)).await;
     a.set("k1", &10u32, &opts).await.unwrap();
     assert_eq!(late.get::<u32>("k1").await.unwrap(), Some(10));
+}
+
+async fn once_it_has_waited_for_the_backplane_an_instance_hears_the_others_writes(target: Target) {
+    let ns = common::namespace("wait-for-backplane");
+    let builder = || {
+        Cache::builder()
+            .namespace(ns.clone())
+            .redis(target.topology())
+            .redis_timeout(Duration::from_secs(2))
+    };
+    let writer = builder().build().await.unwrap();
+    let opts = EntryOptions::new().ttl(Duration::from_secs(600));
+    writer.set("k", &1u32, &opts).await.unwrap();
+
+    // Built without waiting (as when Redis answers only after the start),
+    // then waiting: from then on it hears every invalidation.
+    let late = builder()
+        .wait_for_backplane(Duration::ZERO)
+        .build()
+        .await
+        .unwrap();
+    assert!(late.wait_for_backplane(Duration::from_secs(5)).await);
+    assert_eq!(late.backplane_connected(), Some(true));
+    // Told by the builder to wait: subscribed once `build` returns.
+    let waited = builder()
+        .wait_for_backplane(Duration::from_secs(5))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(waited.backplane_connected(), Some(true));
+
+    // Both hold the value in L1 for ten minutes; a write on the other
+    // instance replaces it within the backplane's bound, not the TTL.
+    for reader in [&late, &waited] {
+        assert_eq!(reader.get::<u32>("k").await.unwrap(), Some(1));
+    }
+    writer.set("k", &2u32, &opts).await.unwrap();
+    for reader in [&late, &waited] {
+        assert!(
+            common::eventually(Duration::from_millis(500), || async {
+                reader.get::<u32>("k").await.unwrap() == Some(2)
+            })
+            .await,
+            "the write was not heard"
+        );
+    }
+    writer.delete("k").await.unwrap();
+    for reader in [&late, &waited] {
+        assert!(
+            common::eventually(Duration::from_millis(500), || async {
+                reader.get::<u32>("k").await.unwrap().is_none()
+            })
+            .await,
+            "the delete was not heard"
+        );
+    }
 }
 
 /// Await `step`, failing (rather than hanging) after 10 s.
@@ -472,7 +529,7 @@ async fn no_read_well_after_an_acknowledged_delete_serves_the_old_value() {
                 let began = Instant::now();
                 let db = db.clone();
                 let fetched = cache
-                    .get_or_load_entry(&format!("row:{key}"), &opts, move |_| async move {
+                    .get_or_load_with_context(&format!("row:{key}"), &opts, move |_| async move {
                         // The "SELECT": the version as of now, answered a
                         // little later (a write may commit meanwhile).
                         let version = db[key].load(std::sync::atomic::Ordering::SeqCst);

@@ -156,7 +156,7 @@ async fn an_acl_user_scoped_to_the_namespace_is_enough() {
     a.invalidate_tag("t").await.unwrap();
     a.set("p:1", &1u32, &opts()).await.unwrap();
     assert_eq!(a.invalidate_prefix("p:").await.unwrap(), 1);
-    a.clear().await.unwrap();
+    a.invalidate_all().await.unwrap();
     a.ping_redis().await.unwrap();
 
     let outsider = build(&url, "other").await;
@@ -183,7 +183,7 @@ async fn namespaces_keep_two_applications_apart() {
     b.set("user:1", &"b's".to_string(), &tagged).await.unwrap();
     a.invalidate_tag("t").await.unwrap();
     a.invalidate_prefix("user:").await.unwrap();
-    a.clear().await.unwrap();
+    a.invalidate_all().await.unwrap();
     assert_eq!(a.get::<String>("user:1").await.unwrap(), None);
     // b, and a fresh instance of b reading Redis, still see b's value.
     let b2 = build(&url, &ns_b).await;

@@ -132,16 +132,25 @@ async fn l1_ttl_bounds_how_long_an_instance_trusts_its_copy(target: Target) {
         .l1_ttl(Duration::from_millis(300));
     writer.set("k", &1u32, &opts).await.unwrap();
     writer.set("other", &2u32, &opts).await.unwrap();
-    assert_eq!(reader.get_with::<u32>("k", &opts).await.unwrap(), Some(1));
+    assert_eq!(
+        reader.get_with_options::<u32>("k", &opts).await.unwrap(),
+        Some(1)
+    );
     // Change the entry behind the caches' backs: no invalidation message, as
     // if it were lost.
     let mut raw = Raw::connect(target).await;
     let newer = raw.get(&stored_key(&ns, "other")).await.unwrap();
     raw.set(&stored_key(&ns, "k"), &newer).await;
     // Within l1_ttl the reader may serve its copy; after it, it must re-read Redis.
-    assert_eq!(reader.get_with::<u32>("k", &opts).await.unwrap(), Some(1));
+    assert_eq!(
+        reader.get_with_options::<u32>("k", &opts).await.unwrap(),
+        Some(1)
+    );
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(reader.get_with::<u32>("k", &opts).await.unwrap(), Some(2));
+    assert_eq!(
+        reader.get_with_options::<u32>("k", &opts).await.unwrap(),
+        Some(2)
+    );
 }
 
 async fn a_write_reaches_every_instances_l1_through_the_backplane(target: Target) {
@@ -537,7 +546,7 @@ async fn the_loader_can_adapt_ttl_tags_or_skip_caching(target: Target) {
     let cache = common::builder(target, "adapt").build().await.unwrap();
     let opts = EntryOptions::new().ttl(secs(600));
     let v: Option<u32> = cache
-        .get_or_load_entry("short", &opts, |_| async {
+        .get_or_load_with_context("short", &opts, |_| async {
             Ok::<_, std::io::Error>(
                 Loaded::value(1)
                     .ttl(Duration::from_secs(5))
@@ -564,7 +573,7 @@ async fn the_loader_can_adapt_ttl_tags_or_skip_caching(target: Target) {
     for _ in 0..3 {
         let calls = calls.clone();
         let v: Option<u32> = cache
-            .get_or_load_entry("volatile", &opts, move |_| async move {
+            .get_or_load_with_context("volatile", &opts, move |_| async move {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Ok::<_, std::io::Error>(Loaded::value(2).dont_cache())
             })

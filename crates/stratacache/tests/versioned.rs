@@ -54,7 +54,7 @@ fn slow_load(
         );
         tokio::spawn(async move {
             cache
-                .get_or_load_entry(key, &opts, move |_| async move {
+                .get_or_load_with_context(key, &opts, move |_| async move {
                     started.notify_one();
                     release.notified().await;
                     Ok::<_, std::io::Error>(Loaded::value(read).version(read))
@@ -94,7 +94,7 @@ async fn a_fill_older_than_an_announced_version_is_refused(target: Target) {
     // Neither instance serves v1 afterwards: the next read loads v2.
     for cache in [reader, writer] {
         let fresh = cache
-            .get_or_load_entry("row", &opts, |_| async {
+            .get_or_load_with_context("row", &opts, |_| async {
                 Ok::<_, std::io::Error>(Loaded::value(2u64).version(2))
             })
             .await
@@ -191,7 +191,7 @@ async fn absent_results_are_cached_only_while_no_version_is_known(target: Target
     // Never existed: the negative entry is cached (version 0, no floor).
     assert_eq!(
         cache
-            .get_or_load_entry("ghost", &opts, |_| async {
+            .get_or_load_with_context("ghost", &opts, |_| async {
                 Ok::<_, std::io::Error>(Loaded::<u64>::absent())
             })
             .await
@@ -214,7 +214,7 @@ async fn absent_results_are_cached_only_while_no_version_is_known(target: Target
         );
         tokio::spawn(async move {
             cache
-                .get_or_load_entry("ghost2", &opts, move |_| async move {
+                .get_or_load_with_context("ghost2", &opts, move |_| async move {
                     started.notify_one();
                     release.notified().await;
                     Ok::<_, std::io::Error>(Loaded::<u64>::absent())

@@ -130,7 +130,7 @@ async fn a_write_right_after_a_tag_invalidation_or_a_clear_is_seen_everywhere() 
     }
     for round in 0..20u64 {
         let key = format!("clear:{round}");
-        nodes[0].clear().await.unwrap();
+        nodes[0].invalidate_all().await.unwrap();
         nodes[0].set(&key, &round, &opts()).await.unwrap();
         if nodes[1].get::<u64>(&key).await.unwrap() != Some(round) {
             hidden.push(format!("clear round {round}"));
@@ -183,7 +183,7 @@ async fn tag_prefix_and_clear_invalidations_during_a_freeze_are_replayed() {
         assert_eq!(served(node, "other:1", 2).await, 1, "and nothing else");
     }
     server.pause();
-    assert!(nodes[0].clear().await.is_err());
+    assert!(nodes[0].invalidate_all().await.is_err());
     tokio::time::sleep(Duration::from_millis(100)).await;
     server.resume();
     assert!(
@@ -273,7 +273,7 @@ async fn fail_safe_keeps_its_fallback_through_a_long_outage() {
     );
     tokio::time::sleep(Duration::from_millis(800)).await;
     let fetched = cache
-        .get_or_load_entry("k", &opts, |_| async {
+        .get_or_load_with_context("k", &opts, |_| async {
             Err::<Loaded<u64>, _>(std::io::Error::other("database down"))
         })
         .await
@@ -426,7 +426,7 @@ async fn huge_ttls_are_refused_with_a_config_error() {
     cache.set("k", &1u64, &longest).await.unwrap();
     assert_eq!(cache.get::<u64>("k").await.unwrap(), Some(1));
     let from_loader = cache
-        .get_or_load_entry("l", &opts(), |_| async {
+        .get_or_load_with_context("l", &opts(), |_| async {
             Ok::<_, std::io::Error>(Loaded::value(2u64).ttl(Duration::MAX))
         })
         .await
@@ -527,7 +527,7 @@ async fn per_call_options_are_validated() {
             Err(Error::Config(_))
         ));
         assert!(matches!(
-            cache.get_with::<u64>("k", opts).await,
+            cache.get_with_options::<u64>("k", opts).await,
             Err(Error::Config(_))
         ));
     }
@@ -610,7 +610,7 @@ async fn an_entry_of_another_version_is_a_miss_and_left_alone() {
     nodes[0].clear_l1();
     assert_eq!(
         nodes[0]
-            .get_with::<String>("profile:2", &v2)
+            .get_with_options::<String>("profile:2", &v2)
             .await
             .unwrap()
             .as_deref(),
@@ -628,7 +628,7 @@ async fn an_entry_of_another_version_is_a_miss_and_left_alone() {
     nodes[1].clear_l1();
     assert_eq!(
         nodes[1]
-            .get_with::<String>("profile:3", &v2)
+            .get_with_options::<String>("profile:3", &v2)
             .await
             .unwrap()
             .as_deref(),
@@ -685,7 +685,7 @@ async fn racing_writes_follow_redis(test: &str, nodes: &[Cache], write: RacingWr
         for task in tasks {
             task.await.unwrap();
         }
-        let in_redis: Option<u64> = others[0].get_with(&key, &redis_only).await.unwrap();
+        let in_redis: Option<u64> = others[0].get_with_options(&key, &redis_only).await.unwrap();
         let local: Option<u64> = writer.get(&key).await.unwrap();
         if local != in_redis {
             diverged.push((round, local, in_redis));
@@ -695,7 +695,7 @@ async fn racing_writes_follow_redis(test: &str, nodes: &[Cache], write: RacingWr
     let mut others_diverged = Vec::new();
     for round in 0..RACE_ROUNDS {
         let key = format!("race:{round}");
-        let in_redis: Option<u64> = others[0].get_with(&key, &redis_only).await.unwrap();
+        let in_redis: Option<u64> = others[0].get_with_options(&key, &redis_only).await.unwrap();
         for (i, other) in others.iter().enumerate() {
             let agreed = eventually(Duration::from_secs(2), || async {
                 other.get::<u64>(&key).await.unwrap() == in_redis
@@ -803,7 +803,7 @@ async fn every_key_of_a_large_batch_stays_in_l1() {
     for (key, value) in entries.iter().step_by(97) {
         let only_l1 = EntryOptions::new().ttl(TTL).skip_l2(true);
         assert_eq!(
-            cache.get_with::<u64>(key, &only_l1).await.unwrap(),
+            cache.get_with_options::<u64>(key, &only_l1).await.unwrap(),
             Some(*value)
         );
     }

@@ -149,7 +149,7 @@ pub async fn drive(
                 let started = Instant::now();
                 let source = source.clone();
                 let fetched = cache
-                    .get_or_load_entry(&format!("row:{row}"), &opts, move |_| async move {
+                    .get_or_load_with_context(&format!("row:{row}"), &opts, move |_| async move {
                         let version = source.read(row).await?;
                         Ok::<_, anyhow::Error>(Loaded::value(version))
                     })

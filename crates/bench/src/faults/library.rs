@@ -2,7 +2,7 @@
 //!
 //! Load: 32 readers over two cache instances (two `Cache`s with their own L1
 //! and backplane, as two service instances would have), reading 200 rows of
-//! a PostgreSQL table (skewed towards low ids) through `get_or_load_entry`
+//! a PostgreSQL table (skewed towards low ids) through `get_or_load_with_context`
 //! with a 30 s TTL, a 10-minute stale window and a 1 s hard timeout, and one
 //! writer bumping a random row's version every 25 ms and `delete`-ing its key.
 //! The loader reads PostgreSQL through a proxy the suite can cut. Redis is a

@@ -20,8 +20,8 @@ type Case = (String, Vec<String>, Vec<(String, String)>);
 const BAD_POLICIES: &[(&str, &str)] = &[
     ("a TOML syntax error", "[policies.instrument\nttl = \"1m\""),
     (
-        "an unknown strategy",
-        "[policies.instrument]\nstrategy = \"write-sideways\"\nttl = \"1m\"",
+        "a strategy (no longer a policy field)",
+        "[policies.instrument]\nstrategy = \"write-through\"\nttl = \"1m\"",
     ),
     (
         "a TTL that is not a duration",

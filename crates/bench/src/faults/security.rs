@@ -150,7 +150,7 @@ pub async fn acl_user() -> Result<Row> {
         "invalidate_version",
         a.invalidate_version("v", 3).await.is_ok(),
     ));
-    ops.push(("clear", a.clear().await.is_ok()));
+    ops.push(("invalidate_all", a.invalidate_all().await.is_ok()));
     let failed: Vec<&str> = ops.iter().filter(|(_, ok)| !ok).map(|(n, _)| *n).collect();
     let outsider = cache(&url, &unique_namespace("other"), None).await?;
     let outsider_degrades = degrades(&outsider).await;
@@ -268,7 +268,7 @@ pub async fn namespaces() -> Result<Row> {
     first.invalidate_tag("t").await?;
     let removed = first.invalidate_prefix("user:").await?;
     first.delete("x").await?;
-    first.clear().await?;
+    first.invalidate_all().await?;
     let mut lost = 0;
     for (i, n) in names.iter().enumerate().skip(1) {
         let fresh = cache(&url, n, None).await?;

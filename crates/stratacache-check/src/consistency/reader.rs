@@ -97,7 +97,7 @@ async fn read_through(
 ) -> Result<i64, Error> {
     let (db, table) = (db.clone(), table.to_string());
     let fetched = cache
-        .get_or_load_entry(key, opts, move |_| async move {
+        .get_or_load_with_context(key, opts, move |_| async move {
             let version = load_version(&db, &table, id).await?;
             Ok::<_, tokio_postgres::Error>(Loaded::value(version).version(version as u64))
         })

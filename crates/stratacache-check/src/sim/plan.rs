@@ -29,7 +29,7 @@ pub(super) enum Op {
     TagThenSet { on: Pick, group: usize, key: usize },
     /// Write every row of a group, then `invalidate_prefix`.
     Prefix { on: Pick, group: usize },
-    /// Write every row, then `clear`.
+    /// Write every row, then `invalidate_all`.
     Clear { on: Pick },
 }
 

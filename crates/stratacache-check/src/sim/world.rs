@@ -318,7 +318,7 @@ impl World {
                 let (_, cache) = self.instance(on);
                 let keys = self.settings.groups * self.settings.keys_per_group;
                 let written = self.write_rows(0..keys);
-                let _ = cache.clear().await;
+                let _ = cache.invalidate_all().await;
                 self.acknowledge(&written, (WriteKind::Invalidate, "clear"), start);
             }
         }

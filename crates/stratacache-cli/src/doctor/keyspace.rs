@@ -10,7 +10,9 @@ use redis::aio::MultiplexedConnection;
 use redis::Value;
 use serde::Serialize;
 use serde_json::json;
-use stratacache::inspect::{classify_key, namespace_pattern, write_behind_keys, KeyKind};
+use stratacache::inspect::{
+    classify_key, namespace_pattern, queue_state, write_behind_keys, KeyKind,
+};
 
 use super::{bytes, DoctorArgs, Finding};
 use crate::target::Target;
@@ -266,29 +268,14 @@ pub async fn queue(
     addr: &str,
 ) -> Result<Queue> {
     let keys = write_behind_keys(namespace, name);
-    type Head = Vec<(String, Vec<Vec<u8>>)>;
-    let (depth, head, dead): (u64, Head, u64) = redis::pipe()
-        .cmd("XLEN")
-        .arg(&keys.stream)
-        .cmd("XRANGE")
-        .arg(&keys.stream)
-        .arg("-")
-        .arg("+")
-        .arg("COUNT")
-        .arg(1)
-        .cmd("XLEN")
-        .arg(&keys.dead_letters)
-        .query_async(conn)
-        .await?;
-    let oldest_ms: Option<u64> = head
-        .first()
-        .and_then(|(id, _)| id.split('-').next()?.parse().ok());
+    // The library's own reading of a queue (as its workers' gauges read it).
+    let state = queue_state(conn, &keys).await?;
     let mut q = Queue {
         name: name.to_string(),
         node: addr.to_string(),
-        depth,
-        dead_letters: dead,
-        lag_ms: oldest_ms.map_or(0, |ms| now_ms().saturating_sub(ms)),
+        depth: state.depth,
+        dead_letters: state.dead_letters,
+        lag_ms: state.oldest.map_or(0, |id| now_ms().saturating_sub(id.ms)),
         ..Queue::default()
     };
     // No group (no worker ever ran) and no stream are answered as errors.

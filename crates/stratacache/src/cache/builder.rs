@@ -16,7 +16,7 @@ use crate::l1::{L1Config, L1};
 use crate::l2::{RedisTls, RedisTopology, L2};
 use crate::metrics::Metrics;
 use crate::options::EntryOptions;
-use crate::policy::{Policies, Policy, Strategy};
+use crate::policy::{Policies, Policy};
 use crate::read::Loads;
 use crate::tiers::{TierParts, Tiers};
 use crate::write::{backplane, recovery, Pipeline};
@@ -26,7 +26,7 @@ use crate::write::{backplane, recovery, Pipeline};
 /// ```no_run
 /// # async fn demo() -> Result<(), stratacache::Error> {
 /// use std::time::Duration;
-/// use stratacache::{Cache, Codec, EntryOptions, Strategy};
+/// use stratacache::{Cache, Codec, EntryOptions};
 ///
 /// let cache = Cache::builder()
 ///     .namespace("market")                        // keys become "market:{…}"
@@ -37,7 +37,7 @@ use crate::write::{backplane, recovery, Pipeline};
 ///     .codec(Codec::Postcard)
 ///     .compress_above(Some(2048))
 ///     .max_value_bytes(4 * 1024 * 1024)
-///     .policy("stock_price", Strategy::WriteThrough, EntryOptions::new().ttl(Duration::from_secs(2)))
+///     .policy("stock_price", EntryOptions::new().ttl(Duration::from_secs(2)))
 ///     .policies_from_toml_file("cache-policies.toml")
 ///     .build()
 ///     .await?;
@@ -212,9 +212,24 @@ impl CacheBuilder {
         self
     }
 
-    /// Register a named policy.
-    pub fn policy(mut self, name: &str, strategy: Strategy, options: EntryOptions) -> Self {
-        self.policies.push(Policy::new(name, strategy, options));
+    /// Register a named policy: `options` labelled `name`, for
+    /// [`Cache::policy`] to hand out.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), stratacache::Error> {
+    /// use std::time::Duration;
+    /// use stratacache::{Cache, EntryOptions};
+    ///
+    /// let cache = Cache::builder()
+    ///     .policy("session", EntryOptions::new().ttl(Duration::from_secs(30 * 60)))
+    ///     .build()
+    ///     .await?;
+    /// let session = cache.policy("session")?; // metrics labelled policy="session"
+    /// # let _ = session;
+    /// # Ok(()) }
+    /// ```
+    pub fn policy(mut self, name: &str, options: EntryOptions) -> Self {
+        self.policies.push(Policy::new(name, options));
         self
     }
 
@@ -242,9 +257,26 @@ impl CacheBuilder {
 
     /// How long [`build`](Self::build) waits for the invalidation backplane
     /// to be subscribed (default: the connect timeout plus one Redis
-    /// timeout). Zero: return at once — L1 entries made before the first
-    /// subscription are then dropped when it comes, since invalidations sent
-    /// meanwhile were not heard. See also [`Cache::wait_for_backplane`].
+    /// timeout); once subscribed, the cache hears every invalidation the
+    /// other instances make. `build` does not fail when the time runs out:
+    /// the subscription goes on in the background. Zero: return at once —
+    /// L1 entries made before the first subscription are then dropped when
+    /// it comes, since invalidations sent meanwhile were not heard. See also
+    /// [`Cache::wait_for_backplane`] and [`Cache::backplane_connected`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), stratacache::Error> {
+    /// use std::time::Duration;
+    /// use stratacache::Cache;
+    ///
+    /// let cache = Cache::builder()
+    ///     .redis_url("redis://127.0.0.1:6379")
+    ///     .wait_for_backplane(Duration::from_secs(5))
+    ///     .build()
+    ///     .await?;
+    /// assert_eq!(cache.backplane_connected(), Some(true)); // if Redis answered within 5 s
+    /// # Ok(()) }
+    /// ```
     pub fn wait_for_backplane(mut self, within: Duration) -> Self {
         self.backplane_wait = Some(within);
         self

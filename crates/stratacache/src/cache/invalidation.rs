@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | `delete(k)`, `set(k)` | UNLINK/SET the entry, DEL its lease | O(1) | drop `k` from L1 |
 //! | `invalidate_tag(t)` | SET `{ns}:__tag:{t}` = a stamp | O(1) | hide entries tagged `t` created before |
-//! | `clear()` | SET `{ns}:__clear` = a stamp | O(1) | hide every entry created before |
+//! | `invalidate_all()` | SET `{ns}:__clear` = a stamp | O(1) | hide every entry created before |
 //! | `invalidate_prefix(p)` | SCAN + UNLINK on every master (twice) | O(keys) | drop L1 keys starting with `p` |
 //! | `invalidate_version(k, v)` | raise `k`'s version floor, UNLINK it | O(1) | drop `k` from L1 |
 //!
@@ -43,16 +43,18 @@ impl Cache {
         self.writes().invalidate_tag(tag).await
     }
 
-    /// Invalidate every entry of the namespace, in every instance, without
-    /// SCAN or FLUSHALL: one stamp (a namespace version bump).
+    /// Invalidate every entry of the namespace, in Redis and in every
+    /// instance's L1, without SCAN or FLUSHALL: one stamp (a namespace
+    /// version bump). To drop only this instance's L1, see
+    /// [`clear_l1`](Self::clear_l1).
     ///
     /// ```no_run
     /// # async fn demo(cache: stratacache::Cache) -> Result<(), stratacache::Error> {
-    /// cache.clear().await?; // every entry of this cache's namespace, on every instance
+    /// cache.invalidate_all().await?; // every entry of this cache's namespace, on every instance
     /// # Ok(()) }
     /// ```
-    pub async fn clear(&self) -> Result<()> {
-        self.writes().clear().await
+    pub async fn invalidate_all(&self) -> Result<()> {
+        self.writes().invalidate_all().await
     }
 
     /// Delete every key starting with `prefix`, in Redis (SCAN in batches on

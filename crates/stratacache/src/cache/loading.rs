@@ -18,6 +18,13 @@ impl Cache {
     /// through a lease in Redis, across instances — the loader runs once and
     /// all of them get its result, or its error.
     ///
+    /// The loader is `'static` because a load may outlive this call (its
+    /// caller gone while others wait, a stale answer, `hard_timeout`; see
+    /// "Why a loader is `'static`" in ARCHITECTURE.md): move into it clones of
+    /// the handles it uses. For data read in many places, a
+    /// [`Resource`](crate::Resource) holds its [`Loader`](crate::Loader) once
+    /// and lends it to every load (`Loader::load(&self, key)`).
+    ///
     /// ```no_run
     /// # async fn demo(cache: stratacache::Cache) -> Result<(), stratacache::Error> {
     /// use std::time::Duration;
@@ -142,10 +149,17 @@ impl Cache {
             .value)
     }
 
-    /// Cache-aside with full control: the loader sees the stale value and its
-    /// ETag ([`LoadContext`]) and decides how its result is cached — TTL,
-    /// tags, ETag, not at all, or "not modified" ([`Loaded`]). The answer says
-    /// whether the value is stale ([`Fetched::is_stale`]).
+    /// Cache-aside where the loader works with the cache entry rather than
+    /// a bare value: it is given a [`LoadContext`] — the value cached before
+    /// (stale, or due for an early refresh) and the ETag stored with it — and
+    /// returns [`Loaded`], which says how its result is cached: its own TTL,
+    /// tags, ETag or row version, not at all, or "not modified" (keep the
+    /// cached value and renew it without sending it to Redis again). The
+    /// answer, [`Fetched`], says whether the value is stale
+    /// ([`Fetched::is_stale`]) and holds `None` for a value cached as absent.
+    ///
+    /// Named for what the loader is given; [`get_or_load`](Self::get_or_load)
+    /// is the same read for a loader that only returns a value.
     ///
     /// ```no_run
     /// # async fn demo(cache: stratacache::Cache) -> Result<(), stratacache::Error> {
@@ -154,7 +168,7 @@ impl Cache {
     ///
     /// let opts = EntryOptions::new().ttl(Duration::from_secs(60)).stale_for(Duration::from_secs(600));
     /// let fetched = cache
-    ///     .get_or_load_entry("quote:ACME", &opts, |ctx| async move {
+    ///     .get_or_load_with_context("quote:ACME", &opts, |ctx| async move {
     ///         // A conditional fetch: the source says whether the value changed.
     ///         if ctx.etag() == Some("v7") {
     ///             return Ok::<_, std::io::Error>(Loaded::not_modified());
@@ -165,7 +179,7 @@ impl Cache {
     /// println!("{:?} (stale: {})", fetched.value(), fetched.is_stale());
     /// # Ok(()) }
     /// ```
-    pub async fn get_or_load_entry<V, F, Fut, E>(
+    pub async fn get_or_load_with_context<V, F, Fut, E>(
         &self,
         key: &str,
         opts: &EntryOptions,

@@ -1,13 +1,16 @@
 //! The [`Cache`] handle: the public face of the tiers (`tiers`), the read
 //! path (`read`) and the write pipeline (`write`).
 //!
-//! Key-value operations are here; loading ([`loading`]) and invalidation
-//! ([`invalidation`]) have files of their own. Nothing here orders the steps
+//! Key-value operations are here; loading ([`loading`]), invalidation
+//! ([`invalidation`]) and the read that accepts stale values ([`stale`])
+//! have files of their own. Nothing here orders the steps
 //! of a read or a write: it validates the call and hands it over.
 
 mod builder;
+mod deprecated;
 mod invalidation;
 mod loading;
+mod stale;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,15 +120,47 @@ impl Cache {
     }
 
     /// Whether this instance currently hears the invalidation backplane
-    /// (`None` without L2).
+    /// (`None` without L2): while it does not, its L1 serves only young
+    /// entries as fresh, since it may miss invalidations.
+    ///
+    /// ```no_run
+    /// # fn demo(cache: stratacache::Cache) {
+    /// // A readiness probe: L1 is coherent with the other instances.
+    /// let ready = cache.backplane_connected() != Some(false);
+    /// # let _ = ready;
+    /// # }
+    /// ```
     pub fn backplane_connected(&self) -> Option<bool> {
         self.tiers().trust().connected()
     }
 
-    /// Wait until this instance hears the invalidation backplane, at most
-    /// `within`; whether it does (`true` without L2). `build` already waits
-    /// briefly; this is for a start while Redis was unreachable, or for
-    /// tests and health checks.
+    /// Wait until this instance hears the invalidation backplane (its
+    /// subscription to the other instances' invalidations is in place), at
+    /// most `within`; whether it does (`true` without L2). From then on
+    /// every write, delete or invalidation made on another instance reaches
+    /// this one's L1.
+    ///
+    /// [`build`](CacheBuilder::build) already waits, briefly (see
+    /// [`CacheBuilder::wait_for_backplane`]); this is for a cache built while
+    /// Redis was unreachable, or built without waiting, and for health checks
+    /// and tests.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), stratacache::Error> {
+    /// use std::time::Duration;
+    /// use stratacache::Cache;
+    ///
+    /// let cache = Cache::builder()
+    ///     .redis_url("redis://127.0.0.1:6379")
+    ///     .wait_for_backplane(Duration::ZERO) // start serving at once
+    ///     .build()
+    ///     .await?;
+    /// // … later, before taking traffic that must see the other instances' writes:
+    /// if !cache.wait_for_backplane(Duration::from_secs(2)).await {
+    ///     eprintln!("not subscribed yet: L1 serves only young entries as fresh");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn wait_for_backplane(&self, within: Duration) -> bool {
         self.tiers().trust().wait_connected(within).await
     }
@@ -161,7 +196,15 @@ impl Cache {
         }
     }
 
-    /// Drop every L1 entry of this instance (L2 is untouched).
+    /// Drop every L1 entry of this instance; Redis and the other instances
+    /// are untouched. To invalidate the whole namespace everywhere, see
+    /// [`invalidate_all`](Self::invalidate_all).
+    ///
+    /// ```no_run
+    /// # fn demo(cache: stratacache::Cache) {
+    /// cache.clear_l1(); // the next reads of this instance go to Redis
+    /// # }
+    /// ```
     pub fn clear_l1(&self) {
         self.writes().distrust_l1();
     }
@@ -185,11 +228,24 @@ impl Cache {
     /// ```
     pub async fn get<V: CacheValue>(&self, key: &str) -> Result<Option<V>> {
         let opts = &self.inner.defaults;
-        self.get_with(key, opts).await
+        self.get_with_options(key, opts).await
     }
 
-    /// [`get`](Self::get) with per-call options (`skip_l1`, `skip_l2`, the policy label).
-    pub async fn get_with<V: CacheValue>(
+    /// [`get`](Self::get) with per-call options (`skip_l1`, `skip_l2`, the
+    /// policy label). It never loads: for a read that loads on a miss, see
+    /// [`get_or_load`](Self::get_or_load).
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: stratacache::Cache) -> Result<(), stratacache::Error> {
+    /// use stratacache::EntryOptions;
+    ///
+    /// // Ask Redis, whatever this instance's L1 holds.
+    /// let redis_only = EntryOptions::new().skip_l1(true);
+    /// let name: Option<String> = cache.get_with_options("user:42:name", &redis_only).await?;
+    /// # let _ = name;
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_with_options<V: CacheValue>(
         &self,
         key: &str,
         opts: &EntryOptions,
@@ -241,11 +297,22 @@ impl Cache {
     /// ```
     pub async fn get_many<V: CacheValue>(&self, keys: &[&str]) -> Result<Vec<Option<V>>> {
         let opts = &self.inner.defaults;
-        self.get_many_with(keys, opts).await
+        self.get_many_with_options(keys, opts).await
     }
 
-    /// [`get_many`](Self::get_many) with per-call options.
-    pub async fn get_many_with<V: CacheValue>(
+    /// [`get_many`](Self::get_many) with per-call options. It never loads:
+    /// for batched reads that load what is missing, see
+    /// [`Resource::get_many`](crate::Resource::get_many).
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: stratacache::Cache) -> Result<(), stratacache::Error> {
+    /// let prices = cache.policy("stock_price")?;   // counted under policy="stock_price"
+    /// let found: Vec<Option<f64>> =
+    ///     cache.get_many_with_options(&["price:A", "price:B"], prices).await?;
+    /// # let _ = found;
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_many_with_options<V: CacheValue>(
         &self,
         keys: &[&str],
         opts: &EntryOptions,

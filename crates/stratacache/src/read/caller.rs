@@ -48,14 +48,7 @@ impl Loads {
             if let Some(found) = entry_value::<V>(&hit.entry) {
                 let now = tiers.clock().now_ms();
                 let meta = &hit.entry.meta;
-                match decide::on_l1(
-                    meta,
-                    found.is_some(),
-                    hit.trusted,
-                    accept_absent,
-                    opts.eager_refresh,
-                    now,
-                ) {
+                match decide::on_l1(meta, found.is_some(), hit.trusted, accept_absent, opts, now) {
                     OnL1::Serve { refresh_early } => {
                         m.l1_hits.increment(1);
                         if found.is_none() {
@@ -209,7 +202,7 @@ impl Loads {
         };
         let now = tiers.clock().now_ms();
         let meta = &hit.entry.meta;
-        let on_l1 = decide::on_l1(meta, true, hit.trusted, false, opts.eager_refresh, now);
+        let on_l1 = decide::on_l1(meta, true, hit.trusted, false, opts, now);
         if on_l1
             != (OnL1::Serve {
                 refresh_early: false,
@@ -321,6 +314,7 @@ impl<V: CacheValue> Judge<'_, V> {
             self.accept_absent,
             self.mode == Mode::Refresh,
             known.as_ref().map(|(_, k, _)| k.created_at_us),
+            self.opts.fail_safe,
             tiers.clock().now_ms(),
         );
         let fill = |found: &Option<V>, meta| {

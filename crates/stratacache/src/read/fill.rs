@@ -61,7 +61,7 @@ impl Loads {
             // Past the hard timeout: the callers get the stale value or the
             // timeout now; the load goes on, bounded by the lease's lifetime,
             // so that a source that has become slow can still fill the cache.
-            let answer = match &stale_value {
+            let answer = match stale_value.as_ref().filter(|_| opts.fail_safe) {
                 Some(value) => {
                     m.fail_safe.increment(1);
                     Ok(Fetched::stale(Some(value.clone())))
@@ -175,7 +175,7 @@ impl Loads {
                 m.load_errors.increment(1);
                 tracing::debug!(key = stored, error = %err, "load failed");
                 match known {
-                    Some((Some(value), old, encoded_len)) => {
+                    Some((Some(value), old, encoded_len)) if opts.fail_safe => {
                         m.fail_safe.increment(1);
                         tracing::warn!(key = stored, error = %err, "load failed; serving the stale value (fail-safe)");
                         let now = tiers.clock().now_ms();

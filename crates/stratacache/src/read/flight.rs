@@ -203,7 +203,7 @@ impl Loads {
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
-                return match known.take() {
+                return match known.take().filter(|_| opts.fail_safe) {
                     Some((value, _, _)) => Ok(Next::Done(Fetched::stale(value))),
                     None => Err(Error::WaitTimeout(limit)),
                 };

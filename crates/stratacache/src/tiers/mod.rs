@@ -202,7 +202,7 @@ impl Tiers {
         }
     }
 
-    /// Whether an entry read from L2 is hidden by a tag or `clear`, or
+    /// Whether an entry read from L2 is hidden by a tag or `invalidate_all`, or
     /// predates a master move the instances may not have repaired yet.
     pub(crate) async fn is_invalidated(&self, meta: &EntryMeta) -> bool {
         let Some(l2) = &self.l2 else {

@@ -347,7 +347,7 @@ impl Pipeline {
     }
 
     /// Invalidate every entry of the namespace, in every instance: one stamp.
-    pub(crate) async fn clear(&self) -> Result<()> {
+    pub(crate) async fn invalidate_all(&self) -> Result<()> {
         let stamp = self.tiers.clock().stamp();
         self.apply_clear(stamp);
         self.flights_forget_all();

@@ -61,7 +61,8 @@ impl<S: Sink> WriteBehind<S> {
         };
         for keys in &self.shared.shards {
             let mut conn = self.admin(&keys.stream).await?;
-            let (depth, oldest, dead) = self.admin_query(queue_state(&mut conn, keys)).await?;
+            let state = queue_state(&mut conn, &keys.stream, &keys.dead);
+            let (depth, oldest, dead) = self.admin_query(state).await?;
             // XPENDING's summary; an error means no group yet (no worker ran).
             let pending: u64 = redis::cmd("XPENDING")
                 .arg(&keys.stream)

@@ -75,7 +75,7 @@ use acks::ReplicaAcks;
 use combine::{Answer, Combiner, Op, Seed};
 use metrics::WbMetrics;
 use stream::new_write_id;
-pub(crate) use stream::{counter_key, StreamKeys};
+pub(crate) use stream::{counter_key, queue_state, StreamKeys};
 
 /// What can go wrong in a write-behind call.
 #[derive(Debug, thiserror::Error)]
@@ -554,7 +554,7 @@ impl<S: Sink> WriteBehind<S> {
     /// acknowledged write, also before it reached the sink), else the sink.
     pub async fn get<V: CacheValue>(&self, key: &str) -> Result<Option<V>, WriteBehindError> {
         let s = &*self.shared;
-        if let Some(v) = s.cache.get_with::<V>(key, &s.options).await? {
+        if let Some(v) = s.cache.get_with_options::<V>(key, &s.options).await? {
             return Ok(Some(v));
         }
         match s

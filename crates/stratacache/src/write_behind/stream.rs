@@ -210,24 +210,27 @@ pub(crate) struct ShardState {
     pub(crate) dead: u64,
 }
 
-/// The queue's state in one round trip: its length, its oldest entry, the
-/// dead-letter stream's length.
+/// The state of the queue whose stream is `stream` and dead-letter stream
+/// `dead`, in one round trip: its length, its oldest entry, the dead-letter
+/// stream's length. The one reading of a queue's state: workers, the
+/// operator's `queue_status` and tools (`inspect::queue_state`) call it.
 pub(crate) async fn queue_state(
     conn: &mut impl redis::aio::ConnectionLike,
-    keys: &StreamKeys,
+    stream: &str,
+    dead: &str,
 ) -> redis::RedisResult<(u64, Option<EntryId>, u64)> {
     type Head = Vec<(String, Vec<Vec<u8>>)>;
     let (depth, head, dead): (u64, Head, u64) = redis::pipe()
         .cmd("XLEN")
-        .arg(&keys.stream)
+        .arg(stream)
         .cmd("XRANGE")
-        .arg(&keys.stream)
+        .arg(stream)
         .arg("-")
         .arg("+")
         .arg("COUNT")
         .arg(1)
         .cmd("XLEN")
-        .arg(&keys.dead)
+        .arg(dead)
         .query_async(conn)
         .await?;
     let oldest = head.first().and_then(|(id, _)| id.parse().ok());

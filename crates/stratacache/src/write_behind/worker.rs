@@ -428,7 +428,8 @@ impl<S: Sink> Worker<S> {
     /// oldest entry's id, if any.
     async fn refresh_gauges(&mut self) -> Result<Option<EntryId>, RedisError> {
         let mut conn = self.conn().await?;
-        let (depth, oldest, dead) = stream::queue_state(&mut conn, &self.keys).await?;
+        let (depth, oldest, dead) =
+            stream::queue_state(&mut conn, &self.keys.stream, &self.keys.dead).await?;
         self.shared.record_shard_state(
             self.index,
             ShardState {
