@@ -231,10 +231,13 @@ impl Flights {
         let leave = place
             .clone()
             .map(|(flights, key, id)| LeaveOnDrop { flights, key, id });
-        let body = load(Progress {
+        // Boxed where it is made: the load's future holds the whole read
+        // path and is kilobytes large; moved by value into the driver and
+        // then onto the heap it would be copied several times per miss.
+        let body = Box::pin(load(Progress {
             sender: Arc::clone(&sender),
             place,
-        });
+        }));
         let driver = Box::pin(async move {
             // Leave the map when the load ends — by panic too — and before
             // answering, so nobody who asks later joins a finished flight: a
