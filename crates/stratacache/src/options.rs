@@ -414,7 +414,7 @@ impl EntryOptions {
     /// let opts = stratacache::EntryOptions::new().ttl(Duration::from_secs(60));
     /// assert_eq!(opts.configured_ttl(), Duration::from_secs(60));
     /// ```
-    #[deprecated(since = "0.2.0", note = "renamed to `configured_ttl`")]
+    #[deprecated(since = "0.1.0", note = "renamed to `configured_ttl`")]
     pub fn get_ttl(&self) -> Duration {
         self.configured_ttl()
     }
@@ -425,7 +425,7 @@ impl EntryOptions {
     /// let opts = stratacache::EntryOptions::new().tags(["user:42"]);
     /// assert_eq!(opts.configured_tags(), ["user:42"]);
     /// ```
-    #[deprecated(since = "0.2.0", note = "renamed to `configured_tags`")]
+    #[deprecated(since = "0.1.0", note = "renamed to `configured_tags`")]
     pub fn get_tags(&self) -> &[String] {
         self.configured_tags()
     }

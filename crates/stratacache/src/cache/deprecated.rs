@@ -20,7 +20,7 @@ impl Cache {
     /// # let _ = name;
     /// # Ok(()) }
     /// ```
-    #[deprecated(since = "0.2.0", note = "renamed to `get_with_options`")]
+    #[deprecated(since = "0.1.0", note = "renamed to `get_with_options`")]
     pub async fn get_with<V: CacheValue>(
         &self,
         key: &str,
@@ -38,7 +38,7 @@ impl Cache {
     /// # let _ = found;
     /// # Ok(()) }
     /// ```
-    #[deprecated(since = "0.2.0", note = "renamed to `get_many_with_options`")]
+    #[deprecated(since = "0.1.0", note = "renamed to `get_many_with_options`")]
     pub async fn get_many_with<V: CacheValue>(
         &self,
         keys: &[&str],
@@ -56,7 +56,7 @@ impl Cache {
     /// cache.invalidate_all().await?;
     /// # Ok(()) }
     /// ```
-    #[deprecated(since = "0.2.0", note = "renamed to `invalidate_all`")]
+    #[deprecated(since = "0.1.0", note = "renamed to `invalidate_all`")]
     pub async fn clear(&self) -> Result<()> {
         self.invalidate_all().await
     }
@@ -76,7 +76,7 @@ impl Cache {
     /// # let _ = fetched;
     /// # Ok(()) }
     /// ```
-    #[deprecated(since = "0.2.0", note = "renamed to `get_or_load_with_context`")]
+    #[deprecated(since = "0.1.0", note = "renamed to `get_or_load_with_context`")]
     pub async fn get_or_load_entry<V, F, Fut, E>(
         &self,
         key: &str,
