@@ -4,4 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh
-exec cargo test --workspace "$@"
+cargo test --workspace "$@"
+# The tool's rediss:// support is an opt-in feature, which no other crate of the
+# workspace turns on: its tests run with the feature on.
+cargo test -p stratacache-cli --features tls "$@"
