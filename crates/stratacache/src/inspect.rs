@@ -25,7 +25,8 @@ use crate::codec::envelope::{self, DecodeError};
 use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::keys::{self, KeySpace, DEFAULT_MAX_KEY_LEN};
-use crate::write_behind::{counter_key, EntryId, StreamKeys};
+pub use crate::write_behind::QueueState;
+use crate::write_behind::{counter_key, StreamKeys};
 
 /// The Redis keys that belong to one cache key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,18 +106,6 @@ pub fn write_behind_keys(namespace: &str, queue: &str) -> QueueKeys {
     }
 }
 
-/// A write-behind queue's state in Redis (one stream: a queue, or one
-/// shard of a queue on a Cluster).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueState {
-    /// Stream entries not yet applied, read by a worker or not.
-    pub depth: u64,
-    /// The oldest of them: its id's `ms` is when it was queued.
-    pub oldest: Option<EntryId>,
-    /// Entries in the dead-letter stream.
-    pub dead_letters: u64,
-}
-
 /// Read the state of the queue with keys `keys` in one round trip (`XLEN`,
 /// `XRANGE … COUNT 1`, `XLEN` of the dead letters), on `conn`: a
 /// connection of the tool's own to the node holding the queue. The workers
@@ -140,15 +129,9 @@ pub async fn queue_state(
     conn: &mut impl redis::aio::ConnectionLike,
     keys: &QueueKeys,
 ) -> Result<QueueState> {
-    let (depth, oldest, dead_letters) =
-        crate::write_behind::queue_state(conn, &keys.stream, &keys.dead_letters)
-            .await
-            .map_err(Error::redis)?;
-    Ok(QueueState {
-        depth,
-        oldest,
-        dead_letters,
-    })
+    crate::write_behind::queue_state(conn, &keys.stream, &keys.dead_letters)
+        .await
+        .map_err(Error::redis)
 }
 
 /// What a key of the namespace is, judged by its name alone.

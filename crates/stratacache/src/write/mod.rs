@@ -164,10 +164,9 @@ impl Pipeline {
         // entry stays — none if Redis knows a newer version or refused it.
         let keep = !matches!(outcome, Some(Step::Refused));
         let position = tiers.log().mark();
-        // The batch's own first marks, ascending: a key of the batch that
-        // shares a log slot with another key of the batch is not "written
-        // by someone else" because of it.
-        let own_marks = marks.clone();
+        // `marks` are the batch's own first marks, ascending: a key of the
+        // batch that shares a log slot with another key of the batch is not
+        // "written by someone else" because of it.
         let mut kept = Vec::with_capacity(batch.len());
         for (
             KeyWrite {
@@ -176,7 +175,7 @@ impl Pipeline {
                 prepared,
             },
             marked,
-        ) in batch.into_iter().zip(marks)
+        ) in batch.into_iter().zip(marks.iter().copied())
         {
             let own = l1.filter(|_| keep).map(|l1| {
                 let entry = L1Entry::new(
@@ -200,7 +199,7 @@ impl Pipeline {
             // Without a Redis step, L1's order is the only order.
             let own = own.filter(|_| {
                 let last = tiers.log().last_write(tiers.keys().inner_of(&stored));
-                outcome.is_none() || last <= marked || own_marks.binary_search(&last).is_ok()
+                outcome.is_none() || last <= marked || marks.binary_search(&last).is_ok()
             });
             kept.push((stored, own));
         }

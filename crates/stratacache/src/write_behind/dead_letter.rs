@@ -61,8 +61,8 @@ impl<S: Sink> WriteBehind<S> {
         };
         for keys in &self.shared.shards {
             let mut conn = self.admin(&keys.stream).await?;
-            let state = queue_state(&mut conn, &keys.stream, &keys.dead);
-            let (depth, oldest, dead) = self.admin_query(state).await?;
+            let read = queue_state(&mut conn, &keys.stream, &keys.dead);
+            let state = self.admin_query(read).await?;
             // XPENDING's summary; an error means no group yet (no worker ran).
             let pending: u64 = redis::cmd("XPENDING")
                 .arg(&keys.stream)
@@ -70,10 +70,11 @@ impl<S: Sink> WriteBehind<S> {
                 .query_async::<(u64, redis::Value, redis::Value, redis::Value)>(&mut conn)
                 .await
                 .map_or(0, |(n, _, _, _)| n);
-            let lag = Duration::from_millis(oldest.map_or(0, |id| now_ms().saturating_sub(id.ms)));
-            total.depth += depth;
+            let lag =
+                Duration::from_millis(state.oldest.map_or(0, |id| now_ms().saturating_sub(id.ms)));
+            total.depth += state.depth;
             total.pending += pending;
-            total.dead_letters += dead;
+            total.dead_letters += state.dead_letters;
             total.lag = total.lag.max(lag);
         }
         Ok(total)

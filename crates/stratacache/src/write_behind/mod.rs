@@ -68,7 +68,7 @@ pub use metrics::WriteBehindStats;
 #[cfg(feature = "postgres")]
 pub use postgres::{is_connection_error, PostgresSink};
 pub use sink::Sink;
-pub use stream::EntryId;
+pub use stream::{EntryId, QueueState};
 pub use worker::WorkerHandle;
 
 use acks::ReplicaAcks;
@@ -338,7 +338,7 @@ pub(crate) struct Shared<S> {
     cluster: bool,
     /// Per stream, as its worker last read it: depth, oldest entry, dead
     /// letters (the gauges add them up).
-    shard_states: Mutex<Vec<Option<stream::ShardState>>>,
+    shard_states: Mutex<Vec<Option<QueueState>>>,
     config: WriteBehindConfig,
     options: EntryOptions,
     metrics: WbMetrics,
@@ -376,13 +376,13 @@ impl<S> Shared<S> {
     }
 
     /// Record a stream's state and set the gauges to the queue's totals.
-    fn record_shard_state(&self, index: usize, state: stream::ShardState) {
+    fn record_shard_state(&self, index: usize, state: QueueState) {
         let mut states = self.shard_states.lock().unwrap();
         states[index] = Some(state);
         let known = states.iter().flatten();
         let (depth, dead) = known
             .clone()
-            .fold((0, 0), |(d, x), s| (d + s.depth, x + s.dead));
+            .fold((0, 0), |(d, x), s| (d + s.depth, x + s.dead_letters));
         let oldest = known.filter_map(|s| s.oldest).min();
         let m = &self.metrics;
         m.depth.set(depth as f64);

@@ -202,12 +202,16 @@ pub(crate) fn counter_key(stored: &str) -> String {
     format!("{stored}:total")
 }
 
-/// One stream's state, as a worker last read it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ShardState {
-    pub(crate) depth: u64,
-    pub(crate) oldest: Option<EntryId>,
-    pub(crate) dead: u64,
+/// A write-behind queue's state in Redis (one stream: a queue, or one
+/// shard of a queue on a Cluster).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueState {
+    /// Stream entries not yet applied, read by a worker or not.
+    pub depth: u64,
+    /// The oldest of them: its id's `ms` is when it was queued.
+    pub oldest: Option<EntryId>,
+    /// Entries in the dead-letter stream.
+    pub dead_letters: u64,
 }
 
 /// The state of the queue whose stream is `stream` and dead-letter stream
@@ -218,9 +222,9 @@ pub(crate) async fn queue_state(
     conn: &mut impl redis::aio::ConnectionLike,
     stream: &str,
     dead: &str,
-) -> redis::RedisResult<(u64, Option<EntryId>, u64)> {
+) -> redis::RedisResult<QueueState> {
     type Head = Vec<(String, Vec<Vec<u8>>)>;
-    let (depth, head, dead): (u64, Head, u64) = redis::pipe()
+    let (depth, head, dead_letters): (u64, Head, u64) = redis::pipe()
         .cmd("XLEN")
         .arg(stream)
         .cmd("XRANGE")
@@ -234,7 +238,11 @@ pub(crate) async fn queue_state(
         .query_async(conn)
         .await?;
     let oldest = head.first().and_then(|(id, _)| id.parse().ok());
-    Ok((depth, oldest, dead))
+    Ok(QueueState {
+        depth,
+        oldest,
+        dead_letters,
+    })
 }
 
 /// A random write id: 128 bits, hex.

@@ -15,9 +15,7 @@ use redis::RedisError;
 use super::coalesce::Batch;
 use super::metrics::WbMetrics;
 use super::sink::Sink;
-use super::stream::{
-    self, EntryId, ShardState, StreamEntry, StreamKeys, ACK_SCRIPT, DEAD_LETTER_SCRIPT,
-};
+use super::stream::{self, EntryId, StreamEntry, StreamKeys, ACK_SCRIPT, DEAD_LETTER_SCRIPT};
 use super::Shared;
 use crate::clock::system_now_ms as now_ms;
 use crate::error::BoxError;
@@ -428,17 +426,9 @@ impl<S: Sink> Worker<S> {
     /// oldest entry's id, if any.
     async fn refresh_gauges(&mut self) -> Result<Option<EntryId>, RedisError> {
         let mut conn = self.conn().await?;
-        let (depth, oldest, dead) =
-            stream::queue_state(&mut conn, &self.keys.stream, &self.keys.dead).await?;
-        self.shared.record_shard_state(
-            self.index,
-            ShardState {
-                depth,
-                oldest,
-                dead,
-            },
-        );
-        Ok(oldest)
+        let state = stream::queue_state(&mut conn, &self.keys.stream, &self.keys.dead).await?;
+        self.shared.record_shard_state(self.index, state);
+        Ok(state.oldest)
     }
 
     /// Forget applied write ids that no delivery can concern any more: older
