@@ -501,3 +501,66 @@ async fn a_slow_redis_is_cut_off_by_the_timeout_and_the_breaker() {
         .unwrap();
     assert!(exists, "the write after recovery reached Redis");
 }
+
+/// `get_allow_stale` with Redis frozen, then killed: an instance with the
+/// stale value in L1 still answers with it, one without L1 answers "nothing
+/// usable" — never an error, never later than one Redis timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_read_without_a_loader_survives_a_frozen_then_dead_redis() {
+    let mut server = RedisServer::start();
+    let with_l1 = cache_on(&server, "stale-read").await;
+    let without_l1 = Cache::builder()
+        .namespace(with_l1.namespace())
+        .redis_url(&server.url())
+        .redis_timeout(REDIS_TIMEOUT)
+        .redis_connect_timeout(Duration::from_millis(100))
+        .without_l1()
+        .build()
+        .await
+        .unwrap();
+    let opts = EntryOptions::new()
+        .ttl(Duration::from_millis(100))
+        .stale_for(Duration::from_secs(60));
+    with_l1.set("quote", &7u32, &opts).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let found = without_l1.get_allow_stale::<u32>("quote").await.unwrap();
+    assert!(
+        found
+            .as_ref()
+            .is_some_and(|f| f.is_stale() && f.value() == Some(&7)),
+        "stale in Redis: {found:?}"
+    );
+
+    let bound = REDIS_TIMEOUT + Duration::from_millis(400);
+    for fault in ["frozen", "killed"] {
+        if fault == "frozen" {
+            server.pause();
+        } else {
+            server.resume();
+            server.kill();
+        }
+        let started = Instant::now();
+        let found = with_l1.get_allow_stale::<u32>("quote").await;
+        assert!(
+            started.elapsed() < bound,
+            "{fault}: {:?}",
+            started.elapsed()
+        );
+        let found = found.unwrap_or_else(|err| panic!("{fault}: with L1: {err}"));
+        assert!(
+            found
+                .as_ref()
+                .is_some_and(|f| f.is_stale() && f.value() == Some(&7)),
+            "{fault}: L1's stale copy: {found:?}"
+        );
+        let started = Instant::now();
+        let found = without_l1.get_allow_stale::<u32>("quote").await;
+        assert!(
+            started.elapsed() < bound,
+            "{fault}: {:?}",
+            started.elapsed()
+        );
+        let found = found.unwrap_or_else(|err| panic!("{fault}: without L1: {err}"));
+        assert!(found.is_none(), "{fault}: nothing reachable: {found:?}");
+    }
+}
