@@ -85,6 +85,10 @@ pub struct PeersArgs {
     /// per hit) instead of `get_or_load_shared`.
     #[arg(long)]
     clone_reads: bool,
+    /// The stratacache sides answer a miss when the loader returns and fill
+    /// the cache after (`EntryOptions::fill_in_background`).
+    #[arg(long)]
+    fill_in_background: bool,
     /// Run the workload at each of these caller counts, cold and warm, and
     /// plot ops/s and p99 against callers (replaces `--callers`, `--cold`).
     #[arg(long, value_delimiter = ',')]
@@ -403,6 +407,7 @@ fn report(
         "warmup_calls_per_side": if args.cold { 0 } else { args.warmup_calls },
         "cold_rounds": args.cold,
         "stratacache_read": if args.clone_reads { "get_or_load" } else { "get_or_load_shared" },
+        "stratacache_fill": if args.fill_in_background { "background" } else { "foreground" },
         "value_json_bytes": Product::sample(0).json_len(),
         "share_of_calls_on_hottest_1_percent_of_keys": round(top_share, 3),
         "sides": sides,
@@ -416,9 +421,10 @@ fn report(
 async fn build_side(url: &str, args: &PeersArgs, i: usize, ns: &str) -> Result<Rust> {
     let ttl = Duration::from_secs(SAFETY_TTL_SECS);
     let db = Database::new(args.loader_ms);
+    let reads = (args.clone_reads, args.fill_in_background);
     Ok(match SIDES[i] {
         "stratacache_l2" => Rust::Stratacache(Arc::new(
-            Stratacache::build(url, ns, L1::Off, ttl, db, args.clone_reads).await?,
+            Stratacache::build(url, ns, L1::Off, ttl, db, reads).await?,
         )),
         "stratacache_l1_l2" => Rust::Stratacache(Arc::new(
             Stratacache::build(
@@ -427,7 +433,7 @@ async fn build_side(url: &str, args: &PeersArgs, i: usize, ns: &str) -> Result<R
                 args.l1_mib.map_or(L1::Default, L1::Mib),
                 ttl,
                 db,
-                args.clone_reads,
+                reads,
             )
             .await?,
         )),

@@ -84,6 +84,13 @@ impl<T: Clone> Progress<T> {
         });
     }
 
+    /// Answer every caller now with `result`, while the load goes on (to
+    /// fill the cache) and stays in the map: callers arriving meanwhile join
+    /// it and are answered at once, rather than load again.
+    pub(crate) fn answer(&self, result: Result<T, Error>) {
+        answer(&self.sender, result);
+    }
+
     /// Answer every caller now with `result`, and leave the map: the load
     /// goes on in the background, and callers arriving from now on do not
     /// join it (its final result goes to nobody).

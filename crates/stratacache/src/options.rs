@@ -96,6 +96,9 @@ pub struct EntryOptions {
     pub(crate) distributed_lease: bool,
     /// What keeps a fill that began before an invalidation from landing after it.
     pub(crate) consistency: Consistency,
+    /// Answer a load's callers as soon as the loader returns, and fill the
+    /// tiers after (off by default).
+    pub(crate) fill_in_background: bool,
     /// Tags attached to the entry.
     pub(crate) tags: Vec<String>,
     /// Bypass L1 for this call.
@@ -169,6 +172,7 @@ impl Default for EntryOptions {
             fail_safe: true,
             distributed_lease: true,
             consistency: Consistency::Lease,
+            fill_in_background: false,
             tags: Vec::new(),
             skip_l1: false,
             skip_l2: false,
@@ -331,6 +335,39 @@ impl EntryOptions {
     pub fn consistency(mut self, consistency: Consistency) -> Self {
         self.checked.reset();
         self.consistency = consistency;
+        self
+    }
+
+    /// Answer a load as soon as the loader returns, and fill Redis and L1
+    /// after, in the background (off by default). A miss then costs its
+    /// caller one Redis round trip less (the read, the load; not the fill),
+    /// and a Redis that stalls during the fill delays no caller.
+    ///
+    /// What still holds: the key's lease is kept until the fill lands, so
+    /// other instances wait for it rather than load again; calls in this
+    /// process that arrive meanwhile join the running load and get its
+    /// value at once; an invalidation or write that follows the answer
+    /// still wins over the fill (the fill goes through the lease and the
+    /// invalidation log like any other). What changes: when the call
+    /// returns, the value may not be in Redis or L1 yet, so a
+    /// [`Cache::get`](crate::Cache::get) (which runs no loader and joins no
+    /// load) issued at once may still miss; and a fill that fails is only
+    /// logged, as always — the caller has its value either way.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: stratacache::Cache) -> Result<(), stratacache::Error> {
+    /// use stratacache::EntryOptions;
+    ///
+    /// let opts = EntryOptions::new().fill_in_background(true);
+    /// let quote: f64 = cache
+    ///     .get_or_load("quote:ACME", &opts, || async { Ok::<_, std::io::Error>(101.5) })
+    ///     .await?; // returned before the fill reached Redis
+    /// # let _ = quote;
+    /// # Ok(()) }
+    /// ```
+    pub fn fill_in_background(mut self, enabled: bool) -> Self {
+        self.checked.reset();
+        self.fill_in_background = enabled;
         self
     }
 

@@ -111,6 +111,7 @@ struct PolicySpec {
     fail_safe_throttle: Option<Duration>,
     fail_safe: Option<bool>,
     distributed_lease: Option<bool>,
+    fill_in_background: Option<bool>,
     consistency: Option<String>,
     schema_version: Option<u32>,
 }
@@ -150,6 +151,9 @@ impl PolicySpec {
         }
         if let Some(v) = self.distributed_lease {
             opts.distributed_lease = v;
+        }
+        if let Some(v) = self.fill_in_background {
+            opts.fill_in_background = v;
         }
         if let Some(v) = &self.consistency {
             opts.consistency = Consistency::parse(v)?;
@@ -221,6 +225,9 @@ impl PolicySpec {
             "fail_safe" => self.fail_safe = Some(value.parse().map_err(|_| bad("not a bool"))?),
             "distributed_lease" => {
                 self.distributed_lease = Some(value.parse().map_err(|_| bad("not a bool"))?)
+            }
+            "fill_in_background" => {
+                self.fill_in_background = Some(value.parse().map_err(|_| bad("not a bool"))?)
             }
             "consistency" => {
                 Consistency::parse(value)?;
@@ -376,6 +383,7 @@ mod tests {
             eager_refresh = "xfetch:2"
             distributed_lease = false
             fail_safe = false
+            fill_in_background = true
             "#,
         )
         .unwrap();
@@ -388,6 +396,7 @@ mod tests {
         assert_eq!(o.eager_refresh, Some(EagerRefresh::XFetch { beta: 2.0 }));
         assert!(!o.distributed_lease);
         assert!(!o.fail_safe);
+        assert!(o.fill_in_background);
         let err = Policies::from_toml_str("[policies.a]\neager_refresh = \"2.5\"").unwrap_err();
         assert!(err.to_string().contains("eager_refresh"), "{err}");
         let err =

@@ -66,7 +66,7 @@ pub enum L1 {
 }
 
 /// stratacache `get_or_load_shared` (or `get_or_load`: `clone_reads`),
-/// with or without L1.
+/// with or without L1, filling in the foreground (or background).
 pub struct Stratacache {
     cache: Cache,
     opts: EntryOptions,
@@ -81,7 +81,7 @@ impl Stratacache {
         l1: L1,
         ttl: Duration,
         db: Database,
-        clone_reads: bool,
+        (clone_reads, fill_in_background): (bool, bool),
     ) -> Result<Self> {
         let builder = Cache::builder().namespace(ns).redis_url(url);
         let builder = match l1 {
@@ -91,7 +91,9 @@ impl Stratacache {
         };
         Ok(Self {
             cache: builder.build().await.context("building stratacache")?,
-            opts: EntryOptions::new().ttl(ttl),
+            opts: EntryOptions::new()
+                .ttl(ttl)
+                .fill_in_background(fill_in_background),
             db,
             clone_reads,
         })

@@ -1,7 +1,10 @@
 //! The load and what follows it: call the loader (bounded by `hard_timeout`,
 //! past which callers are answered and the load goes on in the background),
 //! then fill both tiers through the lease — or renew the entry ("not
-//! modified"), or keep serving the stale value (fail-safe).
+//! modified"), or keep serving the stale value (fail-safe). With
+//! `fill_in_background` the callers are answered before the fill, which the
+//! flight then finishes on its own (see `coalesce`: a leader that leaves
+//! hands the unfinished flight to a task).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -119,6 +122,12 @@ impl Loads {
                     };
                     match tiers.prepare(stored, loaded.value.as_ref(), opts, &hints) {
                         Ok(prepared) => {
+                            // Filling in the background: the callers have
+                            // their value now; the flight stays in the map
+                            // (and the lease held) until the fill below ends.
+                            if opts.fill_in_background && start.mode == Mode::Miss && l2.is_some() {
+                                progress.answer(Ok(Fetched::fresh(loaded.value.clone())));
+                            }
                             let write = Write {
                                 key: stored.to_owned(),
                                 bytes: prepared.bytes,
