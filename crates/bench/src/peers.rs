@@ -10,6 +10,7 @@
 //! its own namespace, warmed once before the first round.
 
 mod node;
+mod open_loop;
 mod sides;
 mod sweep;
 mod zipf;
@@ -89,6 +90,11 @@ pub struct PeersArgs {
     /// the cache after (`EntryOptions::fill_in_background`).
     #[arg(long)]
     fill_in_background: bool,
+    /// Offer this many requests per second to each side instead of running
+    /// `--callers` callers in a loop (open loop: each request a task of its
+    /// own, its latency counted from when it was due). Rust sides only.
+    #[arg(long)]
+    rate: Option<u64>,
     /// Run the workload at each of these caller counts, cold and warm, and
     /// plot ops/s and p99 against callers (replaces `--callers`, `--cold`).
     #[arg(long, value_delimiter = ',')]
@@ -222,6 +228,21 @@ impl Rust {
             Rust::Cached(p) => drive(p, zipf, callers, budget, seed).await,
         }
     }
+
+    async fn drive_open(
+        &self,
+        zipf: &Arc<Zipf>,
+        rate: u64,
+        duration: Duration,
+        seed: u64,
+    ) -> Result<RoundFigures> {
+        use open_loop::drive_open;
+        match self {
+            Rust::Stratacache(p) => drive_open(p, zipf, rate, duration, seed).await,
+            Rust::Naive(p) => drive_open(p, zipf, rate, duration, seed).await,
+            Rust::Cached(p) => drive_open(p, zipf, rate, duration, seed).await,
+        }
+    }
 }
 
 async fn measure(url: &str, args: &PeersArgs, side_ns: &dyn Fn(&str) -> String) -> Result<Value> {
@@ -246,6 +267,8 @@ async fn measure(url: &str, args: &PeersArgs, side_ns: &dyn Fn(&str) -> String) 
     let (mut node_side, mut node_skipped) = (None, None);
     if args.no_node {
         node_skipped = Some("skipped: --no-node".to_string());
+    } else if args.rate.is_some() {
+        node_skipped = Some("skipped: --rate (the Node.js driver runs a closed loop)".to_string());
     } else if !wanted(args, SIDES[4]) {
         node_skipped = Some("skipped: --only".to_string());
     } else {
@@ -305,7 +328,9 @@ async fn measure(url: &str, args: &PeersArgs, side_ns: &dyn Fn(&str) -> String) 
                     rust[i].1 = build_side(url, args, i, &side_ns(SIDES[i])).await?;
                 }
             }
-            let got = if i < rust.len() {
+            let got = if let (true, Some(rate)) = (i < rust.len(), args.rate) {
+                rust[i].1.drive_open(&zipf, rate, slice, seed).await?
+            } else if i < rust.len() {
                 rust[i]
                     .1
                     .drive(&zipf, args.callers, Budget::Time(slice), seed)
@@ -400,6 +425,7 @@ fn report(
         "keys": args.keys,
         "theta": args.theta,
         "callers": args.callers,
+        "offered_rate_per_sec": args.rate,
         "l1_mib": args.l1_mib.map_or(json!("library default"), |m| json!(m)),
         "loader_ms": args.loader_ms,
         "rounds": args.rounds,

@@ -83,7 +83,11 @@ impl Stratacache {
         db: Database,
         (clone_reads, fill_in_background): (bool, bool),
     ) -> Result<Self> {
-        let builder = Cache::builder().namespace(ns).redis_url(url);
+        // Connected before the round, as the other sides' connections are.
+        let builder = Cache::builder()
+            .namespace(ns)
+            .redis_url(url)
+            .wait_for_backplane(Duration::from_secs(5));
         let builder = match l1 {
             L1::Off => builder.without_l1(),
             L1::Default => builder,
