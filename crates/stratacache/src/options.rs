@@ -352,7 +352,9 @@ impl EntryOptions {
     /// returns, the value may not be in Redis or L1 yet, so a
     /// [`Cache::get`](crate::Cache::get) (which runs no loader and joins no
     /// load) issued at once may still miss; and a fill that fails is only
-    /// logged, as always — the caller has its value either way.
+    /// logged, as always — the caller has its value either way. It applies
+    /// to the loads of `get_or_load*` and `Resource::get`;
+    /// `Resource::get_many` writes its batch before it answers.
     ///
     /// ```no_run
     /// # async fn demo(cache: stratacache::Cache) -> Result<(), stratacache::Error> {
