@@ -77,6 +77,9 @@ impl PolicyMetrics {
 /// Handles that belong to the cache as a whole.
 pub(crate) struct CacheMetrics {
     pub(crate) redis_timeouts: Counter,
+    /// Timeouts noticed long after their deadline: this process was too busy
+    /// to look at the call in time (not counted toward the breaker).
+    pub(crate) redis_timeouts_late: Counter,
     pub(crate) redis_io_errors: Counter,
     pub(crate) redis_server_errors: Counter,
     pub(crate) redis_skipped: Counter,
@@ -126,6 +129,7 @@ impl Metrics {
         };
         let global = Arc::new(CacheMetrics {
             redis_timeouts: c("stratacache_redis_errors_total", &[("kind", "timeout")]),
+            redis_timeouts_late: c("stratacache_redis_late_timeouts_total", &[]),
             redis_io_errors: c("stratacache_redis_errors_total", &[("kind", "io")]),
             redis_server_errors: c("stratacache_redis_errors_total", &[("kind", "server")]),
             redis_skipped: c("stratacache_redis_skipped_total", &[]),

@@ -564,3 +564,71 @@ async fn a_stale_read_without_a_loader_survives_a_frozen_then_dead_redis() {
         assert!(found.is_none(), "{fault}: nothing reachable: {found:?}");
     }
 }
+
+/// A process too busy to read Redis's replies in time is not a Redis
+/// outage. Redis answers slowly here (a second a round trip, far past the
+/// 150 ms timeout), and the runtime is blocked while the calls' deadlines
+/// pass: their timeouts are noticed long after the deadline, fail the calls
+/// as usual, and are not counted toward the breaker — which would otherwise
+/// send every later load around Redis, multiplying the database's work just
+/// when the process is overloaded. The same slow calls on an idle runtime
+/// time out on time and open the breaker.
+#[test]
+fn timeouts_noticed_late_by_a_busy_process_do_not_open_the_breaker() {
+    let server = RedisServer::start();
+    let proxy = DelayProxy::start(server.port()).unwrap();
+    // One thread runs everything: blocking it stops every task at once.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let cache = cache_at(&proxy.url(), "busy").await;
+        let namespace = cache.namespace().to_string();
+        let late = || {
+            counter(
+                "stratacache_redis_late_timeouts_total",
+                &[("cache", &namespace)],
+            )
+        };
+        let reads = |prefix: &'static str| {
+            (0..20)
+                .map(|i| {
+                    let cache = cache.clone();
+                    tokio::spawn(async move { cache.get::<u32>(&format!("{prefix}:{i}")).await })
+                })
+                .collect::<Vec<_>>()
+        };
+        proxy.set_delay(Duration::from_millis(500));
+
+        let pending = reads("busy");
+        // Let the reads go out, then keep the process busy past their deadline.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        std::thread::sleep(REDIS_TIMEOUT * 3);
+        for read in pending {
+            assert_eq!(
+                read.await.unwrap().unwrap(),
+                None,
+                "a timed-out read is a miss"
+            );
+        }
+        assert_eq!(
+            cache.breaker_state(),
+            Some(BreakerState::Closed),
+            "late timeouts do not open the breaker"
+        );
+        assert!(late() >= 3, "late timeouts are counted: {}", late());
+
+        let before = late();
+        for read in reads("idle") {
+            assert_eq!(read.await.unwrap().unwrap(), None);
+        }
+        assert_eq!(
+            cache.breaker_state(),
+            Some(BreakerState::Open),
+            "timeouts on time open the breaker"
+        );
+        assert_eq!(late(), before, "and are not counted as late");
+        proxy.set_delay(Duration::ZERO);
+    });
+}
