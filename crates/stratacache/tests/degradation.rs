@@ -502,7 +502,8 @@ async fn a_slow_redis_is_cut_off_by_the_timeout_and_the_breaker() {
     assert!(exists, "the write after recovery reached Redis");
 }
 
-/// `get_allow_stale` with Redis frozen, then killed: an instance with the
+/// `get_allow_stale` with Redis frozen, then killed (without answering in
+/// between): an instance with the
 /// stale value in L1 still answers with it, one without L1 answers "nothing
 /// usable" — never an error, never later than one Redis timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -521,6 +522,9 @@ async fn a_stale_read_without_a_loader_survives_a_frozen_then_dead_redis() {
     let opts = EntryOptions::new()
         .ttl(Duration::from_millis(100))
         .stale_for(Duration::from_secs(60));
+    // An entry written before the first subscription is dropped from L1
+    // when it comes (writes may have been missed meanwhile): subscribe first.
+    assert!(with_l1.wait_for_backplane(Duration::from_secs(5)).await);
     with_l1.set("quote", &7u32, &opts).await.unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
     let found = without_l1.get_allow_stale::<u32>("quote").await.unwrap();
@@ -536,7 +540,10 @@ async fn a_stale_read_without_a_loader_survives_a_frozen_then_dead_redis() {
         if fault == "frozen" {
             server.pause();
         } else {
-            server.resume();
+            // Killed while still frozen: resumed first, it could answer the
+            // backplane's heartbeat for a moment, and a backplane that comes
+            // back after a gap drops what L1 held (invalidations may have
+            // been missed) — a different case from the one tested here.
             server.kill();
         }
         let started = Instant::now();
@@ -631,4 +638,57 @@ fn timeouts_noticed_late_by_a_busy_process_do_not_open_the_breaker() {
         assert_eq!(late(), before, "and are not counted as late");
         proxy.set_delay(Duration::ZERO);
     });
+}
+
+/// Once the backplane is known to be down (its heartbeat found Redis
+/// frozen), L1 copies older than the trust bound may have missed an
+/// invalidation and are not served as they are; with Redis unable to
+/// answer, `get_allow_stale` still serves such a copy — marked stale, as a
+/// load's fail-safe would — instead of nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_l1_copy_is_the_stale_fallback_while_redis_cannot_answer() {
+    let mut server = RedisServer::start();
+    let cache = Cache::builder()
+        .namespace(common::namespace("stale-untrusted"))
+        .redis_url(&server.url())
+        .redis_timeout(REDIS_TIMEOUT)
+        .redis_connect_timeout(Duration::from_millis(100))
+        // Copies older than 100 ms are untrusted while the backplane is down.
+        .backplane_outage_l1_max_age(Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    assert!(cache.wait_for_backplane(Duration::from_secs(5)).await);
+    let opts = EntryOptions::new()
+        .ttl(Duration::from_millis(100))
+        .stale_for(Duration::from_secs(60));
+    cache.set("quote", &7u32, &opts).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+
+    server.pause();
+    assert!(
+        common::eventually(Duration::from_secs(5), || async {
+            cache.backplane_connected() == Some(false)
+        })
+        .await,
+        "the heartbeat notices the frozen Redis"
+    );
+    for fault in ["frozen", "killed"] {
+        if fault == "killed" {
+            server.kill();
+        }
+        let started = Instant::now();
+        let found = cache.get_allow_stale::<u32>("quote").await.unwrap();
+        assert!(
+            found
+                .as_ref()
+                .is_some_and(|f| f.is_stale() && f.value() == Some(&7)),
+            "{fault}: {found:?}"
+        );
+        assert!(
+            started.elapsed() < REDIS_TIMEOUT + Duration::from_millis(400),
+            "{fault}: {:?}",
+            started.elapsed()
+        );
+    }
 }

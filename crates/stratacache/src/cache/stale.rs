@@ -54,16 +54,24 @@ impl Cache {
         let started = m.start();
         let inner_key = tiers.keys().inner_key(key)?;
         let mut best: Option<Known<V>> = None;
-        if let Some(hit) = tiers.l1_hit(&inner_key, opts).filter(|hit| hit.trusted) {
+        // A copy L1 cannot vouch for (the backplane is down and the copy is
+        // older than the outage bound: it may have missed an invalidation):
+        // Redis decides; only when Redis cannot be read is it served, as
+        // stale — what a load's fail-safe does with it.
+        let mut distrusted: Option<Known<V>> = None;
+        if let Some(hit) = tiers.l1_hit(&inner_key, opts) {
             if let Some(found) = entry_value::<V>(&hit.entry) {
                 let meta = &hit.entry.meta;
                 match staleness(meta, tiers.clock().now_ms()) {
-                    Some(false) => {
+                    Some(false) if hit.trusted => {
                         m.l1_hits.increment(1);
                         m.record_get(started);
                         return Ok(Some(Fetched::fresh(found)));
                     }
-                    Some(true) => best = Some((found, meta.clone(), hit.entry.encoded_len())),
+                    Some(_) if hit.trusted => {
+                        best = Some((found, meta.clone(), hit.entry.encoded_len()))
+                    }
+                    Some(_) => distrusted = Some((found, meta.clone(), hit.entry.encoded_len())),
                     None => {}
                 }
             }
@@ -73,12 +81,18 @@ impl Cache {
         // instance loaded it since).
         let stored = tiers.keys().stored_from_inner(&inner_key);
         let redis_allowed = !opts.skip_l2 && !LoadScope::current().redis_failed();
+        let mut redis_answered = false;
         if let Some(l2) = tiers.l2().filter(|_| redis_allowed) {
             let since = tiers.log().mark();
             let read = match tiers.read_l2::<V>(l2, &stored, opts).await {
                 Ok(L2Read::Found(entry)) => Some(entry),
-                _ => None,
+                Err(err) if err.is_unavailable() => None,
+                _ => {
+                    redis_answered = true;
+                    None
+                }
             };
+            redis_answered |= read.is_some();
             let now = tiers.clock().now_ms();
             let usable = read.filter(|(_, meta, _)| staleness(meta, now).is_some());
             count_l2(&m, usable.as_ref().map(|(found, _, _)| found.is_some()));
@@ -93,10 +107,17 @@ impl Cache {
             }
         }
         let now = tiers.clock().now_ms();
-        let answer = best.and_then(|(found, meta, _)| match staleness(&meta, now)? {
-            false => Some(Fetched::fresh(found)),
-            true => Some(Fetched::stale(found)),
-        });
+        let answer = match (best, distrusted) {
+            (Some((found, meta, _)), _) => match staleness(&meta, now) {
+                Some(false) => Some(Fetched::fresh(found)),
+                Some(true) => Some(Fetched::stale(found)),
+                None => None,
+            },
+            (None, Some((found, meta, _))) if !redis_answered => {
+                staleness(&meta, now).map(|_| Fetched::stale(found))
+            }
+            (None, _) => None,
+        };
         if answer.as_ref().is_some_and(Fetched::is_stale) {
             m.stale_served.increment(1);
         }
