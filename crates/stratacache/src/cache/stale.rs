@@ -84,15 +84,12 @@ impl Cache {
         let mut redis_answered = false;
         if let Some(l2) = tiers.l2().filter(|_| redis_allowed) {
             let since = tiers.log().mark();
-            let read = match tiers.read_l2::<V>(l2, &stored, opts).await {
+            let read = tiers.read_l2::<V>(l2, &stored, opts).await;
+            redis_answered = !matches!(&read, Err(err) if err.is_unavailable());
+            let read = match read {
                 Ok(L2Read::Found(entry)) => Some(entry),
-                Err(err) if err.is_unavailable() => None,
-                _ => {
-                    redis_answered = true;
-                    None
-                }
+                _ => None,
             };
-            redis_answered |= read.is_some();
             let now = tiers.clock().now_ms();
             let usable = read.filter(|(_, meta, _)| staleness(meta, now).is_some());
             count_l2(&m, usable.as_ref().map(|(found, _, _)| found.is_some()));
