@@ -126,6 +126,25 @@ struct RoundFigures {
     errors: u64,
 }
 
+impl RoundFigures {
+    /// A round's figures from its latencies (nanoseconds) over `elapsed`.
+    fn from_latencies(
+        hist: &hdrhistogram::Histogram<u64>,
+        elapsed: Duration,
+        loads: u64,
+        errors: u64,
+    ) -> Self {
+        Self {
+            ops: hist.len(),
+            ops_per_sec: hist.len() as f64 / elapsed.as_secs_f64(),
+            p50_us: hist.value_at_quantile(0.50) as f64 / 1_000.0,
+            p99_us: hist.value_at_quantile(0.99) as f64 / 1_000.0,
+            loads,
+            errors,
+        }
+    }
+}
+
 #[derive(Default)]
 struct SideFigures {
     rounds: Vec<RoundFigures>,
@@ -530,13 +549,10 @@ async fn drive<P: Peer>(
         hist.add(&h).context("merging histograms")?;
         errors += e;
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    Ok(RoundFigures {
-        ops: hist.len(),
-        ops_per_sec: hist.len() as f64 / elapsed,
-        p50_us: hist.value_at_quantile(0.50) as f64 / 1_000.0,
-        p99_us: hist.value_at_quantile(0.99) as f64 / 1_000.0,
-        loads: peer.loads() - loads_before,
+    Ok(RoundFigures::from_latencies(
+        &hist,
+        started.elapsed(),
+        peer.loads() - loads_before,
         errors,
-    })
+    ))
 }

@@ -87,14 +87,11 @@ pub(super) async fn drive_open<P: Peer>(
     while in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let elapsed = started.elapsed().as_secs_f64();
     let hist = hist.lock().unwrap();
-    Ok(RoundFigures {
-        ops: hist.len(),
-        ops_per_sec: hist.len() as f64 / elapsed,
-        p50_us: hist.value_at_quantile(0.50) as f64 / 1_000.0,
-        p99_us: hist.value_at_quantile(0.99) as f64 / 1_000.0,
-        loads: peer.loads() - loads_before,
-        errors: errors.load(Ordering::Relaxed),
-    })
+    Ok(RoundFigures::from_latencies(
+        &hist,
+        started.elapsed(),
+        peer.loads() - loads_before,
+        errors.load(Ordering::Relaxed),
+    ))
 }
