@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::counter;
-use stratacache::{BreakerConfig, BreakerState, Cache, EntryOptions};
+use stratacache::{BreakerConfig, BreakerState, Cache, CacheBuilder, EntryOptions};
 use stratacache_testkit::{DelayProxy, RedisServer};
 
 const REDIS_TIMEOUT: Duration = Duration::from_millis(150);
@@ -18,6 +18,12 @@ async fn cache_on(server: &RedisServer, test: &str) -> Cache {
 }
 
 async fn cache_at(url: &str, test: &str) -> Cache {
+    builder_at(url, test).build().await.unwrap()
+}
+
+/// The tests' cache settings: short Redis timeouts, a breaker that opens
+/// after 3 failures and probes every 100 ms.
+fn builder_at(url: &str, test: &str) -> CacheBuilder {
     common::record_metrics();
     Cache::builder()
         .namespace(common::namespace(test))
@@ -28,9 +34,6 @@ async fn cache_at(url: &str, test: &str) -> Cache {
             failure_threshold: 3,
             probe_interval: Duration::from_millis(100),
         })
-        .build()
-        .await
-        .unwrap()
 }
 
 /// `calls` concurrent get_or_load calls on distinct keys; returns the slowest.
@@ -648,11 +651,7 @@ fn timeouts_noticed_late_by_a_busy_process_do_not_open_the_breaker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_l1_copy_is_the_stale_fallback_while_redis_cannot_answer() {
     let mut server = RedisServer::start();
-    let cache = Cache::builder()
-        .namespace(common::namespace("stale-untrusted"))
-        .redis_url(&server.url())
-        .redis_timeout(REDIS_TIMEOUT)
-        .redis_connect_timeout(Duration::from_millis(100))
+    let cache = builder_at(&server.url(), "stale-untrusted")
         // Copies older than 100 ms are untrusted while the backplane is down.
         .backplane_outage_l1_max_age(Duration::from_millis(100))
         .build()
