@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
-use stratacache::{Cache, EntryOptions, RedisTopology};
+use stratacache::{EntryOptions, RedisTopology};
 use stratacache_check::consistency::{
     create_table, drop_table, now_us, run_reader, run_writers, stale_reads, Mode, Plan, Postgres,
     Report, L1_BOUND_US,
@@ -124,7 +124,7 @@ async fn stale_side(
                 .spawn()
         })
         .collect::<std::io::Result<_>>()?;
-    let cache = Cache::builder()
+    let cache = crate::report::cache_builder()
         .namespace(namespace)
         .redis(topology.clone())
         .redis_timeout(Duration::from_secs(1))
@@ -165,7 +165,7 @@ pub async fn run_worker(plan: &str) -> Result<Value> {
 async fn propagation(args: &ConsistencyArgs, topology: &RedisTopology) -> Result<Value> {
     let namespace = unique_namespace("propagation");
     let build = || {
-        Cache::builder()
+        crate::report::cache_builder()
             .namespace(namespace.clone())
             .redis(topology.clone())
             .redis_timeout(Duration::from_secs(1))

@@ -35,7 +35,6 @@ use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use stratacache::Cache;
 use stratacache_http::{HttpCacheLayer, RouteRule};
 use tower::ServiceExt;
 
@@ -71,7 +70,7 @@ struct WrkRun {
 pub async fn run(redis_url: &str, args: &HttpArgs) -> Result<Value> {
     let wrk_version = wrk_version()?;
     let namespace = unique_namespace("http");
-    let cache = Cache::builder()
+    let cache = crate::report::cache_builder()
         .namespace(&namespace)
         .redis_url(redis_url)
         .build()

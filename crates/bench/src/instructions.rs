@@ -22,7 +22,7 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, ValueEnum};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
-use stratacache::{Cache, Codec, EntryOptions};
+use stratacache::{Codec, EntryOptions};
 
 use crate::progress;
 use crate::report::{
@@ -98,7 +98,10 @@ pub async fn hot_path(url: &str, args: &HotPathArgs) -> Result<Value> {
     let key_at = |i: u64| &order[(i % L1_KEYS) as usize];
     match args.path {
         L1Hit | L1HitMetrics | GetOrLoadL1Hit => {
-            let cache = Cache::builder().namespace("bench").build().await?;
+            let cache = crate::report::cache_builder()
+                .namespace("bench")
+                .build()
+                .await?;
             for i in 0..L1_KEYS {
                 cache.set(&item_key(i), &Product::sample(i), &opts).await?;
             }
@@ -134,7 +137,7 @@ pub async fn hot_path(url: &str, args: &HotPathArgs) -> Result<Value> {
             } else {
                 Codec::Json
             };
-            let cache = Cache::builder()
+            let cache = crate::report::cache_builder()
                 .namespace(ns.clone())
                 .redis_url(url)
                 .without_l1()
@@ -167,7 +170,7 @@ pub async fn hot_path(url: &str, args: &HotPathArgs) -> Result<Value> {
         }
         GetOrLoadMiss => {
             let ns = unique_namespace("instructions");
-            let cache = Cache::builder()
+            let cache = crate::report::cache_builder()
                 .namespace(ns.clone())
                 .redis_url(url)
                 .build()

@@ -369,7 +369,9 @@ fn sample(entries: u64, n: u64) -> impl Iterator<Item = u64> {
 }
 
 async fn build_cache(topology: &RedisTopology, ns: &str, l1: bool) -> Result<Cache> {
-    let mut builder = Cache::builder().namespace(ns).redis(topology.clone());
+    let mut builder = crate::report::cache_builder()
+        .namespace(ns)
+        .redis(topology.clone());
     if !l1 {
         builder = builder.without_l1();
     }

@@ -24,7 +24,7 @@ pub async fn run(args: &L1HitArgs) -> Result<Value> {
     // the stored key (`bench:{k:000000000042}`) is what L1 hashes and compares.
     let ns = "bench".to_string();
     let capacity = (args.keys * 2).max(100_000);
-    let cache = Cache::builder()
+    let cache = crate::report::cache_builder()
         .namespace(ns.clone())
         .l1_max_entries(capacity)
         .l1_max_bytes((capacity * 2_048).max(64 << 20))

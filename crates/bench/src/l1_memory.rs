@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
-use stratacache::{Cache, CacheValue, EntryOptions, L1Config};
+use stratacache::{CacheValue, EntryOptions, L1Config};
 
 use crate::report::{item_key, ratio, round, unique_namespace, Product};
 use crate::{progress, L1MemoryArgs};
@@ -117,11 +117,15 @@ async fn fill<V: CacheValue>(
     let opts = EntryOptions::new().ttl(Duration::from_secs(3_600));
     // Touch the code paths once so their one-off allocations are not counted.
     {
-        let warm = Cache::builder().namespace(&ns).without_l2().build().await?;
+        let warm = crate::report::cache_builder()
+            .namespace(&ns)
+            .without_l2()
+            .build()
+            .await?;
         warm.set("warm", &make(0), &opts).await?;
     }
     let rss_start = resident_bytes()?;
-    let cache = Cache::builder()
+    let cache = crate::report::cache_builder()
         .namespace(&ns)
         .without_l2()
         .l1_max_bytes(bound)

@@ -72,7 +72,7 @@ async fn measure(
     bare_key: &str,
     conn: &mut MultiplexedConnection,
 ) -> Result<Value> {
-    let cache = Cache::builder()
+    let cache = crate::report::cache_builder()
         .namespace(ns)
         .redis_url(url)
         .without_l1()

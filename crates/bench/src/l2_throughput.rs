@@ -81,7 +81,7 @@ async fn measure(
     bare_keys: Vec<String>,
     conn: &mut MultiplexedConnection,
 ) -> Result<Value> {
-    let cache = Cache::builder()
+    let cache = crate::report::cache_builder()
         .namespace(ns)
         .redis_url(url)
         .without_l1()

@@ -51,6 +51,33 @@ impl Product {
 
 /// The caller's key of item `i`: twelve digits, the same shape as
 /// `redis-benchmark`'s `__rand_int__`, so it can read exactly these keys.
+/// How the bench's caches reach a single Redis node (`--redis-client`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RedisClient {
+    /// The cache's own auto-pipelining connection (the library's default).
+    Pipelined,
+    /// redis-rs's `ConnectionManager`.
+    RedisRs,
+}
+
+impl RedisClient {
+    pub fn as_env(self) -> &'static str {
+        match self {
+            RedisClient::Pipelined => "pipelined",
+            RedisClient::RedisRs => "redis-rs",
+        }
+    }
+}
+
+/// Carries `--redis-client` to this process's caches and its children's.
+pub const REDIS_CLIENT_ENV: &str = "STRATACACHE_BENCH_REDIS_CLIENT";
+
+/// A cache builder set up as `--redis-client` says.
+pub fn cache_builder() -> stratacache::CacheBuilder {
+    let redis_rs = std::env::var(REDIS_CLIENT_ENV).is_ok_and(|v| v == "redis-rs");
+    stratacache::Cache::builder().redis_auto_pipelining(!redis_rs)
+}
+
 pub fn item_key(i: u64) -> String {
     format!("k:{i:012}")
 }

@@ -233,7 +233,7 @@ async fn prepare(
     written: &mut Vec<String>,
 ) -> Result<([Reader; 3], Arc<Vec<String>>)> {
     let build = |l1: bool| {
-        let b = Cache::builder()
+        let b = crate::report::cache_builder()
             .namespace(ns)
             .redis_url(url)
             .compress_above(None)

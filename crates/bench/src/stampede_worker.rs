@@ -82,7 +82,7 @@ pub async fn run(plan_json: &str) -> Result<Value> {
     let db = bare_connection(&plan.redis_url).await?;
     let cache = match plan.strategy {
         Strategy::Stratacache => Some(
-            Cache::builder()
+            crate::report::cache_builder()
                 .namespace(plan.namespace.as_str())
                 .redis_url(&plan.redis_url)
                 .build()

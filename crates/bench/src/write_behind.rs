@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, PgPool};
 use stratacache::write_behind::{Batch, PostgresSink, Sink, WriteBehind};
-use stratacache::{BoxError, Cache};
+use stratacache::BoxError;
 
 use crate::report::{ratio, round, unique_namespace, Rng};
 use crate::WriteBehindArgs;
@@ -138,7 +138,7 @@ async fn measure(
         statements: AtomicU64::new(0),
         lag_ms: Mutex::new(Histogram::new_with_bounds(1, 3_600_000, 3)?),
     };
-    let cache = Cache::builder()
+    let cache = crate::report::cache_builder()
         .namespace(unique_namespace("write-behind"))
         .redis_url(redis_url)
         .without_l1()

@@ -20,7 +20,7 @@ fn opts() -> EntryOptions {
 
 async fn two_caches(server: &RedisServer, namespace: &str) -> Result<(Cache, Cache)> {
     let build = || {
-        Cache::builder()
+        crate::report::cache_builder()
             .namespace(namespace)
             .redis_url(&server.url())
             .redis_timeout(Duration::from_secs(1))

@@ -31,7 +31,7 @@ const LOAD: &str =
 /// A fresh instance (empty L1) on the same Redis and namespace, after the
 /// run: what it reads from Redis must not be older than the database.
 async fn left_stale(caches: &[Cache], topology: RedisTopology, source: &Source) -> Result<usize> {
-    let fresh = Cache::builder()
+    let fresh = crate::report::cache_builder()
         .namespace(caches[0].namespace())
         .redis(topology)
         .redis_timeout(REDIS_TIMEOUT)
@@ -44,7 +44,7 @@ async fn instances(topology: RedisTopology, namespace: &str) -> Result<Vec<Cache
     let mut caches = Vec::new();
     for _ in 0..2 {
         caches.push(
-            Cache::builder()
+            crate::report::cache_builder()
                 .namespace(namespace)
                 .redis(topology.clone())
                 .redis_timeout(REDIS_TIMEOUT)

@@ -19,7 +19,7 @@ fn opts() -> EntryOptions {
 }
 
 async fn cache(url: &str, namespace: &str, tls: Option<RedisTls>) -> Result<Cache> {
-    let mut builder = Cache::builder()
+    let mut builder = crate::report::cache_builder()
         .namespace(namespace)
         .redis_url(url)
         .redis_timeout(Duration::from_secs(1));
@@ -376,7 +376,7 @@ pub async fn secrets_in_logs() -> Result<Row> {
             Ok(t) => shown.push(format!("{t:?}")),
             Err(e) => shown.push(format!("{e} {e:?}")),
         }
-        if let Err(e) = Cache::builder().redis_url(&url).build().await {
+        if let Err(e) = crate::report::cache_builder().redis_url(&url).build().await {
             shown.push(format!("{e} {e:?}"));
         }
     }

@@ -84,7 +84,7 @@ impl Stratacache {
         (clone_reads, fill_in_background): (bool, bool),
     ) -> Result<Self> {
         // Connected before the round, as the other sides' connections are.
-        let builder = Cache::builder()
+        let builder = crate::report::cache_builder()
             .namespace(ns)
             .redis_url(url)
             .wait_for_backplane(Duration::from_secs(5));

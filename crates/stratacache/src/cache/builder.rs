@@ -51,6 +51,7 @@ pub struct CacheBuilder {
     l2: Option<std::result::Result<RedisTopology, Error>>,
     redis_timeout: Duration,
     redis_connect_timeout: Duration,
+    auto_pipelining: bool,
     breaker: BreakerConfig,
     defaults: EntryOptions,
     codec: Codec,
@@ -89,6 +90,7 @@ impl CacheBuilder {
             l2: None,
             redis_timeout: Duration::from_millis(200),
             redis_connect_timeout: Duration::from_millis(500),
+            auto_pipelining: true,
             breaker: BreakerConfig::default(),
             defaults: EntryOptions::default(),
             codec: Codec::default(),
@@ -173,6 +175,18 @@ impl CacheBuilder {
     /// Upper bound of establishing a connection.
     pub fn redis_connect_timeout(mut self, timeout: Duration) -> Self {
         self.redis_connect_timeout = timeout;
+        self
+    }
+
+    /// How commands reach a single Redis node over plain TCP: through the
+    /// cache's own connection, which writes the commands of concurrent
+    /// callers to the socket together (`true`, the default), or through
+    /// redis-rs's `ConnectionManager` (`false`). TLS, Unix sockets, RESP3
+    /// URLs, Sentinel and Cluster always use redis-rs. The two behave the
+    /// same (timeouts, reconnection, the breaker); the cache's own costs
+    /// less per command (BENCHMARKS.md, "Auto-pipelining").
+    pub fn redis_auto_pipelining(mut self, enabled: bool) -> Self {
+        self.auto_pipelining = enabled;
         self
     }
 
@@ -364,7 +378,7 @@ impl CacheBuilder {
                     L2::connect(
                         &topology,
                         self.redis_timeout,
-                        self.redis_connect_timeout,
+                        (self.redis_connect_timeout, self.auto_pipelining),
                         self.breaker,
                         Arc::clone(&metrics.global),
                         self.tls.as_ref(),

@@ -9,6 +9,7 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisResult};
 
+use super::pipelined::{Endpoint, PipelinedConnection};
 use super::sentinel::SentinelMaster;
 use super::tls::{self, RedisTls};
 use super::topology::RedisTopology;
@@ -19,7 +20,7 @@ const SEED_TIMEOUT: Duration = Duration::from_millis(500);
 #[derive(Clone)]
 pub(crate) enum Connection {
     Single {
-        manager: ConnectionManager,
+        link: SingleLink,
         /// Shared: with TLS material a client is large, and the handle is
         /// cloned per call (a clone must not copy the client).
         client: Arc<redis::Client>,
@@ -37,13 +38,20 @@ pub(crate) enum Connection {
     Simulated(super::sim::SimConnection),
 }
 
+/// How commands reach a single node.
+#[derive(Clone)]
+pub(crate) enum SingleLink {
+    Pipelined(PipelinedConnection),
+    Manager(ConnectionManager),
+}
+
 impl Connection {
     /// Connect without waiting for Redis where the client allows it, so a cache
     /// can be built (and serve from L1 and the loader) while Redis is down.
     pub(crate) async fn open(
         topology: &RedisTopology,
         response_timeout: Duration,
-        connect_timeout: Duration,
+        (connect_timeout, auto_pipelining): (Duration, bool),
         tls: Option<&RedisTls>,
     ) -> RedisResult<Self> {
         tls::install_crypto_provider();
@@ -58,11 +66,19 @@ impl Connection {
         match topology {
             RedisTopology::Single(url) => {
                 let client = tls::client(url, tls)?;
-                Ok(Connection::Single {
-                    manager: ConnectionManager::new_lazy_with_config(
+                // Plain TCP: our own pipelined connection (see `pipelined`);
+                // TLS, Unix sockets, RESP3: redis-rs's connection manager.
+                let link = match Endpoint::of(&client).filter(|_| auto_pipelining) {
+                    Some(endpoint) => {
+                        SingleLink::Pipelined(PipelinedConnection::new(endpoint, connect_timeout))
+                    }
+                    None => SingleLink::Manager(ConnectionManager::new_lazy_with_config(
                         client.clone(),
                         manager_config,
-                    )?,
+                    )?),
+                };
+                Ok(Connection::Single {
+                    link,
                     client: Arc::new(client),
                 })
             }
@@ -139,7 +155,10 @@ impl Connection {
 
     pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
         match self {
-            Connection::Single { manager, .. } => cmd.query_async(&mut manager.clone()).await,
+            Connection::Single { link, .. } => match link {
+                SingleLink::Pipelined(c) => cmd.query_async(&mut c.clone()).await,
+                SingleLink::Manager(m) => cmd.query_async(&mut m.clone()).await,
+            },
             Connection::Cluster { connection, .. } => {
                 cmd.query_async(&mut connection.clone()).await
             }
@@ -159,9 +178,10 @@ impl Connection {
         invocation: &redis::ScriptInvocation<'_>,
     ) -> RedisResult<T> {
         match self {
-            Connection::Single { manager, .. } => {
-                invocation.invoke_async(&mut manager.clone()).await
-            }
+            Connection::Single { link, .. } => match link {
+                SingleLink::Pipelined(c) => invocation.invoke_async(&mut c.clone()).await,
+                SingleLink::Manager(m) => invocation.invoke_async(&mut m.clone()).await,
+            },
             Connection::Cluster { connection, .. } => {
                 invocation.invoke_async(&mut connection.clone()).await
             }
@@ -178,13 +198,56 @@ impl Connection {
         }
     }
 
+    /// Run a script by digest on a single node's pipelined connection, its
+    /// keys and arguments written without copies; `None`: this connection
+    /// is another kind (use [`invoke_script`](Self::invoke_script)). On
+    /// `NOSCRIPT` (a restarted or flushed Redis) the script is loaded and
+    /// run again through redis-rs.
+    pub(crate) async fn run_script_direct<T: FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        keys: &[&str],
+        args: &[&[u8]],
+    ) -> Option<RedisResult<T>> {
+        let Connection::Single {
+            link: SingleLink::Pipelined(c),
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let reply = c
+            .evalsha(script.get_hash(), keys, args)
+            .await
+            .and_then(redis::Value::extract_error);
+        Some(match reply {
+            Ok(value) => redis::from_redis_value(value).map_err(Into::into),
+            Err(err)
+                if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                let mut invocation = script.prepare_invoke();
+                for key in keys {
+                    invocation.key(*key);
+                }
+                for arg in args {
+                    invocation.arg(*arg);
+                }
+                invocation.invoke_async(&mut c.clone()).await
+            }
+            Err(err) => Err(err),
+        })
+    }
+
     /// Run a pipeline. On a Cluster every command must hash to one slot.
     pub(crate) async fn query_pipeline<T: FromRedisValue>(
         &self,
         pipe: &Pipeline,
     ) -> RedisResult<T> {
         match self {
-            Connection::Single { manager, .. } => pipe.query_async(&mut manager.clone()).await,
+            Connection::Single { link, .. } => match link {
+                SingleLink::Pipelined(c) => pipe.query_async(&mut c.clone()).await,
+                SingleLink::Manager(m) => pipe.query_async(&mut m.clone()).await,
+            },
             Connection::Cluster { connection, .. } => {
                 pipe.query_async(&mut connection.clone()).await
             }

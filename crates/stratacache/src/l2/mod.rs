@@ -8,6 +8,8 @@
 
 mod batch;
 mod connection;
+mod pipelined;
+mod resp;
 mod script;
 mod sentinel;
 #[cfg(feature = "simulation")]
@@ -108,14 +110,15 @@ impl L2 {
     pub(crate) async fn connect(
         topology: &RedisTopology,
         timeout: Duration,
-        connect_timeout: Duration,
+        (connect_timeout, auto_pipelining): (Duration, bool),
         breaker: BreakerConfig,
         metrics: Arc<CacheMetrics>,
         tls: Option<&RedisTls>,
     ) -> Result<Self, Error> {
-        let connection = Connection::open(topology, timeout, connect_timeout, tls)
-            .await
-            .map_err(|e| Error::config(format!("cannot set up redis ({topology:?}): {e}")))?;
+        let connection =
+            Connection::open(topology, timeout, (connect_timeout, auto_pipelining), tls)
+                .await
+                .map_err(|e| Error::config(format!("cannot set up redis ({topology:?}): {e}")))?;
         Ok(Self {
             connection,
             timeout,
@@ -361,6 +364,9 @@ impl L2 {
             #[cfg(feature = "simulation")]
             if let Some(sim) = c.simulated() {
                 return sim.eval(script.code(), keys, args).await;
+            }
+            if let Some(result) = c.run_script_direct(script.redis(), keys, args).await {
+                return result;
             }
             let mut invocation = script.redis().prepare_invoke();
             for key in keys {

@@ -1,0 +1,272 @@
+//! The single-node connection: many callers' commands share one socket and
+//! their replies come back in order. These tests try to break that order
+//! (callers giving up mid-flight, the connection killed under traffic) and
+//! the connection's set-up (password, ACL user, database number), through
+//! the public API only.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use stratacache::{Cache, EntryOptions};
+use stratacache_testkit::{DelayProxy, RedisServer};
+
+const KEYS: usize = 400;
+
+fn value_of(i: usize) -> String {
+    format!("value-{i}-{}", "x".repeat(i % 97))
+}
+
+/// A cache without L1, so every read is a Redis command, holding `KEYS` entries.
+async fn filled_cache(url: &str, test: &str, timeout: Duration) -> Cache {
+    let cache = Cache::builder()
+        .namespace(common::namespace(test))
+        .redis_url(url)
+        .without_l1()
+        .redis_timeout(timeout)
+        .build()
+        .await
+        .unwrap();
+    let opts = EntryOptions::new().ttl(Duration::from_secs(120));
+    for i in 0..KEYS {
+        cache
+            .set(&format!("k{i}"), &value_of(i), &opts)
+            .await
+            .unwrap();
+    }
+    cache
+}
+
+/// `tasks` callers read random keys until `until`; every value read must
+/// be the key's own. Returns (reads answered, reads that found nothing or failed).
+async fn read_and_check(
+    cache: &Cache,
+    tasks: usize,
+    until: Instant,
+    give_up_early: bool,
+) -> (usize, usize) {
+    let answered = Arc::new(AtomicUsize::new(0));
+    let missing = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for _ in 0..tasks {
+        let (cache, answered, missing) = (cache.clone(), answered.clone(), missing.clone());
+        handles.push(tokio::spawn(async move {
+            while Instant::now() < until {
+                let i = rand::rng().random_range(0..KEYS);
+                let key = format!("k{i}");
+                let read = cache.get::<String>(&key);
+                let result = if give_up_early && rand::rng().random_bool(0.3) {
+                    // Dropped while its command is on the wire (or queued).
+                    let patience = Duration::from_micros(rand::rng().random_range(0..400));
+                    match tokio::time::timeout(patience, read).await {
+                        Ok(result) => result,
+                        Err(_) => continue,
+                    }
+                } else {
+                    read.await
+                };
+                match result {
+                    Ok(Some(value)) => {
+                        assert_eq!(
+                            value,
+                            value_of(i),
+                            "{key} answered with another key's value"
+                        );
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(None) | Err(_) => {
+                        missing.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await.expect("a reader panicked");
+    }
+    (
+        answered.load(Ordering::Relaxed),
+        missing.load(Ordering::Relaxed),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_give_up_mid_flight_do_not_shift_the_others_replies() {
+    // A little latency on the wire, so that many commands are in flight
+    // when their callers drop them.
+    let server = RedisServer::start();
+    let proxy = DelayProxy::start(server.port()).unwrap();
+    proxy.set_delay(Duration::from_micros(300));
+    let cache = filled_cache(&proxy.url(), "give-up", Duration::from_secs(2)).await;
+    let until = Instant::now() + Duration::from_secs(2);
+    let (answered, missing) = read_and_check(&cache, 64, until, true).await;
+    assert!(answered > 1_000, "answered {answered}");
+    assert_eq!(missing, 0, "every entry is there and Redis is healthy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_killed_under_traffic_is_made_again_and_replies_stay_in_order() {
+    let server = RedisServer::start();
+    let cache = filled_cache(&server.url(), "killed-conn", Duration::from_secs(1)).await;
+    let until = Instant::now() + Duration::from_millis(1_500);
+    let killer = {
+        let port = server.port();
+        tokio::task::spawn_blocking(move || {
+            let mut kills = 0;
+            while Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(100));
+                // Normal clients only: the cache's command connection (the
+                // backplane's subscription is a pub/sub client).
+                let killed = stratacache_testkit::cli(port, &["CLIENT", "KILL", "TYPE", "normal"]);
+                kills += killed.parse::<usize>().unwrap_or(0);
+            }
+            kills
+        })
+    };
+    let (answered, missing) = read_and_check(&cache, 32, until, false).await;
+    let kills = killer.await.unwrap();
+    assert!(kills >= 5, "the connection was killed {kills} times");
+    assert!(answered > 1_000, "answered {answered}, missing {missing}");
+    // The tier above retries a read once on a dropped connection: a kill
+    // costs a few reads at most, not the rest of the test.
+    assert!(
+        missing * 20 < answered,
+        "answered {answered}, missing {missing} over {kills} kills"
+    );
+    // Afterwards every read is answered.
+    let (answered, missing) = read_and_check(
+        &cache,
+        8,
+        Instant::now() + Duration::from_millis(300),
+        false,
+    )
+    .await;
+    assert!(answered > 0);
+    assert_eq!(missing, 0, "after the kills");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_user_and_database_from_the_url_are_used() {
+    let server = RedisServer::start();
+    server.cli(&[
+        "ACL",
+        "SETUSER",
+        "app",
+        "on",
+        ">app-secret",
+        "~*",
+        "&*",
+        "+@all",
+    ]);
+    server.cli(&["CONFIG", "SET", "requirepass", "s3cret"]);
+    let authed = |args: &[&str]| {
+        let mut all = vec!["--no-auth-warning", "-a", "s3cret"];
+        all.extend_from_slice(args);
+        server.cli(&all)
+    };
+    let opts = EntryOptions::new().ttl(Duration::from_secs(60));
+    for (url, db) in [
+        (
+            format!("redis://:s3cret@127.0.0.1:{}/3", server.port()),
+            "3",
+        ),
+        (
+            format!("redis://app:app-secret@127.0.0.1:{}/5", server.port()),
+            "5",
+        ),
+    ] {
+        let cache = Cache::builder()
+            .namespace(common::namespace("auth"))
+            .redis_url(&url)
+            .without_l1()
+            .build()
+            .await
+            .unwrap();
+        cache
+            .set("greeting", &"hello".to_string(), &opts)
+            .await
+            .unwrap();
+        assert_eq!(
+            cache.get::<String>("greeting").await.unwrap().as_deref(),
+            Some("hello")
+        );
+        let in_db: usize = authed(&["-n", db, "DBSIZE"]).parse().unwrap();
+        assert!(in_db >= 1, "the entry is in database {db}");
+    }
+    let in_db0: usize = authed(&["-n", "0", "DBSIZE"]).parse().unwrap();
+    assert_eq!(in_db0, 0, "nothing went to database 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_an_error_not_a_hang_and_loads_still_answer() {
+    let server = RedisServer::start();
+    server.cli(&["CONFIG", "SET", "requirepass", "s3cret"]);
+    let cache = Cache::builder()
+        .namespace(common::namespace("bad-auth"))
+        .redis_url(&format!("redis://:wrong@127.0.0.1:{}", server.port()))
+        .redis_timeout(Duration::from_millis(500))
+        .build()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let err = cache.ping_redis().await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(2), "{err}");
+    assert!(
+        err.to_string().to_lowercase().contains("auth")
+            || err.to_string().to_lowercase().contains("pass"),
+        "says why: {err}"
+    );
+    let opts = EntryOptions::new().ttl(Duration::from_secs(60));
+    let value: u32 = cache
+        .get_or_load("k", &opts, || async { Ok::<_, std::io::Error>(7) })
+        .await
+        .unwrap();
+    assert_eq!(value, 7);
+}
+
+/// A cache built and first used on one runtime, then used on another after
+/// the first shut down (a test harness's runtime per test, a CLI's
+/// temporary runtime): the connection's tasks died with the first runtime,
+/// and the next command must make a new connection rather than wait for them.
+#[test]
+fn a_cache_outlives_the_runtime_that_first_used_it() {
+    let server = RedisServer::start();
+    let opts = EntryOptions::new().ttl(Duration::from_secs(60));
+    let first = tokio::runtime::Runtime::new().unwrap();
+    let cache = first.block_on(async {
+        let cache = Cache::builder()
+            .namespace(common::namespace("runtimes"))
+            .redis_url(&server.url())
+            .without_l1()
+            .redis_timeout(Duration::from_millis(500))
+            .build()
+            .await
+            .unwrap();
+        cache.set("k", &"v".to_string(), &opts).await.unwrap();
+        assert_eq!(
+            cache.get::<String>("k").await.unwrap().as_deref(),
+            Some("v")
+        );
+        cache
+    });
+    drop(first);
+    let second = tokio::runtime::Runtime::new().unwrap();
+    second.block_on(async {
+        let started = Instant::now();
+        let read = cache.get::<String>("k").await;
+        assert_eq!(
+            read.unwrap().as_deref(),
+            Some("v"),
+            "read on the second runtime after {:?}",
+            started.elapsed()
+        );
+        cache.set("k", &"w".to_string(), &opts).await.unwrap();
+        assert_eq!(
+            cache.get::<String>("k").await.unwrap().as_deref(),
+            Some("w")
+        );
+    });
+}
