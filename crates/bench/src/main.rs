@@ -42,10 +42,10 @@ struct Cli {
     worker_threads: Option<usize>,
 
     /// How stratacache's sides reach a single Redis node: the cache's own
-    /// auto-pipelining connection, or redis-rs's connection manager (for
-    /// A/B runs of the same binary).
-    #[arg(long, global = true, value_enum, default_value = "pipelined")]
-    redis_client: report::RedisClient,
+    /// auto-pipelining connection (the default), or redis-rs's connection
+    /// manager (for A/B runs of the same binary).
+    #[arg(long, global = true, value_enum)]
+    redis_client: Option<report::RedisClient>,
 
     #[command(subcommand)]
     scenario: Scenario,
@@ -346,7 +346,9 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     // Through the environment, so that child processes (callgrind runs,
     // stampede workers) build their caches the same way.
-    std::env::set_var(report::REDIS_CLIENT_ENV, cli.redis_client.as_env());
+    if let Some(client) = cli.redis_client {
+        std::env::set_var(report::REDIS_CLIENT_ENV, client.as_env());
+    }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if let Some(n) = cli.worker_threads {
