@@ -69,9 +69,11 @@ impl Connection {
                 // Plain TCP: our own pipelined connection (see `pipelined`);
                 // TLS, Unix sockets, RESP3: redis-rs's connection manager.
                 let link = match Endpoint::of(&client).filter(|_| auto_pipelining) {
-                    Some(endpoint) => {
-                        SingleLink::Pipelined(PipelinedConnection::new(endpoint, connect_timeout))
-                    }
+                    Some(endpoint) => SingleLink::Pipelined(PipelinedConnection::new(
+                        endpoint,
+                        connect_timeout,
+                        response_timeout,
+                    )),
                     None => SingleLink::Manager(ConnectionManager::new_lazy_with_config(
                         client.clone(),
                         manager_config,
@@ -381,10 +383,16 @@ impl Connection {
         }
     }
 
-    /// A call timed out: on Sentinel, the master may have moved.
+    /// A call timed out: on Sentinel, the master may have moved; on our own
+    /// connection, the connection may have gone silent.
     pub(crate) fn on_timeout(&self) {
-        if let Connection::Sentinel(s) = self {
-            s.maybe_resolve();
+        match self {
+            Connection::Sentinel(s) => s.maybe_resolve(),
+            Connection::Single {
+                link: SingleLink::Pipelined(c),
+                ..
+            } => c.on_timeout(),
+            _ => {}
         }
     }
 

@@ -28,7 +28,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionLike;
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
@@ -43,6 +43,9 @@ use super::resp;
 /// Past this many bytes not yet written (Redis stopped reading), commands
 /// fail at once instead of queueing without bound.
 const MAX_UNSENT: usize = 64 << 20;
+/// The shortest silence after which a connection with commands waiting is
+/// given up (twice the call timeout when that is longer).
+const MIN_SILENCE: Duration = Duration::from_secs(1);
 /// The read buffer grows by this much at a time.
 const READ_CHUNK: usize = 64 << 10;
 
@@ -87,6 +90,9 @@ pub(crate) struct PipelinedConnection {
 struct Shared {
     endpoint: Endpoint,
     connect_timeout: Duration,
+    /// A connection with commands waiting that has sent nothing for this
+    /// long is given up (see [`PipelinedConnection::on_timeout`]).
+    silent_after: Duration,
     state: Mutex<State>,
 }
 
@@ -98,6 +104,8 @@ struct State {
     slots: VecDeque<Slot>,
     /// Connections made so far: tasks of an older one change nothing.
     generation: u64,
+    /// When the current connection last delivered a reply (or was made).
+    last_reply: Instant,
 }
 
 enum Link {
@@ -136,19 +144,56 @@ impl Slot {
 
 impl PipelinedConnection {
     /// A connection to `endpoint`, made when the first command needs it.
-    pub(crate) fn new(endpoint: Endpoint, connect_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        endpoint: Endpoint,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 endpoint,
                 connect_timeout,
+                silent_after: (response_timeout * 2).max(MIN_SILENCE),
                 state: Mutex::new(State {
                     link: Link::Down,
                     unsent: Vec::new(),
                     slots: VecDeque::new(),
                     generation: 0,
+                    last_reply: Instant::now(),
                 }),
             }),
         }
+    }
+
+    /// A call on this connection timed out. If the connection has had
+    /// commands waiting and sent nothing back for `silent_after`, it is
+    /// given up: a peer that vanished without closing (a host gone, a NAT
+    /// or firewall that dropped the flow, a proxy holding a chunk) would
+    /// otherwise swallow every command, the breaker's probes included,
+    /// until the kernel gives up on the socket many minutes later. The
+    /// next command connects again. A Redis that is merely slow still
+    /// sends replies, and keeps its connection.
+    pub(crate) fn on_timeout(&self) {
+        let state = self.shared.lock();
+        let silent = matches!(state.link, Link::Up { .. })
+            && !state.slots.is_empty()
+            && state.last_reply.elapsed() >= self.shared.silent_after;
+        if !silent {
+            return;
+        }
+        let generation = state.generation;
+        drop(state);
+        tracing::warn!(
+            silent_for = ?self.shared.silent_after,
+            "redis connection sent nothing while commands waited; connecting again"
+        );
+        self.shared.lost(
+            generation,
+            &io_error(
+                io::ErrorKind::ConnectionAborted,
+                "the redis connection went silent and was given up",
+            ),
+        );
     }
 
     /// Queue one command's bytes (written by `encode`) with its reply slot.
@@ -330,6 +375,7 @@ async fn connect(shared: Weak<Shared>, generation: u64) {
     if !state.unsent.is_empty() {
         writer.notify_one();
     }
+    state.last_reply = Instant::now();
     state.link = Link::Up { writer, reader };
 }
 
@@ -492,6 +538,7 @@ async fn read_replies(shared: Weak<Shared>, generation: u64, mut socket: OwnedRe
             if state.generation != generation {
                 return;
             }
+            state.last_reply = Instant::now();
             for value in parsed.drain(..) {
                 let Some(front) = state.slots.front_mut() else {
                     drop(state);
