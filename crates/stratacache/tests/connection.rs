@@ -333,3 +333,70 @@ async fn a_connection_that_goes_silent_is_given_up_and_made_again() {
         started.elapsed()
     );
 }
+
+/// Normal clients' ids (the asking connection excluded).
+fn normal_client_ids(server: &RedisServer) -> Vec<String> {
+    let list = server.query(
+        &["CLIENT", "LIST", "TYPE", "normal"],
+        Duration::from_secs(2),
+    );
+    let list = list.unwrap();
+    let lines: Vec<&str> = list.lines().collect();
+    // The asking connection is the newest: the highest id.
+    let mut ids: Vec<u64> = lines
+        .iter()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .next()?
+                .strip_prefix("id=")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.pop();
+    ids.into_iter().map(|id| id.to_string()).collect()
+}
+
+/// Silence is counted from when a command is waiting, not from the last
+/// reply: after an idle second, one reply slower than the timeout (Redis
+/// busy in `DEBUG SLEEP`) must not cost the healthy connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_slow_reply_after_an_idle_spell_keeps_the_connection() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .namespace(common::namespace("idle"))
+        .redis_url(&server.url())
+        .without_l1()
+        .redis_timeout(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let opts = EntryOptions::new().ttl(Duration::from_secs(120));
+    cache.set("k", &"v".to_string(), &opts).await.unwrap();
+    let before = normal_client_ids(&server);
+    assert!(!before.is_empty(), "the cache's connection is listed");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let port = server.port();
+    let busy = tokio::task::spawn_blocking(move || {
+        stratacache_testkit::cli(port, &["DEBUG", "SLEEP", "0.5"])
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let slow = cache.get::<String>("k").await;
+    assert!(
+        !matches!(slow, Ok(Some(_))),
+        "the read during DEBUG SLEEP timed out"
+    );
+    busy.await.unwrap();
+    assert_eq!(
+        cache.get::<String>("k").await.unwrap().as_deref(),
+        Some("v")
+    );
+    let after = normal_client_ids(&server);
+    for id in &before {
+        assert!(
+            after.contains(id),
+            "connection {id} was dropped: before {before:?}, after {after:?}"
+        );
+    }
+}

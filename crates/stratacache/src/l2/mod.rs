@@ -202,7 +202,6 @@ impl L2 {
             }
             Err(_) => {
                 self.metrics.redis_timeouts.increment(1);
-                self.connection.on_timeout();
                 if noticed_late(deadline, self.timeout) {
                     // The call was not polled until long after its deadline:
                     // this process is too busy to read replies in time (its
@@ -212,6 +211,10 @@ impl L2 {
                     // overloaded. The caller still gets its timeout.
                     self.metrics.redis_timeouts_late.increment(1);
                 } else {
+                    // Only a timeout Redis is to blame for says anything
+                    // about the connection (a reader this busy process did
+                    // not poll is not a silent peer).
+                    self.connection.on_timeout();
                     self.failed();
                 }
                 Err(L2Error::Timeout(self.timeout))

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionLike;
-use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -115,7 +115,9 @@ enum Link {
     Connecting,
     Up {
         writer: Arc<Notify>,
-        reader: AbortHandle,
+        /// Both tasks, aborted when the connection is given up (a writer
+        /// blocked on a peer that stopped reading would never wake).
+        tasks: [AbortHandle; 2],
     },
 }
 
@@ -205,6 +207,11 @@ impl PipelinedConnection {
             return Err(err);
         }
         let was_empty = state.unsent.is_empty();
+        // Silence is counted from when something was first awaited: an idle
+        // connection has not gone silent.
+        if state.slots.is_empty() {
+            state.last_reply = Instant::now();
+        }
         encode(&mut state.unsent);
         state.slots.push_back(slot);
         match &state.link {
@@ -217,7 +224,17 @@ impl PipelinedConnection {
                 state.generation += 1;
                 let generation = state.generation;
                 drop(state);
-                tokio::spawn(connect(Arc::downgrade(&self.shared), generation));
+                // The guard is made before the task: dropped unpolled (its
+                // runtime shutting down), the task still ends the attempt.
+                let attempt = ConnectingOnDrop {
+                    shared: Arc::downgrade(&self.shared),
+                    generation,
+                    armed: true,
+                };
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => drop(runtime.spawn(connect(attempt))),
+                    Err(_) => drop(attempt),
+                }
             }
         }
         Ok(())
@@ -269,12 +286,13 @@ impl Shared {
         if state.generation != generation || !matches!(state.link, Link::Up { .. }) {
             return;
         }
-        if let Link::Up { writer, reader } = std::mem::replace(&mut state.link, Link::Down) {
-            reader.abort();
-            // Wakes the writer to find its connection gone.
+        if let Link::Up { writer, tasks } = std::mem::replace(&mut state.link, Link::Down) {
+            for task in tasks {
+                task.abort();
+            }
             writer.notify_one();
         }
-        state.unsent.clear();
+        state.unsent = Vec::new();
         let slots = std::mem::take(&mut state.slots);
         drop(state);
         tracing::debug!(error = %err, "redis connection lost");
@@ -319,22 +337,20 @@ impl Drop for ConnectingOnDrop {
 impl Drop for Shared {
     fn drop(&mut self) {
         let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Link::Up { writer, reader } = &state.link {
-            reader.abort();
+        if let Link::Up { writer, tasks } = &state.link {
+            for task in tasks {
+                task.abort();
+            }
             writer.notify_one();
         }
     }
 }
 
 /// Make connection `generation`, then start its writer and reader.
-async fn connect(shared: Weak<Shared>, generation: u64) {
+async fn connect(mut unfinished: ConnectingOnDrop) {
     // Dropped before it is done (its runtime shut down): the commands
     // waiting for it fail, and the next command tries again.
-    let mut unfinished = ConnectingOnDrop {
-        shared: shared.clone(),
-        generation,
-        armed: true,
-    };
+    let (shared, generation) = (unfinished.shared.clone(), unfinished.generation);
     let Some(strong) = shared.upgrade() else {
         return;
     };
@@ -365,18 +381,20 @@ async fn connect(shared: Weak<Shared>, generation: u64) {
     if state.generation != generation {
         return;
     }
-    let reader = tokio::spawn(read_replies(shared.clone(), generation, read)).abort_handle();
-    tokio::spawn(write_commands(
-        shared,
+    let end = |shared: &Weak<Shared>| EndOnDrop {
+        shared: shared.clone(),
         generation,
-        write,
-        Arc::clone(&writer),
-    ));
+    };
+    let reader = tokio::spawn(read_replies(end(&shared), read)).abort_handle();
+    let writing = tokio::spawn(write_commands(end(&shared), write, Arc::clone(&writer)));
     if !state.unsent.is_empty() {
         writer.notify_one();
     }
     state.last_reply = Instant::now();
-    state.link = Link::Up { writer, reader };
+    state.link = Link::Up {
+        writer,
+        tasks: [reader, writing.abort_handle()],
+    };
 }
 
 /// Open a TCP connection and introduce ourselves (AUTH, SELECT).
@@ -406,13 +424,8 @@ async fn open(endpoint: &Endpoint) -> RedisResult<(OwnedReadHalf, OwnedWriteHalf
             match resp::parse(&buf)? {
                 Some((value, used)) => {
                     buf.drain(..used);
-                    value.extract_error().map_err(|err| {
-                        RedisError::from((
-                            ErrorKind::AuthenticationFailed,
-                            "redis refused the connection's AUTH or SELECT",
-                            err.to_string(),
-                        ))
-                    })?;
+                    // The server's own error (WRONGPASS, NOAUTH, a refused SELECT).
+                    value.extract_error()?;
                     expect -= 1;
                 }
                 None => {
@@ -447,16 +460,8 @@ impl Drop for EndOnDrop {
 }
 
 /// Write what callers queued, a batch per wake-up.
-async fn write_commands(
-    shared: Weak<Shared>,
-    generation: u64,
-    mut socket: OwnedWriteHalf,
-    wake: Arc<Notify>,
-) {
-    let _end = EndOnDrop {
-        shared: shared.clone(),
-        generation,
-    };
+async fn write_commands(end: EndOnDrop, mut socket: OwnedWriteHalf, wake: Arc<Notify>) {
+    let (shared, generation) = (end.shared.clone(), end.generation);
     let mut batch = Vec::new();
     loop {
         wake.notified().await;
@@ -488,11 +493,8 @@ async fn write_commands(
 }
 
 /// Read replies and hand each to its slot, in order.
-async fn read_replies(shared: Weak<Shared>, generation: u64, mut socket: OwnedReadHalf) {
-    let _end = EndOnDrop {
-        shared: shared.clone(),
-        generation,
-    };
+async fn read_replies(end: EndOnDrop, mut socket: OwnedReadHalf) {
+    let (shared, generation) = (end.shared.clone(), end.generation);
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut parsed = Vec::new();
     let mut done: Vec<(Slot, Option<Vec<Value>>, Option<Value>)> = Vec::new();
@@ -530,6 +532,10 @@ async fn read_replies(shared: Weak<Shared>, generation: u64, mut socket: OwnedRe
             }
         }
         buf.drain(..used);
+        // A burst of large replies is not kept for the connection's life.
+        if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
+            buf = Vec::with_capacity(READ_CHUNK);
+        }
         if parsed.is_empty() {
             continue;
         }
@@ -542,8 +548,10 @@ async fn read_replies(shared: Weak<Shared>, generation: u64, mut socket: OwnedRe
             for value in parsed.drain(..) {
                 let Some(front) = state.slots.front_mut() else {
                     drop(state);
-                    let err =
-                        RedisError::from((ErrorKind::Parse, "a redis reply no command asked for"));
+                    let err = io_error(
+                        io::ErrorKind::InvalidData,
+                        "a redis reply no command asked for",
+                    );
                     strong.lost(generation, &err);
                     return;
                 };

@@ -7,7 +7,7 @@
 //! from its start when more bytes arrive (replies here are small; a large
 //! bulk string is not copied until all of it is there).
 
-use redis::{ErrorKind, RedisError, RedisResult, Value};
+use redis::{RedisError, RedisResult, Value};
 
 /// Append a RESP array header of `len` elements.
 pub(super) fn write_array_len(out: &mut Vec<u8>, len: usize) {
@@ -31,7 +31,52 @@ const MAX_DEPTH: usize = 16;
 /// The reply at the start of `buf` and the number of bytes it took, or
 /// `None` when `buf` does not hold all of it yet.
 pub(super) fn parse(buf: &[u8]) -> RedisResult<Option<(Value, usize)>> {
+    // Values are built only once the whole reply is there: an MGET of large
+    // values arriving over many reads is walked (cheaply) on each read, but
+    // copied once.
+    if complete_len(buf, 0, 0)?.is_none() {
+        return Ok(None);
+    }
     reply(buf, 0, 0)
+}
+
+/// Where the reply starting at `at` ends, if all of it is in `buf`; no
+/// allocation, bulk payloads skipped by their length.
+fn complete_len(buf: &[u8], at: usize, depth: usize) -> RedisResult<Option<usize>> {
+    let Some(&tag) = buf.get(at) else {
+        return Ok(None);
+    };
+    let Some(line_end) = line_end(buf, at + 1) else {
+        return Ok(None);
+    };
+    let next = line_end + 2;
+    match tag {
+        b'+' | b'-' | b':' => Ok(Some(next)),
+        b'$' => {
+            let len = integer(&buf[at + 1..line_end])?;
+            if len < 0 {
+                return Ok(Some(next));
+            }
+            let end = next.saturating_add(len as usize).saturating_add(2);
+            Ok((buf.len() >= end).then_some(end))
+        }
+        b'*' => {
+            let len = integer(&buf[at + 1..line_end])?;
+            if depth >= MAX_DEPTH {
+                return Err(protocol("a reply nested too deeply"));
+            }
+            let mut pos = next;
+            for _ in 0..len.max(0) {
+                match complete_len(buf, pos, depth + 1)? {
+                    Some(after) => pos = after,
+                    None => return Ok(None),
+                }
+            }
+            Ok(Some(pos))
+        }
+        // Left to `reply`, which says what is wrong.
+        _ => Ok(Some(next)),
+    }
 }
 
 fn reply(buf: &[u8], at: usize, depth: usize) -> RedisResult<Option<(Value, usize)>> {
@@ -113,8 +158,15 @@ fn integer(line: &[u8]) -> RedisResult<i64> {
         .ok_or_else(|| protocol("an integer that does not parse"))
 }
 
+/// A reply that is not RESP2: the stream cannot be trusted any more, so it
+/// is an I/O error (the connection is given up, the breaker counts it, an
+/// idempotent call is retried on a new connection).
 fn protocol(what: &str) -> RedisError {
-    RedisError::from((ErrorKind::Parse, "unexpected redis reply", what.to_owned()))
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("unexpected redis reply: {what}"),
+    )
+    .into()
 }
 
 #[cfg(test)]
