@@ -201,10 +201,10 @@ impl Connection {
     }
 
     /// Run a script by digest on a single node's pipelined connection, its
-    /// keys and arguments written without copies; `None`: this connection
-    /// is another kind (use [`invoke_script`](Self::invoke_script)). On
-    /// `NOSCRIPT` (a restarted or flushed Redis) the script is loaded and
-    /// run again through redis-rs.
+    /// keys and arguments written without copies. `None`: this connection
+    /// is another kind, or Redis does not know the script (restarted or
+    /// flushed) — run it through [`invoke_script`](Self::invoke_script),
+    /// which loads it.
     pub(crate) async fn run_script_direct<T: FromRedisValue>(
         &self,
         script: &redis::Script,
@@ -222,22 +222,15 @@ impl Connection {
             .evalsha(script.get_hash(), keys, args)
             .await
             .and_then(redis::Value::extract_error);
-        Some(match reply {
-            Ok(value) => redis::from_redis_value(value).map_err(Into::into),
+        match reply {
             Err(err)
                 if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
             {
-                let mut invocation = script.prepare_invoke();
-                for key in keys {
-                    invocation.key(*key);
-                }
-                for arg in args {
-                    invocation.arg(*arg);
-                }
-                invocation.invoke_async(&mut c.clone()).await
+                None
             }
-            Err(err) => Err(err),
-        })
+            Ok(value) => Some(redis::from_redis_value(value).map_err(Into::into)),
+            Err(err) => Some(Err(err)),
+        }
     }
 
     /// Run a pipeline. On a Cluster every command must hash to one slot.
