@@ -20,16 +20,18 @@ fn value_of(i: usize) -> String {
     format!("value-{i}-{}", "x".repeat(i % 97))
 }
 
-/// A cache without L1, so every read is a Redis command, holding `KEYS` entries.
-async fn filled_cache(url: &str, test: &str, timeout: Duration) -> Cache {
-    let cache = Cache::builder()
+/// A cache without L1, so every read is a Redis command.
+fn l2_only(url: &str, test: &str, timeout: Duration) -> stratacache::CacheBuilder {
+    Cache::builder()
         .namespace(common::namespace(test))
         .redis_url(url)
         .without_l1()
         .redis_timeout(timeout)
-        .build()
-        .await
-        .unwrap();
+}
+
+/// An L2-only cache holding `KEYS` entries.
+async fn filled_cache(url: &str, test: &str, timeout: Duration) -> Cache {
+    let cache = l2_only(url, test, timeout).build().await.unwrap();
     let opts = EntryOptions::new().ttl(Duration::from_secs(120));
     for i in 0..KEYS {
         cache
@@ -237,11 +239,7 @@ fn a_cache_outlives_the_runtime_that_first_used_it() {
     let opts = EntryOptions::new().ttl(Duration::from_secs(60));
     let first = tokio::runtime::Runtime::new().unwrap();
     let cache = first.block_on(async {
-        let cache = Cache::builder()
-            .namespace(common::namespace("runtimes"))
-            .redis_url(&server.url())
-            .without_l1()
-            .redis_timeout(Duration::from_millis(500))
+        let cache = l2_only(&server.url(), "runtimes", Duration::from_millis(500))
             .build()
             .await
             .unwrap();
@@ -281,11 +279,7 @@ fn a_cache_outlives_the_runtime_that_first_used_it() {
 async fn a_connection_that_goes_silent_is_given_up_and_made_again() {
     let server = RedisServer::start();
     let proxy = DelayProxy::start(server.port()).unwrap();
-    let cache = Cache::builder()
-        .namespace(common::namespace("silent"))
-        .redis_url(&proxy.url())
-        .without_l1()
-        .redis_timeout(Duration::from_millis(200))
+    let cache = l2_only(&proxy.url(), "silent", Duration::from_millis(200))
         .breaker(stratacache::BreakerConfig {
             failure_threshold: 3,
             probe_interval: Duration::from_millis(100),
@@ -364,11 +358,7 @@ fn normal_client_ids(server: &RedisServer) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_slow_reply_after_an_idle_spell_keeps_the_connection() {
     let server = RedisServer::start();
-    let cache = Cache::builder()
-        .namespace(common::namespace("idle"))
-        .redis_url(&server.url())
-        .without_l1()
-        .redis_timeout(Duration::from_millis(200))
+    let cache = l2_only(&server.url(), "idle", Duration::from_millis(200))
         .build()
         .await
         .unwrap();
@@ -399,4 +389,39 @@ async fn one_slow_reply_after_an_idle_spell_keeps_the_connection() {
             "connection {id} was dropped: before {before:?}, after {after:?}"
         );
     }
+}
+
+/// Scripts go out by digest; a Redis that forgot them (restarted, `SCRIPT
+/// FLUSH`) answers `NOSCRIPT`, and the script is loaded and run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_flushed_from_redis_are_loaded_again() {
+    let server = RedisServer::start();
+    let cache = l2_only(&server.url(), "noscript", Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    let opts = EntryOptions::new().ttl(Duration::from_secs(60));
+    let loads = Arc::new(AtomicUsize::new(0));
+    for round in 0..3 {
+        server.cli(&["SCRIPT", "FLUSH"]);
+        let key = format!("k{round}");
+        let counted = loads.clone();
+        let value: u32 = cache
+            .get_or_load(&key, &opts, move || async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::io::Error>(round)
+            })
+            .await
+            .unwrap();
+        assert_eq!(value, round);
+        // The fill (a script) landed: the next read finds it without loading.
+        let again: u32 = cache
+            .get_or_load(&key, &opts, || async {
+                Err::<u32, _>(std::io::Error::other("must not load"))
+            })
+            .await
+            .unwrap();
+        assert_eq!(again, round);
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 3);
 }
