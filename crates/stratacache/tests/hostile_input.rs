@@ -208,6 +208,59 @@ async fn a_lease_planted_without_ttl_does_not_block_reads() {
     );
 }
 
+/// Once reads mostly hit, a miss takes its lease with plain commands rather
+/// than a script; a planted lease without a TTL and a key of another type
+/// must still not make a reader wait out a lease lifetime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_cache_is_not_blocked_by_planted_leases_or_foreign_keys() {
+    let server = RedisServer::start();
+    let (a, b) = two(&server, "warm-planted").await;
+    for i in 0..100u64 {
+        b.set(&format!("warm{i}"), &i, &opts()).await.unwrap();
+    }
+    // L2 hits on `a` (its L1 is empty): its reads now expect to hit.
+    for i in 0..100u64 {
+        let got: u64 = a
+            .get_or_load(&format!("warm{i}"), &opts(), || async {
+                Err::<u64, _>(std::io::Error::other("should hit"))
+            })
+            .await
+            .unwrap();
+        assert_eq!(got, i);
+    }
+    let mut conn = raw(&server).await;
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}:lease", common::stored_key(a.namespace(), "k")))
+        .arg("someone")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("RPUSH")
+        .arg(common::stored_key(a.namespace(), "l"))
+        .arg("f")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for (n, key) in ["k", "l"].into_iter().enumerate() {
+        let started = Instant::now();
+        let got: u64 = a
+            .get_or_load(key, &opts(), move || async move {
+                Ok::<_, std::io::Error>(n as u64)
+            })
+            .await
+            .unwrap();
+        assert_eq!(got, n as u64);
+        assert!(
+            // The default lease lifetime (lock_timeout) is 5 s.
+            started.elapsed() < Duration::from_secs(2),
+            "{key}: waited {:?} for a lease nobody else holds",
+            started.elapsed()
+        );
+        b.clear_l1();
+        assert_eq!(b.get::<u64>(key).await.unwrap(), Some(n as u64), "{key}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_set_is_refused_and_the_earlier_value_stays() {
     let server = RedisServer::start();

@@ -354,6 +354,18 @@ impl L2 {
             .map(|n| n == 1)
     }
 
+    /// Run plain commands as one pipeline (one round trip; not a
+    /// transaction — other clients' commands may run between them). On a
+    /// Cluster every key must hash to one slot.
+    pub(crate) async fn pipeline<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+        idempotent: bool,
+    ) -> Result<T, L2Error> {
+        self.call(idempotent, |c| async move { c.query_pipeline(pipe).await })
+            .await
+    }
+
     /// Run a Lua script (EVALSHA, loading it on NOSCRIPT). All `keys` must
     /// share a hash slot. `idempotent` allows the retry after a dropped connection.
     pub(crate) async fn run_script<T: redis::FromRedisValue>(
