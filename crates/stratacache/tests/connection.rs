@@ -229,6 +229,81 @@ async fn a_wrong_password_is_an_error_not_a_hang_and_loads_still_answer() {
     assert_eq!(value, 7);
 }
 
+/// Redis refusing the password must not make every call a new connection
+/// and a new refused AUTH: the breaker opens as it does for a Redis that is
+/// down, loads answer without Redis, and the refusals stay a handful however
+/// many calls are made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_does_not_make_every_call_a_new_connection() {
+    let server = RedisServer::start();
+    server.cli(&["CONFIG", "SET", "requirepass", "s3cret"]);
+    let admin =
+        redis::Client::open(format!("redis://:s3cret@127.0.0.1:{}", server.port())).unwrap();
+    let mut admin = admin.get_multiplexed_async_connection().await.unwrap();
+    let stats = |info: String, field: &str| -> u64 {
+        info.lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|rest| rest.trim_start_matches(':').trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let connections_before = stats(info, "total_connections_received");
+    let cache = Arc::new(
+        l2_only(
+            &format!("redis://:wrong@127.0.0.1:{}", server.port()),
+            "bad-auth-storm",
+            Duration::from_millis(500),
+        )
+        .build()
+        .await
+        .unwrap(),
+    );
+    let loads = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..32)
+        .map(|t| {
+            let (cache, loads) = (Arc::clone(&cache), Arc::clone(&loads));
+            tokio::spawn(async move {
+                let opts = EntryOptions::new().ttl(Duration::from_secs(60));
+                for i in 0..100 {
+                    let key = format!("k{t}-{i}");
+                    let loads = Arc::clone(&loads);
+                    let got: usize = cache
+                        .get_or_load(&key, &opts, move || async move {
+                            loads.fetch_add(1, Ordering::Relaxed);
+                            Ok::<_, std::io::Error>(i)
+                        })
+                        .await
+                        .unwrap();
+                    assert_eq!(got, i);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(loads.load(Ordering::Relaxed), 3_200, "every call answered");
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let connections = stats(info, "total_connections_received") - connections_before;
+    // The breaker opens after a few refusals; then its probe (every 250 ms)
+    // and the backplane's retries (backing off to 2 s) are all that connect.
+    let allowed = 40 + 8 * elapsed.as_secs();
+    assert!(
+        connections <= allowed,
+        "{connections} connections for 3,200 calls in {elapsed:?} (at most {allowed})"
+    );
+}
+
 /// A cache built and first used on one runtime, then used on another after
 /// the first shut down (a test harness's runtime per test, a CLI's
 /// temporary runtime): the connection's tasks died with the first runtime,

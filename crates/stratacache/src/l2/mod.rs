@@ -73,9 +73,24 @@ fn is_infrastructure(err: &RedisError) -> bool {
         || err.is_connection_refusal()
         || err.is_timeout()
         || err.is_cluster_error()
+        // Redis refusing who we are (a wrong or rotated password, a removed
+        // ACL user): no command succeeds until the credentials or the server
+        // change, as if Redis were down. Counted as an answer instead, every
+        // call would open a connection only to be refused again — a storm of
+        // connections and failed AUTHs against the Redis that refuses them.
+        // The breaker's probe reconnects, so it closes once they match.
+        || err.kind() == redis::ErrorKind::AuthenticationFailed
         || matches!(
             err.code(),
-            Some("LOADING" | "MASTERDOWN" | "READONLY" | "TRYAGAIN" | "CLUSTERDOWN")
+            Some(
+                "LOADING"
+                    | "MASTERDOWN"
+                    | "READONLY"
+                    | "TRYAGAIN"
+                    | "CLUSTERDOWN"
+                    | "NOAUTH"
+                    | "WRONGPASS"
+            )
         )
 }
 
@@ -191,7 +206,7 @@ impl L2 {
             Ok(Err(err)) => {
                 if is_infrastructure(&err) {
                     self.metrics.redis_io_errors.increment(1);
-                    self.failed();
+                    self.failed(&err);
                 } else {
                     // Redis answered: the connection is healthy, the command was wrong.
                     self.metrics.redis_server_errors.increment(1);
@@ -215,18 +230,21 @@ impl L2 {
                     // about the connection (a reader this busy process did
                     // not poll is not a silent peer).
                     self.connection.on_timeout();
-                    self.failed();
+                    self.failed(&format_args!("no reply within {:?}", self.timeout));
                 }
                 Err(L2Error::Timeout(self.timeout))
             }
         }
     }
 
-    fn failed(&self) {
+    /// Count a failure Redis is to blame for; `why` (the failure that
+    /// opens the breaker) goes in the log, since callers then only see
+    /// "Redis unavailable".
+    fn failed(&self, why: &dyn std::fmt::Display) {
         if self.breaker.record_failure() {
             self.metrics.breaker_open.set(1.0);
             self.metrics.breaker_opened.increment(1);
-            tracing::warn!("redis circuit breaker opened; serving from L1 and loaders");
+            tracing::warn!(error = %why, "redis circuit breaker opened; serving from L1 and loaders");
             self.spawn_probe();
         }
     }
