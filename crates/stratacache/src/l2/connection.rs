@@ -9,7 +9,8 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisResult};
 
-use super::pipelined::{Endpoint, PipelinedConnection};
+use super::endpoint::Endpoint;
+use super::pipelined::PipelinedConnection;
 use super::sentinel::SentinelMaster;
 use super::tls::{self, RedisTls};
 use super::topology::RedisTopology;

@@ -8,6 +8,7 @@
 
 mod batch;
 mod connection;
+mod endpoint;
 mod pipelined;
 mod resp;
 mod script;

@@ -34,10 +34,10 @@ use redis::aio::ConnectionLike;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 use tokio::task::AbortHandle;
 
+use super::endpoint::{open, Endpoint};
 use super::resp;
 
 /// Past this many bytes not yet written (Redis stopped reading), commands
@@ -48,38 +48,6 @@ const MAX_UNSENT: usize = 64 << 20;
 const MIN_SILENCE: Duration = Duration::from_secs(1);
 /// The read buffer grows by this much at a time.
 const READ_CHUNK: usize = 64 << 10;
-
-/// Where to connect and how to introduce ourselves.
-#[derive(Debug, Clone)]
-pub(crate) struct Endpoint {
-    pub(crate) host: String,
-    pub(crate) port: u16,
-    pub(crate) db: i64,
-    pub(crate) username: Option<String>,
-    pub(crate) password: Option<String>,
-}
-
-impl Endpoint {
-    /// The endpoint of `client`, when this connection can serve it: plain
-    /// TCP and RESP2 (TLS, Unix sockets and RESP3 stay with redis-rs).
-    pub(crate) fn of(client: &redis::Client) -> Option<Self> {
-        let info = client.get_connection_info();
-        let redis::ConnectionAddr::Tcp(host, port) = info.addr() else {
-            return None;
-        };
-        let settings = info.redis_settings();
-        if settings.protocol() != redis::ProtocolVersion::RESP2 {
-            return None;
-        }
-        Some(Self {
-            host: host.clone(),
-            port: *port,
-            db: settings.db(),
-            username: settings.username().map(str::to_owned),
-            password: settings.password().map(str::to_owned),
-        })
-    }
-}
 
 /// Cheap to clone: clones share the connection.
 #[derive(Clone)]
@@ -395,51 +363,6 @@ async fn connect(mut unfinished: ConnectingOnDrop) {
         writer,
         tasks: [reader, writing.abort_handle()],
     };
-}
-
-/// Open a TCP connection and introduce ourselves (AUTH, SELECT).
-async fn open(endpoint: &Endpoint) -> RedisResult<(OwnedReadHalf, OwnedWriteHalf)> {
-    let mut stream = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await?;
-    stream.set_nodelay(true)?;
-    let mut hello = Vec::new();
-    let mut expect = 0;
-    if let Some(password) = &endpoint.password {
-        let mut auth = redis::cmd("AUTH");
-        if let Some(user) = &endpoint.username {
-            auth.arg(user);
-        }
-        auth.arg(password).write_packed_command(&mut hello);
-        expect += 1;
-    }
-    if endpoint.db != 0 {
-        redis::cmd("SELECT")
-            .arg(endpoint.db)
-            .write_packed_command(&mut hello);
-        expect += 1;
-    }
-    if expect > 0 {
-        stream.write_all(&hello).await?;
-        let mut buf = Vec::with_capacity(256);
-        while expect > 0 {
-            match resp::parse(&buf)? {
-                Some((value, used)) => {
-                    buf.drain(..used);
-                    // The server's own error (WRONGPASS, NOAUTH, a refused SELECT).
-                    value.extract_error()?;
-                    expect -= 1;
-                }
-                None => {
-                    if stream.read_buf(&mut buf).await? == 0 {
-                        return Err(io_error(
-                            io::ErrorKind::UnexpectedEof,
-                            "redis closed the connection while it was being made",
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    Ok(stream.into_split())
 }
 
 /// Ends connection `generation` when its task ends for any reason — its
