@@ -242,3 +242,90 @@ async fn a_stampede_on_background_fills_loads_each_key_once() {
     }
     assert_eq!(loads.load(Ordering::SeqCst), 8, "one load per key");
 }
+
+/// Redis killed between the loader and its background fill: the caller has
+/// its answer at once, this instance keeps serving the value from L1, the
+/// lost fill is neither an error nor a hang, and once Redis is back (empty)
+/// the other instance loads the key once — the lease of the lost fill died
+/// with the old process — and what it filled is what stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_before_a_background_fill_loses_only_the_fill() {
+    let server = Arc::new(std::sync::Mutex::new(RedisServer::start()));
+    let url = server.lock().unwrap().url();
+    let namespace = common::namespace("bg-fill-killed");
+    let a = instance(&url, &namespace).await;
+    let b = instance(&url, &namespace).await;
+
+    let killer = Arc::clone(&server);
+    let started = Instant::now();
+    let got: String = a
+        .get_or_load("k", &opts(true), move || async move {
+            tokio::task::spawn_blocking(move || killer.lock().unwrap().kill())
+                .await
+                .unwrap();
+            Ok::<_, std::io::Error>("v".to_string())
+        })
+        .await
+        .unwrap();
+    assert_eq!(got, "v");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered when the loader returned: {:?}",
+        started.elapsed()
+    );
+
+    // Redis is gone: A answers from L1, nobody loads again.
+    let loads = Arc::new(AtomicUsize::new(0));
+    for _ in 0..20 {
+        let got: String = a
+            .get_or_load("k", &opts(true), counting(&loads))
+            .await
+            .unwrap();
+        assert_eq!(got, "v");
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 0);
+
+    let restarter = Arc::clone(&server);
+    tokio::task::spawn_blocking(move || restarter.lock().unwrap().restart())
+        .await
+        .unwrap();
+    for cache in [&a, &b] {
+        assert!(
+            common::eventually(Duration::from_secs(10), || async {
+                cache.backplane_connected() == Some(true) && cache.ping_redis().await.is_ok()
+            })
+            .await,
+            "reconnected after the restart"
+        );
+    }
+
+    // The fill never landed: B loads the key once, without waiting out a lease.
+    let started = Instant::now();
+    let got: String = b
+        .get_or_load("k", &opts(true), counting(&loads))
+        .await
+        .unwrap();
+    assert_eq!(got, "loaded again");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    // And B's fill is what Redis keeps: A's lost fill never comes back over it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    b.clear_l1();
+    assert!(
+        common::eventually(Duration::from_secs(5), || async {
+            b.get::<String>("k").await.unwrap().as_deref() == Some("loaded again")
+        })
+        .await
+    );
+    a.clear_l1();
+    let got: String = a
+        .get_or_load("k", &opts(true), counting(&loads))
+        .await
+        .unwrap();
+    assert_eq!(got, "loaded again");
+    assert_eq!(loads.load(Ordering::SeqCst), 1, "A read B's fill");
+}
