@@ -302,6 +302,15 @@ async fn a_wrong_password_does_not_make_every_call_a_new_connection() {
         connections <= allowed,
         "{connections} connections for 3,200 calls in {elapsed:?} (at most {allowed})"
     );
+    // A health check still learns why, though the breaker is open.
+    assert_eq!(cache.breaker_state(), Some(stratacache::BreakerState::Open));
+    let err = cache
+        .ping_redis()
+        .await
+        .unwrap_err()
+        .to_string()
+        .to_lowercase();
+    assert!(err.contains("wrongpass") || err.contains("auth"), "{err}");
 }
 
 /// A cache built and first used on one runtime, then used on another after

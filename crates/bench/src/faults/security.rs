@@ -77,14 +77,13 @@ pub async fn redis_auth() -> Result<Row> {
         ("no password", format!("redis://127.0.0.1:{port}")),
     ] {
         let c = cache(&url, &namespace, None).await?;
-        // Asked first: once refusals open the breaker, calls only say
-        // "Redis unavailable" (the log keeps the reason).
+        if degrades(&c).await {
+            degraded += 1;
+        }
+        // Asked after the refusals opened the breaker: it still says why.
         match c.ping_redis().await {
             Err(e) => refused.push(format!("{what}: {e}")),
             Ok(()) => refused.push(format!("{what}: ACCEPTED")),
-        }
-        if degrades(&c).await {
-            degraded += 1;
         }
     }
     let wrote_unauthenticated = exists(&good, &stored_key(&namespace, "refused")).await?;

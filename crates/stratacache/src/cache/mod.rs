@@ -189,6 +189,9 @@ impl Cache {
     }
 
     /// Check that Redis answers (for health endpoints). `Ok` without L2.
+    /// Asks Redis even while the circuit breaker is open, so the error says
+    /// why it does not answer (a refused password, a refused connection, a
+    /// timeout) rather than only that the breaker is open.
     pub async fn ping_redis(&self) -> Result<()> {
         match self.tiers().l2() {
             Some(l2) => l2.ping().await.map_err(Error::from),

@@ -551,11 +551,26 @@ impl L2 {
             .map_err(Error::redis)
     }
 
+    /// Ask Redis whether it answers. While the breaker is open this still
+    /// asks (bounded by the timeout, like the breaker's own probe) instead of
+    /// answering "unavailable": a health check wants the reason — refused
+    /// credentials, a connection refused, a timeout — and one PING per check
+    /// is no load. The breaker is left to its probe.
     pub(crate) async fn ping(&self) -> Result<(), L2Error> {
-        self.call(true, |c| async move {
-            c.query::<String>(&redis::cmd("PING")).await.map(|_| ())
-        })
-        .await
+        let ping = || async {
+            let cmd = redis::cmd("PING");
+            self.connection.query::<String>(&cmd).await.map(|_| ())
+        };
+        if self.breaker.allows_calls() {
+            return self.call(true, |_| ping()).await;
+        }
+        match tokio::time::timeout(self.timeout, ping()).await {
+            Ok(result) => result.map_err(|err| L2Error::Redis(Arc::new(err))),
+            Err(_) => {
+                self.connection.on_timeout();
+                Err(L2Error::Timeout(self.timeout))
+            }
+        }
     }
 
     /// Indices of `keys` grouped by hash slot; one group when not on a Cluster.
