@@ -36,6 +36,21 @@ async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
+/// A lease on `key` with no expiry, as no instance of the cache writes one
+/// (planted by hand or by a foreign client).
+async fn plant_lease_without_ttl(
+    conn: &mut redis::aio::MultiplexedConnection,
+    namespace: &str,
+    key: &str,
+) {
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}:lease", common::stored_key(namespace, key)))
+        .arg("someone")
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odd_keys_round_trip_between_instances_and_never_collide() {
     let server = RedisServer::start();
@@ -188,12 +203,7 @@ async fn a_lease_planted_without_ttl_does_not_block_reads() {
     let server = RedisServer::start();
     let (a, _) = two(&server, "stuck-lease").await;
     let mut conn = raw(&server).await;
-    let _: () = redis::cmd("SET")
-        .arg(format!("{}:lease", common::stored_key(a.namespace(), "k")))
-        .arg("someone")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    plant_lease_without_ttl(&mut conn, a.namespace(), "k").await;
     let started = Instant::now();
     let got: u64 = a
         .get_or_load("k", &opts(), || async { Ok::<_, std::io::Error>(1) })
@@ -229,12 +239,7 @@ async fn a_warm_cache_is_not_blocked_by_planted_leases_or_foreign_keys() {
         assert_eq!(got, i);
     }
     let mut conn = raw(&server).await;
-    let _: () = redis::cmd("SET")
-        .arg(format!("{}:lease", common::stored_key(a.namespace(), "k")))
-        .arg("someone")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    plant_lease_without_ttl(&mut conn, a.namespace(), "k").await;
     let _: i64 = redis::cmd("RPUSH")
         .arg(common::stored_key(a.namespace(), "l"))
         .arg("f")

@@ -246,7 +246,6 @@ pub(crate) async fn read_or_acquire(
 /// expiry, marks the key awaited, and counts a lease this try took as won.
 pub(crate) async fn acquire(l2: &L2, stored: &str, ttl: Duration) -> Result<Acquired, L2Error> {
     let lease_key = lease_key(stored);
-    let waiting = waiting_key(stored);
     let (token, ttl_ms) = new_token(ttl);
     let mut pipe = redis::pipe();
     pipe.cmd("SET")
@@ -275,6 +274,7 @@ pub(crate) async fn acquire(l2: &L2, stored: &str, ttl: Duration) -> Result<Acqu
         // Held by another, or an error reply (a value key of another type).
         Ok((None, _)) | Err(_) => {}
     }
+    let waiting = waiting_key(stored);
     let (won, current): (i64, Option<Vec<u8>>) = l2
         .run_script(
             &ACQUIRE,
