@@ -123,3 +123,20 @@ async fn sentinel_over_tls_with_a_private_ca_follows_a_failover() {
     };
     assert!(refused, "a client without the CA is refused");
 }
+
+/// A TLS connection whose peer goes silent without closing (a proxy holds
+/// the connection's next chunk for a minute; new connections pass) is given
+/// up and made again within seconds, as a plain one is
+/// (`connection.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_connection_that_goes_silent_is_given_up_and_made_again() {
+    let redis = TlsRedisServer::start();
+    let proxy = stratacache_testkit::DelayProxy::start(redis.tls_port()).unwrap();
+    let builder = Cache::builder()
+        .namespace(common::namespace("tls-silent"))
+        .redis_url(&format!("rediss://localhost:{}", proxy.port()))
+        .redis_tls(RedisTls::new().root_cert_pem(redis.ca_pem()))
+        .without_l1()
+        .redis_timeout(Duration::from_millis(200));
+    common::silent_connection_is_given_up(builder, &proxy).await;
+}

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisResult};
 
 use super::endpoint::Endpoint;
+use super::managed::ManagedConnection;
 use super::pipelined::PipelinedConnection;
 use super::sentinel::SentinelMaster;
 use super::tls::{self, RedisTls};
@@ -43,7 +44,7 @@ pub(crate) enum Connection {
 #[derive(Clone)]
 pub(crate) enum SingleLink {
     Pipelined(PipelinedConnection),
-    Manager(ConnectionManager),
+    Manager(ManagedConnection),
 }
 
 impl Connection {
@@ -66,7 +67,7 @@ impl Connection {
             .set_max_delay(Duration::from_millis(500));
         match topology {
             RedisTopology::Single(url) => {
-                let client = tls::client(url, tls)?;
+                let client = Arc::new(tls::client(url, tls)?);
                 // Plain TCP: our own pipelined connection (see `pipelined`);
                 // TLS, Unix sockets, RESP3: redis-rs's connection manager.
                 let link = match Endpoint::of(&client).filter(|_| auto_pipelining) {
@@ -75,15 +76,13 @@ impl Connection {
                         connect_timeout,
                         response_timeout,
                     )),
-                    None => SingleLink::Manager(ConnectionManager::new_lazy_with_config(
-                        client.clone(),
+                    None => SingleLink::Manager(ManagedConnection::new(
+                        Arc::clone(&client),
                         manager_config,
+                        response_timeout,
                     )?),
                 };
-                Ok(Connection::Single {
-                    link,
-                    client: Arc::new(client),
-                })
+                Ok(Connection::Single { link, client })
             }
             RedisTopology::Cluster(nodes) => {
                 let builder = ClusterClientBuilder::new(nodes.clone())
@@ -115,8 +114,14 @@ impl Connection {
                 master_name,
                 master_url,
             } => Ok(Connection::Sentinel(
-                SentinelMaster::connect(sentinels, master_name, master_url, manager_config, tls)
-                    .await?,
+                SentinelMaster::connect(
+                    sentinels,
+                    master_name,
+                    master_url,
+                    (manager_config, response_timeout),
+                    tls,
+                )
+                .await?,
             )),
         }
     }
@@ -160,13 +165,13 @@ impl Connection {
         match self {
             Connection::Single { link, .. } => match link {
                 SingleLink::Pipelined(c) => cmd.query_async(&mut c.clone()).await,
-                SingleLink::Manager(m) => cmd.query_async(&mut m.clone()).await,
+                SingleLink::Manager(m) => m.watch(cmd.query_async(&mut m.connection())).await,
             },
             Connection::Cluster { connection, .. } => {
                 cmd.query_async(&mut connection.clone()).await
             }
             Connection::Sentinel(s) => {
-                let result = cmd.query_async(&mut s.connection()).await;
+                let result = s.watch(cmd.query_async(&mut s.connection())).await;
                 self.observe(&result);
                 result
             }
@@ -183,13 +188,15 @@ impl Connection {
         match self {
             Connection::Single { link, .. } => match link {
                 SingleLink::Pipelined(c) => invocation.invoke_async(&mut c.clone()).await,
-                SingleLink::Manager(m) => invocation.invoke_async(&mut m.clone()).await,
+                SingleLink::Manager(m) => {
+                    m.watch(invocation.invoke_async(&mut m.connection())).await
+                }
             },
             Connection::Cluster { connection, .. } => {
                 invocation.invoke_async(&mut connection.clone()).await
             }
             Connection::Sentinel(s) => {
-                let result = invocation.invoke_async(&mut s.connection()).await;
+                let result = s.watch(invocation.invoke_async(&mut s.connection())).await;
                 self.observe(&result);
                 result
             }
@@ -242,13 +249,13 @@ impl Connection {
         match self {
             Connection::Single { link, .. } => match link {
                 SingleLink::Pipelined(c) => pipe.query_async(&mut c.clone()).await,
-                SingleLink::Manager(m) => pipe.query_async(&mut m.clone()).await,
+                SingleLink::Manager(m) => m.watch(pipe.query_async(&mut m.connection())).await,
             },
             Connection::Cluster { connection, .. } => {
                 pipe.query_async(&mut connection.clone()).await
             }
             Connection::Sentinel(s) => {
-                let result = pipe.query_async(&mut s.connection()).await;
+                let result = s.watch(pipe.query_async(&mut s.connection())).await;
                 self.observe(&result);
                 result
             }
@@ -377,15 +384,15 @@ impl Connection {
         }
     }
 
-    /// A call timed out: on Sentinel, the master may have moved; on our own
-    /// connection, the connection may have gone silent.
+    /// A call timed out: on Sentinel, the master may have moved; on a single
+    /// node or a Sentinel master, the connection may have gone silent.
     pub(crate) fn on_timeout(&self) {
         match self {
-            Connection::Sentinel(s) => s.maybe_resolve(),
-            Connection::Single {
-                link: SingleLink::Pipelined(c),
-                ..
-            } => c.on_timeout(),
+            Connection::Sentinel(s) => s.on_timeout(),
+            Connection::Single { link, .. } => match link {
+                SingleLink::Pipelined(c) => c.on_timeout(),
+                SingleLink::Manager(m) => m.on_timeout(),
+            },
             _ => {}
         }
     }

@@ -9,6 +9,7 @@
 mod batch;
 mod connection;
 mod endpoint;
+mod managed;
 mod pipelined;
 mod resp;
 mod script;

@@ -29,6 +29,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{ConnectionInfo, IntoConnectionInfo, RedisError, RedisResult};
 
+use super::managed::Silence;
 use super::tls::{self, RedisTls};
 use tokio::sync::watch;
 
@@ -47,6 +48,8 @@ pub(crate) struct SentinelMaster {
     moved: watch::Sender<u64>,
     /// When it last moved (ms since the epoch; 0: never).
     moved_at_ms: AtomicU64,
+    /// Whether the connection to the master has gone silent (`managed.rs`).
+    silence: Silence,
 }
 
 impl SentinelMaster {
@@ -54,7 +57,7 @@ impl SentinelMaster {
         sentinels: &[String],
         master_name: &str,
         master_url: &str,
-        manager_config: ConnectionManagerConfig,
+        (manager_config, response_timeout): (ConnectionManagerConfig, Duration),
         tls: Option<&RedisTls>,
     ) -> RedisResult<Arc<Self>> {
         let master_info = master_url.into_connection_info()?;
@@ -81,6 +84,7 @@ impl SentinelMaster {
             manager_config,
             moved: watch::channel(0).0,
             moved_at_ms: AtomicU64::new(0),
+            silence: Silence::new(response_timeout),
         });
         spawn_announcement_listeners(
             Arc::downgrade(&this),
@@ -104,6 +108,40 @@ impl SentinelMaster {
 
     pub(crate) fn connection(&self) -> ConnectionManager {
         self.current.read().expect("sentinel lock").1.clone()
+    }
+
+    /// Run one call on the master's connection, watching for silence.
+    pub(crate) async fn watch<T>(
+        &self,
+        call: impl std::future::Future<Output = RedisResult<T>>,
+    ) -> RedisResult<T> {
+        self.silence.watch(call).await
+    }
+
+    /// A call timed out: the master may have moved (ask the Sentinels), or
+    /// the connection to it may have gone silent (connect to it again).
+    pub(crate) fn on_timeout(self: &Arc<Self>) {
+        self.maybe_resolve();
+        if !self.silence.is_silent() {
+            return;
+        }
+        let mut current = self.current.write().expect("sentinel lock");
+        // Another timed-out call may have replaced it meanwhile.
+        if !self.silence.is_silent() {
+            return;
+        }
+        match redis::Client::open(current.0.clone())
+            .and_then(|c| ConnectionManager::new_lazy_with_config(c, self.manager_config.clone()))
+        {
+            Ok(manager) => current.1 = manager,
+            Err(err) => {
+                tracing::warn!(error = %err, "sentinel: could not connect to the master again");
+                return;
+            }
+        }
+        self.silence.reset();
+        drop(current);
+        self.silence.warn_given_up();
     }
 
     /// A plain client to the current master.
@@ -178,6 +216,7 @@ impl SentinelMaster {
     fn swap(&self, info: ConnectionInfo, manager: ConnectionManager) {
         tracing::info!(master = %info.addr(), "sentinel: following the new master");
         *self.current.write().expect("sentinel lock") = (info, manager);
+        self.silence.reset();
         self.moved_at_ms
             .store(crate::clock::system_now_ms(), Ordering::Release);
         self.moved.send_modify(|generation| *generation += 1);

@@ -272,3 +272,64 @@ pub async fn instances(target: Target, test: &str, n: usize) -> Vec<Cache> {
     }
     caches
 }
+
+/// The silent-peer check shared by every kind of connection: `builder`
+/// reaches Redis through `proxy`. A value is written and read; then the
+/// connection in use goes silent (its next chunk held for a minute) while
+/// new connections pass at once. The timeouts open the breaker, and Redis
+/// must answer again within seconds — the silent connection given up and
+/// made again — not when the kernel gives up the socket many minutes later.
+pub async fn silent_connection_is_given_up(
+    builder: CacheBuilder,
+    proxy: &stratacache_testkit::DelayProxy,
+) {
+    use std::time::Instant;
+
+    use stratacache::{BreakerConfig, BreakerState, EntryOptions};
+
+    let cache = builder
+        .breaker(BreakerConfig {
+            failure_threshold: 3,
+            probe_interval: Duration::from_millis(100),
+        })
+        .build()
+        .await
+        .unwrap();
+    let opts = EntryOptions::new().ttl(Duration::from_secs(120));
+    cache.set("k", &"v".to_string(), &opts).await.unwrap();
+    assert_eq!(
+        cache.get::<String>("k").await.unwrap().as_deref(),
+        Some("v")
+    );
+
+    proxy.set_delay(Duration::from_secs(60));
+    for _ in 0..4 {
+        let _ = cache.get::<String>("k").await;
+    }
+    assert_eq!(
+        cache.breaker_state(),
+        Some(BreakerState::Open),
+        "the timeouts opened the breaker"
+    );
+    proxy.set_delay(Duration::ZERO);
+    let started = Instant::now();
+    let mut answered = None;
+    while started.elapsed() < Duration::from_secs(10) {
+        if let Ok(Some(value)) = cache.get::<String>("k").await {
+            answered = Some(value);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        answered.as_deref(),
+        Some("v"),
+        "Redis answered again within {:?} of the link recovering",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
