@@ -58,7 +58,7 @@ impl Silence {
     }
 
     /// A command has waited `silent_after` with nothing answered since.
-    pub(crate) fn is_silent(&self) -> bool {
+    fn is_silent(&self) -> bool {
         match self.unanswered_since.load(Ordering::Acquire) {
             0 => false,
             sent => self.now().saturating_sub(sent) >= self.silent_after.as_millis() as u64,
@@ -71,8 +71,27 @@ impl Silence {
         self.unanswered_since.store(0, Ordering::Release);
     }
 
-    /// Say that a silent connection was given up.
-    pub(crate) fn warn_given_up(&self) {
+    /// If the connection has gone silent, `replace` it (under the write
+    /// lock of `current`, checking again there: another timed-out call may
+    /// have replaced it meanwhile) and count afresh.
+    pub(crate) fn replace_if_silent<C>(
+        &self,
+        current: &RwLock<C>,
+        replace: impl FnOnce(&mut C) -> RedisResult<()>,
+    ) {
+        if !self.is_silent() {
+            return;
+        }
+        let mut current = current.write().unwrap_or_else(|e| e.into_inner());
+        if !self.is_silent() {
+            return;
+        }
+        if let Err(err) = replace(&mut current) {
+            tracing::warn!(error = %err, "could not make a new redis connection");
+            return;
+        }
+        self.reset();
+        drop(current);
         tracing::warn!(
             silent_for = ?self.silent_after,
             "redis connection sent nothing while commands waited; connecting again"
@@ -138,26 +157,14 @@ impl ManagedConnection {
     /// new connection.
     pub(crate) fn on_timeout(&self) {
         let shared = &self.shared;
-        if !shared.silence.is_silent() {
-            return;
-        }
-        let mut manager = shared.manager.write().unwrap_or_else(|e| e.into_inner());
-        // Another timed-out call may have replaced it meanwhile.
-        if !shared.silence.is_silent() {
-            return;
-        }
-        match ConnectionManager::new_lazy_with_config(
-            (*shared.client).clone(),
-            shared.config.clone(),
-        ) {
-            Ok(fresh) => *manager = fresh,
-            Err(err) => {
-                tracing::warn!(error = %err, "could not make a new redis connection");
-                return;
-            }
-        }
-        shared.silence.reset();
-        drop(manager);
-        shared.silence.warn_given_up();
+        shared
+            .silence
+            .replace_if_silent(&shared.manager, |manager| {
+                *manager = ConnectionManager::new_lazy_with_config(
+                    (*shared.client).clone(),
+                    shared.config.clone(),
+                )?;
+                Ok(())
+            });
     }
 }

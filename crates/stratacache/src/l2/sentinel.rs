@@ -122,26 +122,13 @@ impl SentinelMaster {
     /// the connection to it may have gone silent (connect to it again).
     pub(crate) fn on_timeout(self: &Arc<Self>) {
         self.maybe_resolve();
-        if !self.silence.is_silent() {
-            return;
-        }
-        let mut current = self.current.write().expect("sentinel lock");
-        // Another timed-out call may have replaced it meanwhile.
-        if !self.silence.is_silent() {
-            return;
-        }
-        match redis::Client::open(current.0.clone())
-            .and_then(|c| ConnectionManager::new_lazy_with_config(c, self.manager_config.clone()))
-        {
-            Ok(manager) => current.1 = manager,
-            Err(err) => {
-                tracing::warn!(error = %err, "sentinel: could not connect to the master again");
-                return;
-            }
-        }
-        self.silence.reset();
-        drop(current);
-        self.silence.warn_given_up();
+        self.silence
+            .replace_if_silent(&self.current, |(info, manager)| {
+                *manager = redis::Client::open(info.clone()).and_then(|c| {
+                    ConnectionManager::new_lazy_with_config(c, self.manager_config.clone())
+                })?;
+                Ok(())
+            });
     }
 
     /// A plain client to the current master.
