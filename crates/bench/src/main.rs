@@ -76,8 +76,9 @@ enum Scenario {
     /// to every instance's L1.
     Consistency(ConsistencyArgs),
     /// The same workload (Zipf keys, 1 ms loader, 64 callers) through
-    /// stratacache and its peers: the seeds' cache-aside on redis-rs, the
-    /// `cached` crate's Redis store, the seeds' Node.js code on ioredis.
+    /// stratacache and its peers: the seeds' cache-aside on redis-rs (alone
+    /// and behind a hand-rolled moka tier), the `cached` crate's Redis store,
+    /// the seeds' Node.js code on ioredis.
     Peers(peers::PeersArgs),
     /// Read scaling with concurrency (1–1,024 callers) and value size
     /// (100 B–1 MB): stratacache with and without L1 vs bare redis-rs; an SVG plot.

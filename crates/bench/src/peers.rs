@@ -29,7 +29,7 @@ use crate::report::{
     Product, Rng, SAFETY_TTL_SECS,
 };
 use node::NodeSide;
-use sides::{plain_keys, CachedCrate, Database, Naive, Peer, Stratacache, L1};
+use sides::{plain_keys, CachedCrate, Database, Naive, NaiveTwoTier, Peer, Stratacache, L1};
 use zipf::Zipf;
 
 /// SPEC §9: stratacache at least this many times each peer's ops/s.
@@ -106,14 +106,21 @@ pub struct PeersArgs {
 }
 
 /// The sides, in report order.
-const SIDES: [&str; 5] = [
+const SIDES: [&str; 6] = [
     "stratacache_l2",
     "stratacache_l1_l2",
     "naive_redis_rs",
     "cached_crate_redis",
+    "naive_moka_redis",
     "node_ioredis",
 ];
+/// The sides run in this process: every side but the last (Node.js).
+const IN_PROCESS: usize = SIDES.len() - 1;
+/// The peers the targets are judged against.
 const PEERS: [&str; 3] = ["naive_redis_rs", "cached_crate_redis", "node_ioredis"];
+/// Compared, not judged: the hand-rolled code with an in-process tier of its
+/// own, which shows what any L1 does to a closed loop's tail.
+const TWO_TIER_PEER: &str = "naive_moka_redis";
 
 /// One round of one side.
 #[derive(Debug, Clone, Copy)]
@@ -231,6 +238,7 @@ enum Rust {
     Stratacache(Arc<Stratacache>),
     Naive(Arc<Naive>),
     Cached(Arc<CachedCrate>),
+    TwoTier(Arc<NaiveTwoTier>),
 }
 
 impl Rust {
@@ -245,6 +253,7 @@ impl Rust {
             Rust::Stratacache(p) => drive(p, zipf, callers, budget, seed).await,
             Rust::Naive(p) => drive(p, zipf, callers, budget, seed).await,
             Rust::Cached(p) => drive(p, zipf, callers, budget, seed).await,
+            Rust::TwoTier(p) => drive(p, zipf, callers, budget, seed).await,
         }
     }
 
@@ -260,6 +269,7 @@ impl Rust {
             Rust::Stratacache(p) => drive_open(p, zipf, rate, duration, seed).await,
             Rust::Naive(p) => drive_open(p, zipf, rate, duration, seed).await,
             Rust::Cached(p) => drive_open(p, zipf, rate, duration, seed).await,
+            Rust::TwoTier(p) => drive_open(p, zipf, rate, duration, seed).await,
         }
     }
 }
@@ -267,12 +277,12 @@ impl Rust {
 async fn measure(url: &str, args: &PeersArgs, side_ns: &dyn Fn(&str) -> String) -> Result<Value> {
     let zipf = Arc::new(Zipf::new(args.keys, args.theta));
     let mut rust: Vec<(&str, Rust)> = Vec::new();
-    for (i, name) in SIDES.iter().enumerate().take(4) {
+    for (i, name) in SIDES.iter().enumerate().take(IN_PROCESS) {
         rust.push((name, build_side(url, args, i, &side_ns(name)).await?));
     }
     let mut cleaner = bare_connection(url).await?;
 
-    let node_ns = side_ns(SIDES[4]);
+    let node_ns = side_ns(SIDES[IN_PROCESS]);
     let plan = node::Plan {
         url,
         namespace: &node_ns,
@@ -288,7 +298,7 @@ async fn measure(url: &str, args: &PeersArgs, side_ns: &dyn Fn(&str) -> String) 
         node_skipped = Some("skipped: --no-node".to_string());
     } else if args.rate.is_some() {
         node_skipped = Some("skipped: --rate (the Node.js driver runs a closed loop)".to_string());
-    } else if !wanted(args, SIDES[4]) {
+    } else if !wanted(args, SIDES[IN_PROCESS]) {
         node_skipped = Some("skipped: --only".to_string());
     } else {
         match NodeSide::start(&args.node, &node_dir, &plan).await? {
@@ -412,11 +422,12 @@ fn report(
     let mut ratios = Map::new();
     let (mut met, mut all_present) = (true, true);
     for ours in ["stratacache_l1_l2", "stratacache_l2"] {
-        for peer in PEERS {
+        for peer in PEERS.into_iter().chain([TWO_TIER_PEER]) {
+            let judged = peer != TWO_TIER_PEER && ours == "stratacache_l1_l2";
             let (a, b) = (by_name(ours), by_name(peer));
             if a.rounds.is_empty() || b.rounds.is_empty() {
                 // A side left out: the target cannot be judged.
-                all_present &= ours != "stratacache_l1_l2";
+                all_present &= !judged;
                 continue;
             }
             let ops = ratio(a.ops_per_sec(), b.ops_per_sec());
@@ -426,7 +437,7 @@ fn report(
                 .zip(&b.rounds)
                 .map(|(x, y)| x.ops_per_sec / y.ops_per_sec)
                 .collect();
-            if ours == "stratacache_l1_l2" {
+            if judged {
                 met &= ops >= TARGET_MIN_RATIO;
             }
             ratios.insert(
@@ -462,7 +473,7 @@ fn report(
     }))
 }
 
-/// In-process side `i` (0..4), new: an empty L1, a new connection.
+/// In-process side `i` (`0..IN_PROCESS`), new: an empty L1, a new connection.
 async fn build_side(url: &str, args: &PeersArgs, i: usize, ns: &str) -> Result<Rust> {
     let ttl = Duration::from_secs(SAFETY_TTL_SECS);
     let db = Database::new(args.loader_ms);
@@ -489,6 +500,10 @@ async fn build_side(url: &str, args: &PeersArgs, i: usize, ns: &str) -> Result<R
             db,
         ))),
         "cached_crate_redis" => Rust::Cached(Arc::new(CachedCrate::build(url, ns, ttl, db).await?)),
+        "naive_moka_redis" => Rust::TwoTier(Arc::new(NaiveTwoTier::new(
+            Naive::new(bare_connection(url).await?, ns, ttl, db),
+            args.keys,
+        ))),
         other => anyhow::bail!("{other} is not an in-process side"),
     })
 }

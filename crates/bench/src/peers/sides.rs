@@ -1,4 +1,4 @@
-//! The four in-process sides of `peers`, each answering "give me product
+//! The five in-process sides of `peers`, each answering "give me product
 //! `id`" with its own cache in front of the same 1 ms "database".
 
 use std::convert::Infallible;
@@ -162,24 +162,75 @@ impl Naive {
     }
 }
 
-impl Peer for Naive {
-    async fn fetch(&self, id: u64) -> Result<()> {
+impl Naive {
+    /// `GET`; on a miss load and `SETEX`. The row, from Redis or the database.
+    async fn read(&self, id: u64) -> Result<Product> {
         let key = format!("{}:{}", self.ns, product_key(id));
         let mut conn = self.conn.clone();
         let cached: Option<Vec<u8>> = conn.get(&key).await?;
         if let Some(json) = cached {
-            black_box(serde_json::from_slice::<Product>(&json)?);
-            return Ok(());
+            return Ok(serde_json::from_slice::<Product>(&json)?);
         }
         let data = self.db.load(id).await;
         let json = serde_json::to_vec(&data)?;
         let () = conn.set_ex(&key, json, self.ttl_secs).await?;
-        black_box(data);
+        Ok(data)
+    }
+}
+
+impl Peer for Naive {
+    async fn fetch(&self, id: u64) -> Result<()> {
+        black_box(self.read(id).await?);
         Ok(())
     }
 
     fn loads(&self) -> u64 {
         self.db.count()
+    }
+}
+
+/// The same hand-rolled code with a moka cache in front, as a team adds an
+/// in-process tier by hand: moka, else the naive `GET`/load/`SETEX`, then
+/// insert the row. No coalescing, no invalidation. Each call takes a unit of
+/// tokio's cooperative budget, as stratacache does: a loop of in-memory hits
+/// that never yields would starve every miss of its worker.
+pub struct NaiveTwoTier {
+    l1: moka::sync::Cache<String, Arc<Product>>,
+    l2: Naive,
+}
+
+impl NaiveTwoTier {
+    /// `keys`: the entry bound (the whole key space fits, as it does in
+    /// stratacache's default byte bound); entries live as long as in Redis.
+    pub fn new(l2: Naive, keys: u64) -> Self {
+        let ttl = Duration::from_secs(l2.ttl_secs);
+        Self {
+            l1: moka::sync::Cache::builder()
+                .max_capacity(keys)
+                .time_to_live(ttl)
+                .build(),
+            l2,
+        }
+    }
+}
+
+impl Peer for NaiveTwoTier {
+    async fn fetch(&self, id: u64) -> Result<()> {
+        tokio::task::consume_budget().await;
+        // Keyed as the application names the row, as stratacache's side is.
+        let key = product_key(id);
+        if let Some(row) = self.l1.get(&key) {
+            black_box(row);
+            return Ok(());
+        }
+        let row = Arc::new(self.l2.read(id).await?);
+        self.l1.insert(key, Arc::clone(&row));
+        black_box(row);
+        Ok(())
+    }
+
+    fn loads(&self) -> u64 {
+        self.l2.loads()
     }
 }
 
