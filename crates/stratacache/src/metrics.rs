@@ -102,7 +102,7 @@ pub(crate) struct CacheMetrics {
 pub(crate) struct Metrics {
     enabled: bool,
     cache: Arc<str>,
-    default_policy: Arc<PolicyMetrics>,
+    default_policy: PolicyMetrics,
     by_policy: RwLock<HashMap<Arc<str>, Arc<PolicyMetrics>>>,
     pub(crate) global: Arc<CacheMetrics>,
 }
@@ -147,7 +147,7 @@ impl Metrics {
             l1_bytes: g("stratacache_l1_bytes"),
             l1_entries: g("stratacache_l1_entries"),
         });
-        let default_policy = Arc::new(Self::policy_handles(enabled, &cache, DEFAULT_POLICY));
+        let default_policy = Self::policy_handles(enabled, &cache, DEFAULT_POLICY);
         Self {
             enabled,
             cache,
@@ -203,22 +203,42 @@ impl Metrics {
     }
 
     /// The handles for a policy name (`None`: the default policy).
-    pub(crate) fn policy(&self, name: Option<&Arc<str>>) -> Arc<PolicyMetrics> {
-        let Some(name) = name else {
-            return self.default_policy.clone();
+    ///
+    /// The default policy's are lent, not shared: every call of every
+    /// worker asks for them, and raising and dropping one reference count
+    /// would make all workers write the same cache line on every read.
+    pub(crate) fn policy(&self, name: Option<&Arc<str>>) -> PolicyRef<'_> {
+        let Some(name) = name.filter(|_| self.enabled) else {
+            return PolicyRef::Default(&self.default_policy);
         };
-        if !self.enabled {
-            return self.default_policy.clone();
-        }
         if let Some(found) = self.by_policy.read().expect("metrics lock").get(name) {
-            return found.clone();
+            return PolicyRef::Named(found.clone());
         }
         let handles = Arc::new(Self::policy_handles(true, &self.cache, name));
-        self.by_policy
-            .write()
-            .expect("metrics lock")
-            .entry(name.clone())
-            .or_insert(handles)
-            .clone()
+        PolicyRef::Named(
+            self.by_policy
+                .write()
+                .expect("metrics lock")
+                .entry(name.clone())
+                .or_insert(handles)
+                .clone(),
+        )
+    }
+}
+
+/// A policy's metric handles, as [`Metrics::policy`] gives them out.
+pub(crate) enum PolicyRef<'a> {
+    Default(&'a PolicyMetrics),
+    Named(Arc<PolicyMetrics>),
+}
+
+impl std::ops::Deref for PolicyRef<'_> {
+    type Target = PolicyMetrics;
+
+    fn deref(&self) -> &PolicyMetrics {
+        match self {
+            Self::Default(handles) => handles,
+            Self::Named(handles) => handles,
+        }
     }
 }
