@@ -119,7 +119,7 @@ const IN_PROCESS: usize = SIDES.len() - 1;
 /// The peers the targets are judged against.
 const PEERS: [&str; 3] = ["naive_redis_rs", "cached_crate_redis", "node_ioredis"];
 /// Compared, not judged: the hand-rolled code with an in-process tier of its
-/// own, which shows what any L1 does to a closed loop's tail.
+/// own — the bar for stratacache's L1, hits and tail alike.
 const TWO_TIER_PEER: &str = "naive_moka_redis";
 
 /// One round of one side.

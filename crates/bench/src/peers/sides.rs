@@ -160,9 +160,7 @@ impl Naive {
             db,
         }
     }
-}
 
-impl Naive {
     /// `GET`; on a miss load and `SETEX`. The row, from Redis or the database.
     async fn read(&self, id: u64) -> Result<Product> {
         let key = format!("{}:{}", self.ns, product_key(id));

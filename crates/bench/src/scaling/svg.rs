@@ -16,7 +16,9 @@ pub struct Panel {
     pub series: Vec<Series>,
 }
 
-const COLORS: [&str; 5] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
+const COLORS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+];
 const W: f64 = 460.0;
 const H: f64 = 320.0;
 const LEFT: f64 = 70.0;

@@ -200,8 +200,8 @@ fn new_token(ttl: Duration) -> (String, String) {
     (token, ttl_ms)
 }
 
-/// `bits` as 32 lowercase hex digits. Every miss takes a token: written
-/// directly, it costs a tenth of what `format!("{:032x}")` does.
+/// `bits` as 32 lowercase hex digits, written directly: every miss takes a
+/// token, and `format!` would run the formatting machinery for it.
 fn hex_token(bits: u128) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(32);
