@@ -53,20 +53,31 @@ impl Reply {
 /// Sends one command to `127.0.0.1:port` over a fresh connection and reads
 /// the reply. `timeout` bounds the connect, each write and each read.
 pub fn call(port: u16, args: &[&str], timeout: Duration) -> io::Result<Reply> {
+    let mut replies = call_all(port, &[args], timeout)?;
+    Ok(replies.remove(0))
+}
+
+/// Sends `commands` to `127.0.0.1:port` one after another over one fresh
+/// connection and reads their replies, in order. For what must share a
+/// connection: `WAIT` waits only for the writes of its own connection.
+pub fn call_all(port: u16, commands: &[&[&str]], timeout: Duration) -> io::Result<Vec<Reply>> {
     let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
     let stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     stream.set_nodelay(true)?;
-    let mut req = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        req.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        req.extend_from_slice(arg.as_bytes());
-        req.extend_from_slice(b"\r\n");
+    let mut req = Vec::new();
+    for args in commands {
+        req.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+        for arg in *args {
+            req.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            req.extend_from_slice(arg.as_bytes());
+            req.extend_from_slice(b"\r\n");
+        }
     }
     (&stream).write_all(&req)?;
     let mut reader = BufReader::new(stream);
-    read_reply(&mut reader)
+    commands.iter().map(|_| read_reply(&mut reader)).collect()
 }
 
 /// Sends `PING` to `127.0.0.1:port`; true on a `+PONG` reply within

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use crate::net::Reply;
 use crate::*;
 
 const SHORT: Duration = Duration::from_millis(300);
@@ -148,10 +149,20 @@ fn cluster_three_masters_ok() {
     // Write through the owner of the key's slot.
     let owner = c.master_port_for_key(b"hello").unwrap();
     let node = c.node_by_port(owner).unwrap();
-    assert_eq!(node.cli(&["SET", "hello", "world"]), "OK");
     // Replication is asynchronous: make sure the replica has the key before
     // its master dies, or the promoted replica may rightly not have it.
-    assert_eq!(node.cli(&["WAIT", "1", "5000"]), "1");
+    // `WAIT` counts acknowledgements of its own connection's writes only,
+    // so it goes on the connection that wrote (on another it returns at once).
+    let replies = net::call_all(
+        owner,
+        &[&["SET", "hello", "world"], &["WAIT", "1", "5000"]],
+        Duration::from_secs(10),
+    )
+    .expect("SET and WAIT on the key's master");
+    assert_eq!(replies, [Reply::Status("OK".into()), Reply::Int(1)]);
+    // Which replica acknowledged, at which offset: for the message below,
+    // should the promoted node not hold the key.
+    let before_kill = node.cli(&["INFO", "replication"]);
 
     // Kill the master of that key: its replica takes over.
     let t = Instant::now();
@@ -163,9 +174,17 @@ fn cluster_three_masters_ok() {
     assert!(c.wait_ok(Duration::from_secs(30)), "{}", c.diagnostics());
     eprintln!("cluster failover took {:?}", t.elapsed());
     let new_owner = c.master_port_for_key(b"hello").unwrap();
+    let new_master = c.node_by_port(new_owner).unwrap();
+    let got = new_master.cli(&["GET", "hello"]);
     assert_eq!(
-        c.node_by_port(new_owner).unwrap().cli(&["GET", "hello"]),
-        "world"
+        got,
+        "world",
+        "the promoted node {new_owner} lost the write acknowledged before the \
+         failover\n--- old master {owner} before the kill:\n{before_kill}\n\
+         --- promoted node now:\n{}\nDBSIZE {}\n{}",
+        new_master.cli(&["INFO", "replication"]),
+        new_master.cli(&["DBSIZE"]),
+        c.diagnostics()
     );
 
     // The old master comes back as a replica.

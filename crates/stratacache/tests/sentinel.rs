@@ -60,7 +60,14 @@ async fn node(port: u16) -> redis::aio::MultiplexedConnection {
 /// missed the master's last write: the tail a promotion loses.
 async fn diverge_replica(group: &RedisSentinelGroup, key: &str, bytes: &[u8]) {
     let mut master = node(group.current_master_port()).await;
-    let replicated: i64 = redis::cmd("WAIT")
+    // `WAIT` counts acknowledgements of its own connection's writes only: a
+    // marker written here, replicated in order after the cache's writes,
+    // makes it wait for those too.
+    let ((), replicated): ((), i64) = redis::pipe()
+        .cmd("SET")
+        .arg("test:replicated-marker")
+        .arg(1)
+        .cmd("WAIT")
         .arg(1)
         .arg(5_000)
         .query_async(&mut master)
