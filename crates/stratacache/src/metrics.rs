@@ -103,7 +103,11 @@ pub(crate) struct Metrics {
     enabled: bool,
     cache: Arc<str>,
     default_policy: PolicyMetrics,
-    by_policy: RwLock<HashMap<Arc<str>, Arc<PolicyMetrics>>>,
+    /// The handles of the policies the cache was built with: fixed at
+    /// build, so a call reads them without a lock or a reference count.
+    registered: HashMap<Arc<str>, PolicyMetrics>,
+    /// Policies named only by options the cache was not built with.
+    unregistered: RwLock<HashMap<Arc<str>, Arc<PolicyMetrics>>>,
     pub(crate) global: Arc<CacheMetrics>,
 }
 
@@ -152,7 +156,8 @@ impl Metrics {
             enabled,
             cache,
             default_policy,
-            by_policy: RwLock::new(HashMap::new()),
+            registered: HashMap::new(),
+            unregistered: RwLock::new(HashMap::new()),
             global,
         }
     }
@@ -202,21 +207,38 @@ impl Metrics {
         }
     }
 
+    /// Make the handles of the policies `names` once, at build.
+    pub(crate) fn register_policies<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
+        if !self.enabled {
+            return;
+        }
+        for name in names {
+            let handles = Self::policy_handles(true, &self.cache, name);
+            self.registered.insert(Arc::from(name), handles);
+        }
+    }
+
     /// The handles for a policy name (`None`: the default policy).
     ///
-    /// The default policy's are lent, not shared: every call of every
-    /// worker asks for them, and raising and dropping one reference count
-    /// would make all workers write the same cache line on every read.
+    /// The default policy's and the registered policies' are lent, not
+    /// shared: every call of every worker asks for them, and taking a lock
+    /// or raising a reference count would make all workers write the same
+    /// cache line on every read. Options naming a policy this cache was not
+    /// built with (made by [`Policy::new`](crate::Policy::new) alone) take
+    /// the slower, locked path.
     pub(crate) fn policy(&self, name: Option<&Arc<str>>) -> PolicyRef<'_> {
         let Some(name) = name.filter(|_| self.enabled) else {
-            return PolicyRef::Default(&self.default_policy);
+            return PolicyRef::Lent(&self.default_policy);
         };
-        if let Some(found) = self.by_policy.read().expect("metrics lock").get(name) {
-            return PolicyRef::Named(found.clone());
+        if let Some(handles) = self.registered.get(name) {
+            return PolicyRef::Lent(handles);
+        }
+        if let Some(found) = self.unregistered.read().expect("metrics lock").get(name) {
+            return PolicyRef::Shared(found.clone());
         }
         let handles = Arc::new(Self::policy_handles(true, &self.cache, name));
-        PolicyRef::Named(
-            self.by_policy
+        PolicyRef::Shared(
+            self.unregistered
                 .write()
                 .expect("metrics lock")
                 .entry(name.clone())
@@ -228,8 +250,8 @@ impl Metrics {
 
 /// A policy's metric handles, as [`Metrics::policy`] gives them out.
 pub(crate) enum PolicyRef<'a> {
-    Default(&'a PolicyMetrics),
-    Named(Arc<PolicyMetrics>),
+    Lent(&'a PolicyMetrics),
+    Shared(Arc<PolicyMetrics>),
 }
 
 impl std::ops::Deref for PolicyRef<'_> {
@@ -237,8 +259,38 @@ impl std::ops::Deref for PolicyRef<'_> {
 
     fn deref(&self) -> &PolicyMetrics {
         match self {
-            Self::Default(handles) => handles,
-            Self::Named(handles) => handles,
+            Self::Lent(handles) => handles,
+            Self::Shared(handles) => handles,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lent(handles: &PolicyRef<'_>) -> bool {
+        matches!(handles, PolicyRef::Lent(_))
+    }
+
+    #[test]
+    fn registered_policies_are_lent_and_others_shared() {
+        let mut metrics = Metrics::new(true, "shop");
+        metrics.register_policies(["prices", "sessions"]);
+        // Options carry their own `Arc` of the name, not the registry's.
+        assert!(lent(&metrics.policy(Some(&Arc::from("prices")))));
+        assert!(lent(&metrics.policy(Some(&Arc::from("sessions")))));
+        assert!(lent(&metrics.policy(None)));
+        let adhoc: Arc<str> = Arc::from("adhoc");
+        assert!(!lent(&metrics.policy(Some(&adhoc))));
+        assert!(!lent(&metrics.policy(Some(&adhoc))), "and again");
+    }
+
+    #[test]
+    fn without_metrics_every_policy_lends_the_no_op_handles() {
+        let mut metrics = Metrics::new(false, "shop");
+        metrics.register_policies(["prices"]);
+        assert!(lent(&metrics.policy(Some(&Arc::from("prices")))));
+        assert!(lent(&metrics.policy(Some(&Arc::from("adhoc")))));
     }
 }

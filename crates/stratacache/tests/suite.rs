@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{counter, stored_key, Raw, Target};
-use stratacache::{Cache, EntryOptions, Error, Loaded, Loader, Resource};
+use stratacache::{Cache, EntryOptions, Error, Loaded, Loader, Policy, Resource};
 
 against_every_target!(
     a_value_is_served_from_l1_then_from_l2_by_another_instance,
@@ -34,6 +34,61 @@ against_every_target!(
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
+}
+
+/// Every call is counted under its policy: one the cache was built with,
+/// options labelled by a policy it was not built with, and the default —
+/// from many tasks at once, each series counting only its own calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_counted_under_their_policy() {
+    common::record_metrics();
+    let cache = common::builder(Target::Single, "policy-labels")
+        .policy("prices", EntryOptions::new().ttl(secs(60)))
+        .build()
+        .await
+        .unwrap();
+    let ns = cache.namespace().to_string();
+    let registered = cache.policy("prices").unwrap().clone();
+    let unregistered = Policy::new("adhoc", EntryOptions::new().ttl(secs(60)))
+        .options()
+        .clone();
+    let default = EntryOptions::new().ttl(secs(60));
+    let calls = [(registered, "p"), (unregistered, "a"), (default, "d")];
+    // The first call of each key loads it; the other 99 find it in L1.
+    for (opts, key) in &calls {
+        let mut tasks = Vec::new();
+        for i in 0..100 {
+            let (cache, opts, key) = (cache.clone(), opts.clone(), *key);
+            tasks.push(tokio::spawn(async move {
+                if i > 0 {
+                    // After the first call's load has landed.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                cache
+                    .get_or_load(key, &opts, || async { Ok::<_, std::io::Error>(7u32) })
+                    .await
+            }));
+        }
+        for task in tasks {
+            assert_eq!(task.await.unwrap().unwrap(), 7);
+        }
+    }
+    for policy in ["prices", "adhoc", "default"] {
+        let labels = [("cache", ns.as_str()), ("policy", policy)];
+        let l1 = [labels[0], labels[1], ("tier", "l1")];
+        assert_eq!(
+            counter("stratacache_loads_total", &labels),
+            1,
+            "{policy}: {:?}",
+            common::counters_of(&ns)
+        );
+        assert_eq!(
+            counter("stratacache_hits_total", &l1),
+            99,
+            "{policy}: {:?}",
+            common::counters_of(&ns)
+        );
+    }
 }
 
 async fn a_value_is_served_from_l1_then_from_l2_by_another_instance(target: Target) {

@@ -351,7 +351,8 @@ impl CacheBuilder {
             policies.overlay_env(prefix)?;
         }
 
-        let metrics = Metrics::new(self.metrics, &self.namespace);
+        let mut metrics = Metrics::new(self.metrics, &self.namespace);
+        metrics.register_policies(policies.iter().map(|p| p.name()));
         let l1 = self
             .l1
             .map(|config| L1::new(config, keys.prefix_len(), &metrics.global));
