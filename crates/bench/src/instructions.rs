@@ -43,6 +43,9 @@ pub enum HotPath {
     L1HitMetrics,
     /// `cache.get_or_load` answered by L1.
     GetOrLoadL1Hit,
+    /// The same under a named policy's options, with a Prometheus recorder
+    /// installed: how a service that labels its calls reads.
+    GetOrLoadL1HitPolicy,
     /// A bare `moka::sync::Cache<String, Product>` get (a clone of the value).
     MokaGet,
     /// `cache.get` answered by Redis (L1 disabled).
@@ -87,7 +90,10 @@ pub struct InstructionsArgs {
 /// `bench hot-path`: set up, then run `ops` operations of one path, sequentially.
 pub async fn hot_path(url: &str, args: &HotPathArgs) -> Result<Value> {
     use HotPath::*;
-    if matches!(args.path, L1HitMetrics | L2HitMetrics) {
+    if matches!(
+        args.path,
+        L1HitMetrics | L2HitMetrics | GetOrLoadL1HitPolicy
+    ) {
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .install_recorder()
             .context("installing the Prometheus recorder")?;
@@ -97,27 +103,34 @@ pub async fn hot_path(url: &str, args: &HotPathArgs) -> Result<Value> {
     Rng::new(7).shuffle(&mut order);
     let key_at = |i: u64| &order[(i % L1_KEYS) as usize];
     match args.path {
-        L1Hit | L1HitMetrics | GetOrLoadL1Hit => {
+        L1Hit | L1HitMetrics | GetOrLoadL1Hit | GetOrLoadL1HitPolicy => {
             let cache = crate::report::cache_builder()
                 .namespace("bench")
+                .policy("products", opts.clone())
                 .build()
                 .await?;
+            let opts = if args.path == GetOrLoadL1HitPolicy {
+                cache.policy("products")?.clone()
+            } else {
+                opts
+            };
             for i in 0..L1_KEYS {
                 cache.set(&item_key(i), &Product::sample(i), &opts).await?;
             }
             for i in 0..args.ops {
                 let key = key_at(i);
-                let value: Option<Product> = if args.path == GetOrLoadL1Hit {
-                    Some(
-                        cache
-                            .get_or_load(key, &opts, || async {
-                                Err::<Product, _>(std::io::Error::other("L1 holds every key"))
-                            })
-                            .await?,
-                    )
-                } else {
-                    cache.get(key).await?
-                };
+                let value: Option<Product> =
+                    if matches!(args.path, GetOrLoadL1Hit | GetOrLoadL1HitPolicy) {
+                        Some(
+                            cache
+                                .get_or_load(key, &opts, || async {
+                                    Err::<Product, _>(std::io::Error::other("L1 holds every key"))
+                                })
+                                .await?,
+                        )
+                    } else {
+                        cache.get(key).await?
+                    };
                 ensure!(black_box(value).is_some(), "L1 missed {key}");
             }
         }
@@ -257,9 +270,11 @@ pub async fn run(url: &str, args: &InstructionsArgs) -> Result<Value> {
     let mut per_op = serde_json::Map::new();
     for path in HotPath::value_variants() {
         let ops = match path {
-            HotPath::L1Hit | HotPath::L1HitMetrics | HotPath::GetOrLoadL1Hit | HotPath::MokaGet => {
-                args.l1_ops
-            }
+            HotPath::L1Hit
+            | HotPath::L1HitMetrics
+            | HotPath::GetOrLoadL1Hit
+            | HotPath::GetOrLoadL1HitPolicy
+            | HotPath::MokaGet => args.l1_ops,
             _ => args.l2_ops,
         };
         let name = path
