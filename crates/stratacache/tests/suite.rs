@@ -54,21 +54,16 @@ async fn calls_are_counted_under_their_policy() {
         .clone();
     let default = EntryOptions::new().ttl(secs(60));
     let calls = [(registered, "p"), (unregistered, "a"), (default, "d")];
-    // The first call of each key loads it; the other 99 find it in L1.
+    // The first call of each key loads it; 99 concurrent calls after it find it in L1.
     for (opts, key) in &calls {
-        let mut tasks = Vec::new();
-        for i in 0..100 {
-            let (cache, opts, key) = (cache.clone(), opts.clone(), *key);
-            tasks.push(tokio::spawn(async move {
-                if i > 0 {
-                    // After the first call's load has landed.
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                cache
-                    .get_or_load(key, &opts, || async { Ok::<_, std::io::Error>(7u32) })
-                    .await
-            }));
-        }
+        let load = || async { Ok::<_, std::io::Error>(7u32) };
+        assert_eq!(cache.get_or_load(key, opts, load).await.unwrap(), 7);
+        let tasks: Vec<_> = (0..99)
+            .map(|_| {
+                let (cache, opts, key) = (cache.clone(), opts.clone(), *key);
+                tokio::spawn(async move { cache.get_or_load(key, &opts, load).await })
+            })
+            .collect();
         for task in tasks {
             assert_eq!(task.await.unwrap().unwrap(), 7);
         }
